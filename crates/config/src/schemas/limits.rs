@@ -36,3 +36,27 @@ pub fn check_uds_path(field: &str, path: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Check a free-form string: at most `max` bytes, no NUL.
+pub fn check_string(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("Invalid {field}: exceeds {max} bytes (got {} bytes)", value.len()));
+    }
+    if value.contains('\0') {
+        return Err(format!("Invalid {field}: must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+/// Check a list length against [`MAX_LIST_ENTRIES`].
+pub fn check_list_len(field: &str, len: usize) -> Result<(), String> {
+    if len > MAX_LIST_ENTRIES {
+        return Err(format!("Invalid {field}: exceeds {MAX_LIST_ENTRIES} entries (got {len})"));
+    }
+    Ok(())
+}
+
+/// Check an API resource id (drive, pmem, network interface) with Firecracker's texts.
+pub fn check_resource_id(id: &str) -> Result<(), String> {
+    squib_core::validate_resource_id(id).map_err(|e| e.to_string())
+}

@@ -1,0 +1,11 @@
+//! `PUT /metrics`.
+
+use axum::{body::Bytes, extract::State};
+use squib_config::{action::ApiAction, schemas::metrics::RawMetricsConfig};
+
+use super::{Ctrl, Reply, submit_validated};
+use crate::error::Result;
+
+pub(crate) async fn put(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
+    submit_validated::<RawMetricsConfig, _>(&ctrl, &body, ApiAction::PutMetrics).await
+}
