@@ -53,7 +53,7 @@ pub(crate) fn install_kick_handler() -> Result<(), HvError> {
     INSTALLED
         .get_or_init(|| {
             register_signal_handler(kick_signal(), handle_kick)
-                .map_err(|e| vmm_sys_util::errno::Error::errno(&e))
+                .map_err(vmm_sys_util::errno::Error::errno)
         })
         .map_err(|errno| HvError::errno("install vCPU kick signal handler", errno))
 }
