@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{RecordingIo, hypervisor_or_skip, memory_with_code, real_mode};
 use squib_arch::gdt::{write_gdt_idt, write_page_tables};
 use squib_arch::{BootProtocol, BootStateConfig, CpuidConfig, x86_boot_state};
-use squib_hv::{DataMatch, Hypervisor, IoEventAddress, SystemEventKind, VcpuExit, Vm, VmConfig};
+use squib_hv::{DataMatch, Hypervisor, IoEventAddress, VcpuExit, Vm, VmConfig};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
