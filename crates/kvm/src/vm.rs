@@ -1,0 +1,162 @@
+//! A KVM VM: platform devices, memslots, interrupt routing helpers, vCPU creation.
+//!
+//! `Send + Sync`; the memslot table is behind a mutex. Guest memory objects passed to
+//! `map_memory` are cloned and kept for the VM's lifetime, so the host mappings registered with
+//! KVM can never be unmapped while the VM exists.
+
+use std::sync::Mutex;
+
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::{IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
+use squib_hv::{DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::hypervisor::KvmOptions;
+use crate::kick::install_kick_handler;
+use crate::vcpu::KvmVcpu;
+
+/// Firecracker's KVM TSS address (three pages just below the 4 GiB boundary's BIOS area).
+pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+#[derive(Debug, Default)]
+struct Memslots {
+    next_slot: u32,
+    /// Kept alive for the VM's lifetime: KVM holds raw pointers into these mappings.
+    memories: Vec<GuestMemoryMmap>,
+}
+
+/// A KVM virtual machine.
+#[derive(Debug)]
+pub struct KvmVm {
+    fd: VmFd,
+    options: KvmOptions,
+    slots: Mutex<Memslots>,
+}
+
+impl KvmVm {
+    pub(crate) fn new(fd: VmFd, options: KvmOptions) -> Self {
+        Self {
+            fd,
+            options,
+            slots: Mutex::new(Memslots::default()),
+        }
+    }
+
+    /// Creates a vCPU with its concrete type (tests and KVM-specific callers).
+    pub fn create_kvm_vcpu(&self, index: u32) -> Result<KvmVcpu, HvError> {
+        install_kick_handler()?;
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(index))
+            .map_err(|e| HvError::errno("KVM_CREATE_VCPU", e.errno()))?;
+        Ok(KvmVcpu::new(fd, index, self.options))
+    }
+}
+
+fn ioevent_addr(addr: IoEventAddress) -> KvmIoEventAddress {
+    match addr {
+        IoEventAddress::Pio(p) => KvmIoEventAddress::Pio(u64::from(p)),
+        IoEventAddress::Mmio(a) => KvmIoEventAddress::Mmio(a),
+    }
+}
+
+impl Vm for KvmVm {
+    fn setup_platform(&self) -> Result<(), HvError> {
+        self.fd
+            .set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(|e| HvError::errno("KVM_SET_TSS_ADDR", e.errno()))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(|e| HvError::errno("KVM_CREATE_IRQCHIP", e.errno()))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd
+            .create_pit2(pit)
+            .map_err(|e| HvError::errno("KVM_CREATE_PIT2", e.errno()))
+    }
+
+    fn map_memory(&self, memory: &GuestMemoryMmap) -> Result<(), HvError> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keep the mappings alive before KVM learns about them.
+        slots.memories.push(memory.clone());
+        for region in memory.iter() {
+            let slot = slots.next_slot;
+            let mem_region = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: `userspace_addr..+memory_size` is a live mmap owned by `region`, and a clone
+            // of the whole `GuestMemoryMmap` (sharing the region `Arc`s) is stored in `self.slots`
+            // above, so the mapping outlives the VM fd's use of it.
+            unsafe { self.fd.set_user_memory_region(mem_region) }
+                .map_err(|e| HvError::errno("KVM_SET_USER_MEMORY_REGION", e.errno()))?;
+            slots.next_slot += 1;
+        }
+        Ok(())
+    }
+
+    fn create_vcpu(&self, index: u32) -> Result<Box<dyn Vcpu>, HvError> {
+        Ok(Box::new(self.create_kvm_vcpu(index)?))
+    }
+
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<(), HvError> {
+        self.fd
+            .set_irq_line(gsi, level)
+            .map_err(|e| HvError::errno("KVM_IRQ_LINE", e.errno()))
+    }
+
+    fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), HvError> {
+        self.fd
+            .register_irqfd(fd, gsi)
+            .map_err(|e| HvError::errno("KVM_IRQFD", e.errno()))
+    }
+
+    fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), HvError> {
+        self.fd
+            .unregister_irqfd(fd, gsi)
+            .map_err(|e| HvError::errno("KVM_IRQFD(deassign)", e.errno()))
+    }
+
+    fn register_ioeventfd(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        datamatch: DataMatch,
+    ) -> Result<(), HvError> {
+        let a = ioevent_addr(addr);
+        let r = match datamatch {
+            DataMatch::Any => self.fd.register_ioevent(fd, &a, NoDatamatch),
+            DataMatch::U8(v) => self.fd.register_ioevent(fd, &a, v),
+            DataMatch::U16(v) => self.fd.register_ioevent(fd, &a, v),
+            DataMatch::U32(v) => self.fd.register_ioevent(fd, &a, v),
+            DataMatch::U64(v) => self.fd.register_ioevent(fd, &a, v),
+        };
+        r.map_err(|e| HvError::errno("KVM_IOEVENTFD", e.errno()))
+    }
+
+    fn unregister_ioeventfd(
+        &self,
+        fd: &EventFd,
+        addr: IoEventAddress,
+        datamatch: DataMatch,
+    ) -> Result<(), HvError> {
+        let a = ioevent_addr(addr);
+        let r = match datamatch {
+            DataMatch::Any => self.fd.unregister_ioevent(fd, &a, NoDatamatch),
+            DataMatch::U8(v) => self.fd.unregister_ioevent(fd, &a, v),
+            DataMatch::U16(v) => self.fd.unregister_ioevent(fd, &a, v),
+            DataMatch::U32(v) => self.fd.unregister_ioevent(fd, &a, v),
+            DataMatch::U64(v) => self.fd.unregister_ioevent(fd, &a, v),
+        };
+        r.map_err(|e| HvError::errno("KVM_IOEVENTFD(deassign)", e.errno()))
+    }
+}

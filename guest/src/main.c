@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * squib-test-guest main: page tables, boot-timer signal, serial, then run the
+ * scenario named by `squibtest=<name>` on the kernel command line.
+ *
+ * Output protocol on COM1, one line per result:
+ *   SQUIBTEST BEGIN <name>
+ *   TEST info <key>=<value> ...
+ *   TEST ok <name> [...]        or   TEST fail <what> [...]
+ *   SQUIBTEST END <name>        (then i8042 reset = clean VMM exit)
+ */
+#include "guest.h"
+
+#define DEFAULT_SCENARIO "hello"
+#define NAME_MAX_LEN 63
+
+static const struct scenario scenarios[] = {
+	{ "hello",   scenario_hello,   "boot info: mode, cmdline length, e820 RAM, virtio-mmio slots" },
+	{ "smp",     scenario_smp,     "start every AP (INIT-SIPI-SIPI), count check-ins" },
+	{ "counter", scenario_counter, "print TICK <n> forever (pause/resume tests)" },
+	{ "fault",   scenario_fault,   "triple fault (empty IDT + ud2)" },
+	/* Device scenarios (blk-read, rng, ...) go here. */
+};
+
+/* Copied out of the command line: the AP trampoline may overwrite low memory. */
+static char name_buf[NAME_MAX_LEN + 1];
+const char *g_scenario_name = "?";
+
+NORETURN void kmain(void);
+
+NORETURN void kmain(void)
+{
+	paging_init();          /* 4 GiB identity map: MMIO above 1 GiB becomes reachable */
+	boot_timer_signal();    /* first thing after paging */
+	serial_init();
+	trap_init();
+	bootinfo_parse();
+
+	size_t len = 0;
+	const char *v = cmdline_get(g_boot.cmdline, "squibtest", &len);
+	if (!v) {
+		v = DEFAULT_SCENARIO;
+		len = strlen(v);
+	}
+	if (len > NAME_MAX_LEN)
+		len = NAME_MAX_LEN;
+	memcpy(name_buf, v, len);
+	name_buf[len] = '\0';
+	g_scenario_name = name_buf;
+
+	kprintf("SQUIBTEST BEGIN %s\n", name_buf);
+
+	const struct scenario *sc = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(scenarios); i++)
+		if (strncmp(scenarios[i].name, name_buf, NAME_MAX_LEN + 1) == 0)
+			sc = &scenarios[i];
+
+	if (!sc) {
+		kprintf("TEST fail unknown-scenario %s (known:", name_buf);
+		for (size_t i = 0; i < ARRAY_SIZE(scenarios); i++)
+			kprintf(" %s", scenarios[i].name);
+		kprintf(")\n");
+	} else if (sc->run() != 0) {
+		kprintf("TEST info scenario %s reported failure\n", name_buf);
+	}
+
+	kprintf("SQUIBTEST END %s\n", name_buf);
+	machine_reset();
+}
