@@ -37,7 +37,11 @@ async fn read_response(stream: &mut UnixStream, buf: &mut Vec<u8>) {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[idx]
 }
@@ -58,7 +62,10 @@ async fn measure(socket: &std::path::Path, path: &str) -> Vec<f64> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let socket = std::env::temp_dir().join(format!("squib-bench-{}.sock", std::process::id()));
         let snap = ControllerSnapshot::new("bench", "1.17.0-dev", "1.17.0-dev (squib bench)");

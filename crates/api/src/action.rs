@@ -4,6 +4,6 @@
 //! re-exports them under the seed's names.
 
 pub use squib_config::action::{
-    ActionClass, Admissibility, AdmissionError, ApiAction, ApiResponse,
-    NOT_SUPPORTED_AFTER_START, NOT_SUPPORTED_BEFORE_START,
+    ActionClass, Admissibility, AdmissionError, ApiAction, ApiResponse, NOT_SUPPORTED_AFTER_START,
+    NOT_SUPPORTED_BEFORE_START,
 };

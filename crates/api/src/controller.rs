@@ -107,7 +107,9 @@ impl ControllerSnapshot {
 
     /// `GET /version` body.
     pub fn version(&self) -> VersionResponse {
-        VersionResponse { firecracker_version: self.firecracker_version.clone() }
+        VersionResponse {
+            firecracker_version: self.firecracker_version.clone(),
+        }
     }
 }
 
@@ -237,7 +239,10 @@ impl RuntimeApiController {
         match tokio::time::timeout(self.timeouts.get(class), self.dispatch_ordered(action)).await {
             Ok(result) => result,
             Err(_elapsed) => {
-                tracing::error!("VMM action timed out after {:?}: {label}", self.timeouts.get(class));
+                tracing::error!(
+                    "VMM action timed out after {:?}: {label}",
+                    self.timeouts.get(class)
+                );
                 Err(ApiError::Timeout(label))
             }
         }
@@ -250,7 +255,10 @@ impl RuntimeApiController {
         let staged = Self::stage(&snap, &action)?;
 
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx.send((action, reply_tx)).await.map_err(|_| ApiError::EventLoopGone)?;
+        self.tx
+            .send((action, reply_tx))
+            .await
+            .map_err(|_| ApiError::EventLoopGone)?;
         let reply = reply_rx.await.map_err(|_| ApiError::EventLoopGone)?;
         match reply {
             ApiResponse::Fault { status, message } => Err(ApiError::Vmm { status, message }),

@@ -74,7 +74,9 @@ impl ApiError {
 
     /// The wire body.
     pub fn fault(&self) -> FaultMessage {
-        FaultMessage { fault_message: self.to_string() }
+        FaultMessage {
+            fault_message: self.to_string(),
+        }
     }
 }
 
@@ -104,9 +106,27 @@ mod tests {
             (ApiError::Admission(AdmissionError::ShutDown), 500),
             (ApiError::Timeout("PATCH /vm"), 504),
             (ApiError::EventLoopGone, 500),
-            (ApiError::Vmm { status: 413, message: "x".into() }, 413),
-            (ApiError::Vmm { status: 200, message: "x".into() }, 400),
-            (ApiError::Vmm { status: 999, message: "x".into() }, 400),
+            (
+                ApiError::Vmm {
+                    status: 413,
+                    message: "x".into(),
+                },
+                413,
+            ),
+            (
+                ApiError::Vmm {
+                    status: 200,
+                    message: "x".into(),
+                },
+                400,
+            ),
+            (
+                ApiError::Vmm {
+                    status: 999,
+                    message: "x".into(),
+                },
+                400,
+            ),
             (ApiError::TooManyConnections, 503),
         ];
         for (err, status) in cases {

@@ -8,9 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use squib_config::{
-    action::ApiAction, schemas::actions::InstanceAction, vm_config::RawConfigFile,
-};
+use squib_config::{action::ApiAction, schemas::actions::InstanceAction, vm_config::RawConfigFile};
 
 use crate::{controller::RuntimeApiController, error::ApiError};
 
@@ -57,10 +55,15 @@ pub enum ReplayError {
 
 /// Read and parse a config file.
 pub fn parse_config_file(path: &Path) -> Result<RawConfigFile, ReplayError> {
-    let read_err = |source| ReplayError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| ReplayError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_CONFIG_FILE_BYTES {
-        return Err(ReplayError::TooLarge { path: path.to_path_buf() });
+        return Err(ReplayError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
     let text = std::fs::read(path).map_err(read_err)?;
     parse_config_bytes(&text)
@@ -85,8 +88,12 @@ pub async fn replay_config(
         dispatch(controller, member, action).await?;
     }
     if start_microvm {
-        dispatch(controller, "InstanceStart", ApiAction::Instance(InstanceAction::InstanceStart))
-            .await?;
+        dispatch(
+            controller,
+            "InstanceStart",
+            ApiAction::Instance(InstanceAction::InstanceStart),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -101,5 +108,8 @@ async fn dispatch(
         .dispatch(action)
         .await
         .map(drop)
-        .map_err(|source| ReplayError::Dispatch { member: member.to_owned(), source })
+        .map_err(|source| ReplayError::Dispatch {
+            member: member.to_owned(),
+            source,
+        })
 }

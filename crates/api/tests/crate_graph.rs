@@ -12,11 +12,21 @@ use std::{
 
 fn metadata() -> serde_json::Value {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--filter-platform", "x86_64-unknown-linux-gnu"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--filter-platform",
+            "x86_64-unknown-linux-gnu",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("metadata json")
 }
 
@@ -35,7 +45,9 @@ fn test_should_keep_the_crate_graph_one_directional() {
         let id = p["id"].as_str().expect("id").to_owned();
         names.insert(id.clone(), p["name"].as_str().expect("name").to_owned());
         let bin = p["targets"].as_array().expect("targets").iter().any(|t| {
-            t["kind"].as_array().is_some_and(|k| k.iter().any(|x| x == "bin"))
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|x| x == "bin"))
         });
         if bin {
             is_bin.insert(id);
@@ -60,7 +72,11 @@ fn test_should_keep_the_crate_graph_one_directional() {
     let name_of = |id: &str| names.get(id).cloned().unwrap_or_default();
 
     // Transitive normal dependencies of squib-api.
-    let api = members.iter().find(|m| name_of(m) == "squib-api").expect("squib-api").clone();
+    let api = members
+        .iter()
+        .find(|m| name_of(m) == "squib-api")
+        .expect("squib-api")
+        .clone();
     let mut stack = vec![api];
     let mut seen = BTreeSet::new();
     while let Some(id) = stack.pop() {
@@ -76,9 +92,14 @@ fn test_should_keep_the_crate_graph_one_directional() {
     let hv: Vec<String> = seen
         .iter()
         .map(|id| name_of(id))
-        .filter(|n| n.starts_with("kvm-") || n == "squib-kvm" || n == "squib-hv" || n == "squib-vmm")
+        .filter(|n| {
+            n.starts_with("kvm-") || n == "squib-kvm" || n == "squib-hv" || n == "squib-vmm"
+        })
         .collect();
-    assert!(hv.is_empty(), "squib-api must not link hypervisor crates: {hv:?}");
+    assert!(
+        hv.is_empty(),
+        "squib-api must not link hypervisor crates: {hv:?}"
+    );
 
     let async_stack = ["tokio", "axum", "hyper"];
     let allowed = ["squib-api", "squib"];
@@ -93,12 +114,18 @@ fn test_should_keep_the_crate_graph_one_directional() {
             .collect();
         if !allowed.contains(&name.as_str()) && !is_bin.contains(m) {
             for a in async_stack {
-                assert!(!direct.iter().any(|d| d == a), "{name} must not depend on {a}");
+                assert!(
+                    !direct.iter().any(|d| d == a),
+                    "{name} must not depend on {a}"
+                );
             }
         }
         if name == "squib-core" {
             let internal: Vec<&String> = direct.iter().filter(|d| d.starts_with("squib")).collect();
-            assert!(internal.is_empty(), "squib-core must not depend on workspace crates: {internal:?}");
+            assert!(
+                internal.is_empty(),
+                "squib-core must not depend on workspace crates: {internal:?}"
+            );
         }
     }
 }

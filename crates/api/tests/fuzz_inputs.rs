@@ -11,14 +11,35 @@ use support::{Conn, kvm_server, parse_responses};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &[(&str, &str)] = &[
-    ("PUT", "/machine-config"), ("PATCH", "/machine-config"), ("PUT", "/cpu-config"),
-    ("PUT", "/boot-source"), ("PUT", "/drives/d0"), ("PATCH", "/drives/d0"), ("PUT", "/pmem/p0"),
-    ("PATCH", "/pmem/p0"), ("PUT", "/network-interfaces/n0"), ("PATCH", "/network-interfaces/n0"),
-    ("PUT", "/vsock"), ("PUT", "/balloon"), ("PATCH", "/balloon"), ("PATCH", "/balloon/statistics"),
-    ("PATCH", "/balloon/hinting/start"), ("PUT", "/logger"), ("PUT", "/metrics"), ("PUT", "/serial"),
-    ("PUT", "/entropy"), ("PUT", "/mmds"), ("PATCH", "/mmds"), ("PUT", "/mmds/config"),
-    ("PUT", "/hotplug/memory"), ("PATCH", "/hotplug/memory"), ("PUT", "/actions"), ("PATCH", "/vm"),
-    ("PUT", "/snapshot/create"), ("PUT", "/snapshot/load"), ("GET", "/"),
+    ("PUT", "/machine-config"),
+    ("PATCH", "/machine-config"),
+    ("PUT", "/cpu-config"),
+    ("PUT", "/boot-source"),
+    ("PUT", "/drives/d0"),
+    ("PATCH", "/drives/d0"),
+    ("PUT", "/pmem/p0"),
+    ("PATCH", "/pmem/p0"),
+    ("PUT", "/network-interfaces/n0"),
+    ("PATCH", "/network-interfaces/n0"),
+    ("PUT", "/vsock"),
+    ("PUT", "/balloon"),
+    ("PATCH", "/balloon"),
+    ("PATCH", "/balloon/statistics"),
+    ("PATCH", "/balloon/hinting/start"),
+    ("PUT", "/logger"),
+    ("PUT", "/metrics"),
+    ("PUT", "/serial"),
+    ("PUT", "/entropy"),
+    ("PUT", "/mmds"),
+    ("PATCH", "/mmds"),
+    ("PUT", "/mmds/config"),
+    ("PUT", "/hotplug/memory"),
+    ("PATCH", "/hotplug/memory"),
+    ("PUT", "/actions"),
+    ("PATCH", "/vm"),
+    ("PUT", "/snapshot/create"),
+    ("PUT", "/snapshot/load"),
+    ("GET", "/"),
 ];
 
 fn assert_wire_shape(r: &support::Resp) {
@@ -36,7 +57,10 @@ fn assert_wire_shape(r: &support::Resp) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 proptest! {

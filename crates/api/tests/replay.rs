@@ -10,7 +10,10 @@ use squib_api::{
 };
 use squib_core::CapabilityProfile;
 
-fn setup() -> (Arc<RuntimeApiController>, tokio::sync::mpsc::UnboundedReceiver<ApiAction>) {
+fn setup() -> (
+    Arc<RuntimeApiController>,
+    tokio::sync::mpsc::UnboundedReceiver<ApiAction>,
+) {
     let snap = ControllerSnapshot::new("cfg", "1.17.0-dev", "1.17.0-dev (squib test)")
         .with_profile(CapabilityProfile::x86_64_kvm());
     let (c, rx) = RuntimeApiController::new(snap, TimeoutTable::from_spec(), 8);
@@ -20,7 +23,11 @@ fn setup() -> (Arc<RuntimeApiController>, tokio::sync::mpsc::UnboundedReceiver<A
 }
 
 fn variant(a: &ApiAction) -> String {
-    format!("{a:?}").split('(').next().unwrap_or_default().to_owned()
+    format!("{a:?}")
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -46,8 +53,14 @@ async fn test_should_replay_in_firecracker_order_then_start() {
     assert_eq!(
         order,
         [
-            "PutLogger", "PutMachineConfig", "PutBootSource", "PutDrive",
-            "PutNetworkInterface", "PutMmdsConfig", "PutEntropy", "Instance"
+            "PutLogger",
+            "PutMachineConfig",
+            "PutBootSource",
+            "PutDrive",
+            "PutNetworkInterface",
+            "PutMmdsConfig",
+            "PutEntropy",
+            "Instance"
         ]
     );
     let snap = c.snapshot();
@@ -61,28 +74,48 @@ async fn test_should_replay_in_firecracker_order_then_start() {
 async fn test_should_name_the_failing_member() {
     let (c, _seen) = setup();
     let doc = r#"{"boot-source":{"kernel_image_path":"/k"},"drives":[],"machine-config":{"vcpu_count":0,"mem_size_mib":128}}"#;
-    let err = replay_config(&c, parse_config_bytes(doc.as_bytes()).expect("parse"), false)
-        .await
-        .expect_err("vcpu_count 0");
+    let err = replay_config(
+        &c,
+        parse_config_bytes(doc.as_bytes()).expect("parse"),
+        false,
+    )
+    .await
+    .expect_err("vcpu_count 0");
     let text = err.to_string();
     assert!(text.contains("machine-config"), "{text}");
-    assert!(text.contains("The number of vCPUs must be greater than 0"), "{text}");
+    assert!(
+        text.contains("The number of vCPUs must be greater than 0"),
+        "{text}"
+    );
 
-    let err = parse_config_bytes(br#"{"boot-source":{"kernel_image_path":"/k"}}"#).expect_err("no drives");
+    let err = parse_config_bytes(br#"{"boot-source":{"kernel_image_path":"/k"}}"#)
+        .expect_err("no drives");
     assert!(err.to_string().contains("missing field `drives`"), "{err}");
 
     let doc = r#"{"boot-source":{"kernel_image_path":"/k"},"drives":[{"drive_id":"a","path_on_host":"/a","is_root_device":true},{"drive_id":"b","path_on_host":"/b","is_root_device":true}]}"#;
-    let err = replay_config(&c, parse_config_bytes(doc.as_bytes()).expect("parse"), false)
-        .await
-        .expect_err("two roots");
-    assert!(err.to_string().contains("A root block device already exists!"), "{err}");
+    let err = replay_config(
+        &c,
+        parse_config_bytes(doc.as_bytes()).expect("parse"),
+        false,
+    )
+    .await
+    .expect_err("two roots");
+    assert!(
+        err.to_string()
+            .contains("A root block device already exists!"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn test_should_report_unreadable_files() {
-    let err = parse_config_file(std::path::Path::new("/nonexistent/cfg.json")).expect_err("missing");
+    let err =
+        parse_config_file(std::path::Path::new("/nonexistent/cfg.json")).expect_err("missing");
     assert!(matches!(err, ReplayError::Read { .. }));
-    assert!(err.to_string().starts_with("failed to read --config-file /nonexistent/cfg.json"));
+    assert!(
+        err.to_string()
+            .starts_with("failed to read --config-file /nonexistent/cfg.json")
+    );
 }
 
 #[tokio::test]
@@ -91,11 +124,20 @@ async fn test_should_match_the_http_path_for_the_same_input() {
     let (_c, socket, _seen) = support::kvm_server().await;
     let mut conn = support::Conn::open(&socket).await;
     let body = r#"{"vcpu_count":3,"mem_size_mib":128,"smt":true}"#;
-    let http = conn.request("PUT", "/machine-config", Some(body)).await.fault();
-    let (c, _seen2) = setup();
-    let doc = format!(r#"{{"boot-source":{{"kernel_image_path":"/k"}},"drives":[],"machine-config":{body}}}"#);
-    let err = replay_config(&c, parse_config_bytes(doc.as_bytes()).expect("parse"), false)
+    let http = conn
+        .request("PUT", "/machine-config", Some(body))
         .await
-        .expect_err("odd smt");
+        .fault();
+    let (c, _seen2) = setup();
+    let doc = format!(
+        r#"{{"boot-source":{{"kernel_image_path":"/k"}},"drives":[],"machine-config":{body}}}"#
+    );
+    let err = replay_config(
+        &c,
+        parse_config_bytes(doc.as_bytes()).expect("parse"),
+        false,
+    )
+    .await
+    .expect_err("odd smt");
     assert!(err.to_string().ends_with(&http), "{err} vs {http}");
 }

@@ -38,7 +38,14 @@ const fn row(
     invalid: Option<&'static str>,
     rule: Rule,
 ) -> Row {
-    Row { method, template, path, valid, invalid, rule }
+    Row {
+        method,
+        template,
+        path,
+        valid,
+        invalid,
+        rule,
+    }
 }
 
 use Rule::{Any, Get, Post, Pre};
@@ -47,46 +54,288 @@ use Rule::{Any, Get, Post, Pre};
 const ROWS: &[Row] = &[
     row("GET", "/", "/", None, None, Get),
     row("GET", "/version", "/version", None, None, Get),
-    row("PUT", "/machine-config", "/machine-config", Some(r#"{"vcpu_count":2,"mem_size_mib":256}"#), Some(r#"{"vcpu_count":0,"mem_size_mib":128}"#), Pre),
-    row("PATCH", "/machine-config", "/machine-config", Some(r#"{"mem_size_mib":512}"#), Some("{}"), Pre),
+    row(
+        "PUT",
+        "/machine-config",
+        "/machine-config",
+        Some(r#"{"vcpu_count":2,"mem_size_mib":256}"#),
+        Some(r#"{"vcpu_count":0,"mem_size_mib":128}"#),
+        Pre,
+    ),
+    row(
+        "PATCH",
+        "/machine-config",
+        "/machine-config",
+        Some(r#"{"mem_size_mib":512}"#),
+        Some("{}"),
+        Pre,
+    ),
     row("GET", "/machine-config", "/machine-config", None, None, Get),
-    row("PUT", "/cpu-config", "/cpu-config", Some(r#"{"kvm_capabilities":["!56"]}"#), Some(r#"{"bogus":[]}"#), Pre),
-    row("PUT", "/boot-source", "/boot-source", Some(r#"{"kernel_image_path":"/k","boot_args":"console=ttyS0"}"#), Some(r#"{"boot_args":"x"}"#), Pre),
-    row("PUT", "/drives/{drive_id}", "/drives/rootfs", Some(r#"{"drive_id":"rootfs","path_on_host":"/r","is_root_device":true,"is_read_only":false}"#), Some(r#"{"drive_id":"rootfs"}"#), Any),
-    row("PATCH", "/drives/{drive_id}", "/drives/rootfs", Some(r#"{"drive_id":"rootfs","path_on_host":"/r2"}"#), Some(r#"{"path_on_host":"/x"}"#), Post),
-    row("PUT", "/pmem/{id}", "/pmem/pm0", Some(r#"{"id":"pm0","path_on_host":"/p"}"#), Some(r#"{"id":"pm0"}"#), Any),
-    row("PATCH", "/pmem/{id}", "/pmem/pm0", Some(r#"{"id":"pm0","rate_limiter":{"bandwidth":{"size":1,"refill_time":1}}}"#), Some(r#"{"id":"pm0","bogus":1}"#), Post),
-    row("PUT", "/network-interfaces/{iface_id}", "/network-interfaces/eth0", Some(r#"{"iface_id":"eth0","host_dev_name":"tap0"}"#), Some(r#"{"iface_id":"eth0"}"#), Any),
-    row("PATCH", "/network-interfaces/{iface_id}", "/network-interfaces/eth0", Some(r#"{"iface_id":"eth0","rx_rate_limiter":{"ops":{"size":10,"refill_time":100}}}"#), Some(r#"{"host_dev_name":"x"}"#), Post),
-    row("PUT", "/vsock", "/vsock", Some(r#"{"guest_cid":3,"uds_path":"/tmp/v.sock"}"#), Some(r#"{"guest_cid":"three","uds_path":"/v"}"#), Pre),
-    row("PUT", "/balloon", "/balloon", Some(r#"{"amount_mib":0,"deflate_on_oom":true,"stats_polling_interval_s":1,"free_page_hinting":true}"#), Some(r#"{"amount_mib":"x"}"#), Pre),
-    row("PATCH", "/balloon", "/balloon", Some(r#"{"amount_mib":1}"#), Some("{}"), Post),
+    row(
+        "PUT",
+        "/cpu-config",
+        "/cpu-config",
+        Some(r#"{"kvm_capabilities":["!56"]}"#),
+        Some(r#"{"bogus":[]}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/boot-source",
+        "/boot-source",
+        Some(r#"{"kernel_image_path":"/k","boot_args":"console=ttyS0"}"#),
+        Some(r#"{"boot_args":"x"}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/drives/{drive_id}",
+        "/drives/rootfs",
+        Some(
+            r#"{"drive_id":"rootfs","path_on_host":"/r","is_root_device":true,"is_read_only":false}"#,
+        ),
+        Some(r#"{"drive_id":"rootfs"}"#),
+        Any,
+    ),
+    row(
+        "PATCH",
+        "/drives/{drive_id}",
+        "/drives/rootfs",
+        Some(r#"{"drive_id":"rootfs","path_on_host":"/r2"}"#),
+        Some(r#"{"path_on_host":"/x"}"#),
+        Post,
+    ),
+    row(
+        "PUT",
+        "/pmem/{id}",
+        "/pmem/pm0",
+        Some(r#"{"id":"pm0","path_on_host":"/p"}"#),
+        Some(r#"{"id":"pm0"}"#),
+        Any,
+    ),
+    row(
+        "PATCH",
+        "/pmem/{id}",
+        "/pmem/pm0",
+        Some(r#"{"id":"pm0","rate_limiter":{"bandwidth":{"size":1,"refill_time":1}}}"#),
+        Some(r#"{"id":"pm0","bogus":1}"#),
+        Post,
+    ),
+    row(
+        "PUT",
+        "/network-interfaces/{iface_id}",
+        "/network-interfaces/eth0",
+        Some(r#"{"iface_id":"eth0","host_dev_name":"tap0"}"#),
+        Some(r#"{"iface_id":"eth0"}"#),
+        Any,
+    ),
+    row(
+        "PATCH",
+        "/network-interfaces/{iface_id}",
+        "/network-interfaces/eth0",
+        Some(r#"{"iface_id":"eth0","rx_rate_limiter":{"ops":{"size":10,"refill_time":100}}}"#),
+        Some(r#"{"host_dev_name":"x"}"#),
+        Post,
+    ),
+    row(
+        "PUT",
+        "/vsock",
+        "/vsock",
+        Some(r#"{"guest_cid":3,"uds_path":"/tmp/v.sock"}"#),
+        Some(r#"{"guest_cid":"three","uds_path":"/v"}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/balloon",
+        "/balloon",
+        Some(
+            r#"{"amount_mib":0,"deflate_on_oom":true,"stats_polling_interval_s":1,"free_page_hinting":true}"#,
+        ),
+        Some(r#"{"amount_mib":"x"}"#),
+        Pre,
+    ),
+    row(
+        "PATCH",
+        "/balloon",
+        "/balloon",
+        Some(r#"{"amount_mib":1}"#),
+        Some("{}"),
+        Post,
+    ),
     row("GET", "/balloon", "/balloon", None, None, Get),
-    row("PATCH", "/balloon/statistics", "/balloon/statistics", Some(r#"{"stats_polling_interval_s":2}"#), Some(r#"{"stats_polling_interval_s":300}"#), Post),
-    row("GET", "/balloon/statistics", "/balloon/statistics", None, None, Get),
-    row("PATCH", "/balloon/hinting/start", "/balloon/hinting/start", Some(r#"{"acknowledge_on_stop":true}"#), Some(r#"{"bogus":1}"#), Post),
-    row("GET", "/balloon/hinting/status", "/balloon/hinting/status", None, None, Get),
-    row("PATCH", "/balloon/hinting/stop", "/balloon/hinting/stop", None, None, Post),
-    row("PUT", "/logger", "/logger", Some(r#"{"level":"Warning","show_level":true}"#), Some(r#"{"level":"bogus"}"#), Pre),
-    row("PUT", "/metrics", "/metrics", Some(r#"{"metrics_path":"/tmp/m"}"#), Some("{}"), Pre),
-    row("PUT", "/serial", "/serial", Some(r#"{"serial_out_path":"/tmp/s"}"#), Some(r#"{"bogus":1}"#), Pre),
-    row("PUT", "/entropy", "/entropy", Some("{}"), Some(r#"{"rate_limiter":5}"#), Pre),
-    row("PUT", "/mmds", "/mmds", Some(r#"{"a":"b"}"#), Some(r#"{"a":"#), Any),
-    row("PATCH", "/mmds", "/mmds", Some(r#"{"c":1}"#), Some("["), Any),
+    row(
+        "PATCH",
+        "/balloon/statistics",
+        "/balloon/statistics",
+        Some(r#"{"stats_polling_interval_s":2}"#),
+        Some(r#"{"stats_polling_interval_s":300}"#),
+        Post,
+    ),
+    row(
+        "GET",
+        "/balloon/statistics",
+        "/balloon/statistics",
+        None,
+        None,
+        Get,
+    ),
+    row(
+        "PATCH",
+        "/balloon/hinting/start",
+        "/balloon/hinting/start",
+        Some(r#"{"acknowledge_on_stop":true}"#),
+        Some(r#"{"bogus":1}"#),
+        Post,
+    ),
+    row(
+        "GET",
+        "/balloon/hinting/status",
+        "/balloon/hinting/status",
+        None,
+        None,
+        Get,
+    ),
+    row(
+        "PATCH",
+        "/balloon/hinting/stop",
+        "/balloon/hinting/stop",
+        None,
+        None,
+        Post,
+    ),
+    row(
+        "PUT",
+        "/logger",
+        "/logger",
+        Some(r#"{"level":"Warning","show_level":true}"#),
+        Some(r#"{"level":"bogus"}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/metrics",
+        "/metrics",
+        Some(r#"{"metrics_path":"/tmp/m"}"#),
+        Some("{}"),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/serial",
+        "/serial",
+        Some(r#"{"serial_out_path":"/tmp/s"}"#),
+        Some(r#"{"bogus":1}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/entropy",
+        "/entropy",
+        Some("{}"),
+        Some(r#"{"rate_limiter":5}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/mmds",
+        "/mmds",
+        Some(r#"{"a":"b"}"#),
+        Some(r#"{"a":"#),
+        Any,
+    ),
+    row(
+        "PATCH",
+        "/mmds",
+        "/mmds",
+        Some(r#"{"c":1}"#),
+        Some("["),
+        Any,
+    ),
     row("GET", "/mmds", "/mmds", None, None, Get),
-    row("PUT", "/mmds/config", "/mmds/config", Some(r#"{"network_interfaces":["eth0"],"version":"V2"}"#), Some(r#"{"network_interfaces":["eth0"],"version":"V3"}"#), Pre),
-    row("PUT", "/hotplug/memory", "/hotplug/memory", Some(r#"{"total_size_mib":1024}"#), Some(r#"{"total_size_mib":100}"#), Pre),
-    row("PATCH", "/hotplug/memory", "/hotplug/memory", Some(r#"{"requested_size_mib":256}"#), Some(r#"{"requested_size_mib":-1}"#), Post),
+    row(
+        "PUT",
+        "/mmds/config",
+        "/mmds/config",
+        Some(r#"{"network_interfaces":["eth0"],"version":"V2"}"#),
+        Some(r#"{"network_interfaces":["eth0"],"version":"V3"}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/hotplug/memory",
+        "/hotplug/memory",
+        Some(r#"{"total_size_mib":1024}"#),
+        Some(r#"{"total_size_mib":100}"#),
+        Pre,
+    ),
+    row(
+        "PATCH",
+        "/hotplug/memory",
+        "/hotplug/memory",
+        Some(r#"{"requested_size_mib":256}"#),
+        Some(r#"{"requested_size_mib":-1}"#),
+        Post,
+    ),
     row("GET", "/hotplug/memory", "/hotplug/memory", None, None, Get),
-    row("PATCH", "/vm", "/vm", Some(r#"{"state":"Paused"}"#), Some(r#"{"state":"Frozen"}"#), Post),
+    row(
+        "PATCH",
+        "/vm",
+        "/vm",
+        Some(r#"{"state":"Paused"}"#),
+        Some(r#"{"state":"Frozen"}"#),
+        Post,
+    ),
     row("GET", "/vm/config", "/vm/config", None, None, Get),
-    row("PUT", "/snapshot/create", "/snapshot/create", Some(r#"{"snapshot_path":"/s","mem_file_path":"/m"}"#), Some(r#"{"snapshot_path":"/s"}"#), Post),
-    row("PUT", "/snapshot/load", "/snapshot/load", Some(r#"{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"}}"#), Some(r#"{"snapshot_path":"/s"}"#), Pre),
-    row("PUT", "/actions", "/actions", Some(r#"{"action_type":"FlushMetrics"}"#), Some(r#"{"action_type":"Bogus"}"#), Post),
-    row("PUT", "/actions", "/actions", Some(r#"{"action_type":"SendCtrlAltDel"}"#), None, Post),
-    row("DELETE", "/drives/{drive_id}", "/drives/rootfs", None, Some("{}"), Post),
+    row(
+        "PUT",
+        "/snapshot/create",
+        "/snapshot/create",
+        Some(r#"{"snapshot_path":"/s","mem_file_path":"/m"}"#),
+        Some(r#"{"snapshot_path":"/s"}"#),
+        Post,
+    ),
+    row(
+        "PUT",
+        "/snapshot/load",
+        "/snapshot/load",
+        Some(r#"{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"}}"#),
+        Some(r#"{"snapshot_path":"/s"}"#),
+        Pre,
+    ),
+    row(
+        "PUT",
+        "/actions",
+        "/actions",
+        Some(r#"{"action_type":"FlushMetrics"}"#),
+        Some(r#"{"action_type":"Bogus"}"#),
+        Post,
+    ),
+    row(
+        "PUT",
+        "/actions",
+        "/actions",
+        Some(r#"{"action_type":"SendCtrlAltDel"}"#),
+        None,
+        Post,
+    ),
+    row(
+        "DELETE",
+        "/drives/{drive_id}",
+        "/drives/rootfs",
+        None,
+        Some("{}"),
+        Post,
+    ),
     row("DELETE", "/pmem/{id}", "/pmem/pm0", None, Some("{}"), Post),
-    row("DELETE", "/network-interfaces/{iface_id}", "/network-interfaces/eth0", None, Some("{}"), Post),
+    row(
+        "DELETE",
+        "/network-interfaces/{iface_id}",
+        "/network-interfaces/eth0",
+        None,
+        Some("{}"),
+        Post,
+    ),
 ];
 
 /// (METHOD, path) pairs declared in the swagger file.
@@ -107,7 +356,10 @@ fn swagger_pairs() -> BTreeSet<(String, String)> {
             current = Some(format!("/{}", p.trim_end_matches(':')));
         } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
             if ["get", "put", "patch", "delete"].contains(&m) {
-                pairs.insert((m.to_uppercase(), current.clone().expect("method before path")));
+                pairs.insert((
+                    m.to_uppercase(),
+                    current.clone().expect("method before path"),
+                ));
             }
         }
     }
@@ -117,17 +369,33 @@ fn swagger_pairs() -> BTreeSet<(String, String)> {
 #[test]
 fn test_should_cover_every_swagger_pair() {
     let pairs = swagger_pairs();
-    assert_eq!(pairs.len(), 38, "swagger has 38 method/path pairs: {pairs:?}");
-    let ours: BTreeSet<(String, String)> =
-        ROWS.iter().map(|r| (r.method.to_owned(), r.template.to_owned())).collect();
+    assert_eq!(
+        pairs.len(),
+        38,
+        "swagger has 38 method/path pairs: {pairs:?}"
+    );
+    let ours: BTreeSet<(String, String)> = ROWS
+        .iter()
+        .map(|r| (r.method.to_owned(), r.template.to_owned()))
+        .collect();
     let missing: Vec<_> = pairs.difference(&ours).collect();
-    assert!(missing.is_empty(), "routes missing from the table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from the table: {missing:?}"
+    );
 }
 
 async fn check_invalid(conn: &mut Conn, row: &Row) {
     if let Some(bad) = row.invalid {
         let r = conn.request(row.method, row.path, Some(bad)).await;
-        assert_eq!(r.status, 400, "{} {} invalid body {bad}: {}", row.method, row.path, r.text());
+        assert_eq!(
+            r.status,
+            400,
+            "{} {} invalid body {bad}: {}",
+            row.method,
+            row.path,
+            r.text()
+        );
         assert!(!r.fault().is_empty());
     }
 }
@@ -152,9 +420,18 @@ async fn test_should_route_every_pair_with_firecracker_status_in_each_phase() {
         }
         check_invalid(&mut conn, row).await;
     }
-    let r = conn.request("PUT", "/actions", Some(r#"{"action_type":"InstanceStart"}"#)).await;
+    let r = conn
+        .request(
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"InstanceStart"}"#),
+        )
+        .await;
     assert_eq!(r.status, 204, "{}", r.text());
-    assert_eq!(conn.request("GET", "/", None).await.json()["state"], "Running");
+    assert_eq!(
+        conn.request("GET", "/", None).await.json()["state"],
+        "Running"
+    );
 
     // What a running VMM publishes for its runtime GETs.
     ctrl.publish(|s| {
@@ -194,7 +471,10 @@ async fn test_should_refuse_undefined_methods_naming_method_and_path() {
     let pairs = swagger_pairs();
     let paths: BTreeSet<String> = pairs.iter().map(|(_, p)| p.clone()).collect();
     for template in paths {
-        let path = template.replace("{drive_id}", "d").replace("{iface_id}", "i").replace("{id}", "p");
+        let path = template
+            .replace("{drive_id}", "d")
+            .replace("{iface_id}", "i")
+            .replace("{id}", "p");
         for method in ["GET", "PUT", "PATCH", "DELETE", "POST", "OPTIONS"] {
             let defined = pairs.contains(&(method.to_owned(), template.clone()))
                 || (method == "DELETE" && template.contains('{'));
@@ -208,7 +488,10 @@ async fn test_should_refuse_undefined_methods_naming_method_and_path() {
             if template.starts_with("/balloon/hinting") || template == "/balloon/statistics" {
                 continue; // sub-path specific texts
             }
-            assert_eq!(fault, format!("Invalid request method and/or path: {method} {path}."));
+            assert_eq!(
+                fault,
+                format!("Invalid request method and/or path: {method} {path}.")
+            );
         }
     }
 }

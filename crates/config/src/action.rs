@@ -162,8 +162,8 @@ impl ApiAction {
             | Self::PutEntropy(_)
             | Self::PutMmdsConfig(_)
             | Self::PutHotplugMemory(_)
-            | Self::LoadSnapshot(_) => PreBoot,
-            Self::Instance(InstanceAction::InstanceStart) => PreBoot,
+            | Self::LoadSnapshot(_)
+            | Self::Instance(InstanceAction::InstanceStart) => PreBoot,
             Self::Instance(InstanceAction::FlushMetrics | InstanceAction::SendCtrlAltDel)
             | Self::PatchDrive(_)
             | Self::DeleteDrive(_)
@@ -316,7 +316,10 @@ pub enum ApiResponse {
 impl ApiResponse {
     /// A 400 fault.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::Fault { status: 400, message: message.into() }
+        Self::Fault {
+            status: 400,
+            message: message.into(),
+        }
     }
 
     /// `true` for `NoContent` and `Json`.

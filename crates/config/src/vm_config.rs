@@ -38,7 +38,8 @@ use crate::schemas::{
 };
 
 /// `Drive config error` for a second root device (block or pmem).
-pub const ROOT_BLOCK_DEVICE_EXISTS: &str = "Drive config error: A root block device already exists!";
+pub const ROOT_BLOCK_DEVICE_EXISTS: &str =
+    "Drive config error: A root block device already exists!";
 /// Second root pmem device.
 pub const ROOT_PMEM_DEVICE_EXISTS: &str = "Pmem config error: A root pmem device already exists";
 /// Root pmem device while a root block device exists.
@@ -46,8 +47,7 @@ pub const ROOT_PMEM_WITH_BLOCK_ROOT: &str = "Pmem config error: Attempt to add p
 /// Prefix of the duplicate-MAC error (followed by the MAC).
 pub const MAC_IN_USE: &str = "Network config error: The MAC address is already in use: ";
 /// Balloon target above guest memory.
-pub const BALLOON_TOO_LARGE: &str =
-    "Balloon config error: Amount of pages requested is too large.";
+pub const BALLOON_TOO_LARGE: &str = "Balloon config error: Amount of pages requested is too large.";
 /// No balloon configured.
 pub const NO_BALLOON: &str = "Balloon config error: No balloon device found.";
 /// Toggling balloon statistics after boot.
@@ -234,8 +234,10 @@ impl VmConfig {
             }
             ApiAction::PutNetworkInterface(n) => self.put_network_interface(n),
             ApiAction::PatchNetworkInterface(upd) => {
-                if let Some(n) =
-                    self.network_interfaces.iter_mut().find(|n| n.iface_id == upd.iface_id)
+                if let Some(n) = self
+                    .network_interfaces
+                    .iter_mut()
+                    .find(|n| n.iface_id == upd.iface_id)
                 {
                     merge_rate_limiter(&mut n.rx_rate_limiter, upd.rx_rate_limiter);
                     merge_rate_limiter(&mut n.tx_rate_limiter, upd.tx_rate_limiter);
@@ -378,12 +380,19 @@ impl VmConfig {
 
     fn put_network_interface(&mut self, n: &NetworkInterfaceConfig) -> Result<(), String> {
         if let Some(mac) = n.guest_mac
-            && self.network_interfaces.iter().any(|x| x.guest_mac == Some(mac) && x.iface_id != n.iface_id)
+            && self
+                .network_interfaces
+                .iter()
+                .any(|x| x.guest_mac == Some(mac) && x.iface_id != n.iface_id)
         {
             return Err(format!("{MAC_IN_USE}{mac}"));
         }
         // Firecracker removes the old device with `swap_remove` and appends the new one.
-        if let Some(index) = self.network_interfaces.iter().position(|x| x.iface_id == n.iface_id) {
+        if let Some(index) = self
+            .network_interfaces
+            .iter()
+            .position(|x| x.iface_id == n.iface_id)
+        {
             self.network_interfaces.swap_remove(index);
         } else {
             check_append("network-interfaces", self.network_interfaces.len())?;
@@ -462,7 +471,10 @@ where
 
 fn list_cap(name: &'static str, len: usize) -> Result<(), MemberError> {
     if len > MAX_LIST_ENTRIES {
-        return Err((name.to_owned(), format!("Invalid {name}: exceeds {MAX_LIST_ENTRIES} entries (got {len})")));
+        return Err((
+            name.to_owned(),
+            format!("Invalid {name}: exceeds {MAX_LIST_ENTRIES} entries (got {len})"),
+        ));
     }
     Ok(())
 }
@@ -501,11 +513,17 @@ impl RawConfigFile {
             out.push(("metrics", ApiAction::PutMetrics(member("metrics", raw)?)));
         }
         if let Some(raw) = self.machine_config {
-            out.push(("machine-config", ApiAction::PutMachineConfig(member("machine-config", raw)?)));
+            out.push((
+                "machine-config",
+                ApiAction::PutMachineConfig(member("machine-config", raw)?),
+            ));
         }
         match self.cpu_config {
             Some(RawCpuConfigSource::Inline(raw)) => {
-                out.push(("cpu-config", ApiAction::PutCpuConfig(member("cpu-config", raw)?)));
+                out.push((
+                    "cpu-config",
+                    ApiAction::PutCpuConfig(member("cpu-config", raw)?),
+                ));
             }
             Some(RawCpuConfigSource::Path(path)) => {
                 return Err((
@@ -515,7 +533,10 @@ impl RawConfigFile {
             }
             None => {}
         }
-        out.push(("boot-source", ApiAction::PutBootSource(member("boot-source", self.boot_source)?)));
+        out.push((
+            "boot-source",
+            ApiAction::PutBootSource(member("boot-source", self.boot_source)?),
+        ));
         for raw in self.drives {
             out.push(("drives", ApiAction::PutDrive(member("drives", raw)?)));
         }
@@ -530,7 +551,10 @@ impl RawConfigFile {
             out.push(("balloon", ApiAction::PutBalloon(member("balloon", raw)?)));
         }
         if let Some(raw) = self.mmds_config {
-            out.push(("mmds-config", ApiAction::PutMmdsConfig(member("mmds-config", raw)?)));
+            out.push((
+                "mmds-config",
+                ApiAction::PutMmdsConfig(member("mmds-config", raw)?),
+            ));
         }
         if let Some(raw) = self.entropy {
             out.push(("entropy", ApiAction::PutEntropy(member("entropy", raw)?)));

@@ -73,7 +73,11 @@ impl TryFrom<String> for InstanceId {
         let ok = !s.is_empty()
             && s.len() <= MAX_INSTANCE_ID_LEN
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if ok { Ok(Self(s)) } else { Err(IdError::InvalidInstanceId) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(IdError::InvalidInstanceId)
+        }
     }
 }
 
@@ -105,7 +109,10 @@ mod tests {
 
     #[test]
     fn test_should_reject_bad_resource_ids_with_firecracker_texts() {
-        assert_eq!(validate_resource_id("").unwrap_err().to_string(), "The ID cannot be empty.");
+        assert_eq!(
+            validate_resource_id("").unwrap_err().to_string(),
+            "The ID cannot be empty."
+        );
         assert_eq!(
             validate_resource_id("a-b").unwrap_err().to_string(),
             "API Resource IDs can only contain alphanumeric characters and underscores."

@@ -99,7 +99,14 @@ mod tests {
         let wire: Vec<&str> = ALL.iter().map(|p| p.wire_state().as_str()).collect();
         assert_eq!(
             wire,
-            ["Not started", "Not started", "Not started", "Running", "Paused", "Not started"]
+            [
+                "Not started",
+                "Not started",
+                "Not started",
+                "Running",
+                "Paused",
+                "Not started"
+            ]
         );
     }
 
@@ -112,14 +119,24 @@ mod tests {
         assert!(LifecyclePhase::NotStarted.is_pre_boot());
         assert!(LifecyclePhase::Running.is_post_boot());
         assert!(LifecyclePhase::Paused.is_post_boot());
-        assert!(!LifecyclePhase::Starting.is_pre_boot() && !LifecyclePhase::Starting.is_post_boot());
-        assert!(!LifecyclePhase::Shutdown.is_pre_boot() && !LifecyclePhase::Shutdown.is_post_boot());
+        assert!(
+            !LifecyclePhase::Starting.is_pre_boot() && !LifecyclePhase::Starting.is_post_boot()
+        );
+        assert!(
+            !LifecyclePhase::Shutdown.is_pre_boot() && !LifecyclePhase::Shutdown.is_post_boot()
+        );
     }
 
     #[test]
     fn test_should_serialize_wire_state_with_space() {
-        assert_eq!(serde_json::to_string(&VmState::NotStarted).unwrap(), r#""Not started""#);
+        assert_eq!(
+            serde_json::to_string(&VmState::NotStarted).unwrap(),
+            r#""Not started""#
+        );
         assert!(serde_json::from_str::<VmState>(r#""NotStarted""#).is_err());
-        assert_eq!(serde_json::from_str::<VmState>(r#""Paused""#).unwrap(), VmState::Paused);
+        assert_eq!(
+            serde_json::from_str::<VmState>(r#""Paused""#).unwrap(),
+            VmState::Paused
+        );
     }
 }

@@ -103,8 +103,20 @@ mod tests {
     #[test]
     fn test_should_describe_platform_differences_as_data() {
         let apple = CapabilityProfile::apple_silicon();
-        assert!(apple.smt.rejection().unwrap().contains("SMT not supported on Apple Silicon"));
-        assert!(apple.ctrl_alt_del.rejection().unwrap().contains("SendCtrlAltDel is x86-only"));
+        assert!(
+            apple
+                .smt
+                .rejection()
+                .unwrap()
+                .contains("SMT not supported on Apple Silicon")
+        );
+        assert!(
+            apple
+                .ctrl_alt_del
+                .rejection()
+                .unwrap()
+                .contains("SendCtrlAltDel is x86-only")
+        );
         let kvm = CapabilityProfile::x86_64_kvm();
         assert!(kvm.smt.is_supported() && kvm.ctrl_alt_del.is_supported());
         assert_eq!(CapabilityProfile::default(), apple);

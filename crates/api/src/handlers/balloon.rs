@@ -62,7 +62,9 @@ pub(crate) async fn patch_stats(State(ctrl): Ctrl, body: Bytes) -> Result<Reply>
 pub(crate) async fn get_hinting(State(ctrl): Ctrl, uri: Uri) -> Result<Response> {
     let op = last_segment(&uri);
     if op != "status" {
-        return Err(ApiError::BadRequest(format!("Unrecognized GET request path `/hinting/{op}`.")));
+        return Err(ApiError::BadRequest(format!(
+            "Unrecognized GET request path `/hinting/{op}`."
+        )));
     }
     if vm_config_member(&ctrl, "balloon").is_null() {
         return Err(ApiError::BadRequest(NO_BALLOON.to_owned()));
@@ -76,7 +78,8 @@ pub(crate) async fn get_hinting(State(ctrl): Ctrl, uri: Uri) -> Result<Response>
 }
 
 pub(crate) async fn patch_hinting(State(ctrl): Ctrl, uri: Uri, body: Bytes) -> Result<Reply> {
-    let op = BalloonHintingOp::from_url_segment(last_segment(&uri)).map_err(ApiError::BadRequest)?;
+    let op =
+        BalloonHintingOp::from_url_segment(last_segment(&uri)).map_err(ApiError::BadRequest)?;
     let action = match op {
         BalloonHintingOp::Start => {
             let cmd = if body.is_empty() {
@@ -93,6 +96,9 @@ pub(crate) async fn patch_hinting(State(ctrl): Ctrl, uri: Uri, body: Bytes) -> R
 }
 
 pub(crate) async fn get_unknown(uri: Uri) -> Response {
-    ApiError::BadRequest(format!("Unrecognized GET request path `{}`.", last_segment(&uri)))
-        .into_response()
+    ApiError::BadRequest(format!(
+        "Unrecognized GET request path `{}`.",
+        last_segment(&uri)
+    ))
+    .into_response()
 }

@@ -33,6 +33,5 @@ pub(crate) async fn put(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
 }
 
 pub(crate) async fn patch(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
-    submit_validated::<RawHotplugMemoryUpdate, _>(&ctrl, &body, ApiAction::PatchHotplugMemory)
-        .await
+    submit_validated::<RawHotplugMemoryUpdate, _>(&ctrl, &body, ApiAction::PatchHotplugMemory).await
 }

@@ -18,6 +18,5 @@ pub(crate) async fn put(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
 }
 
 pub(crate) async fn patch(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
-    submit_validated::<RawMachineConfigUpdate, _>(&ctrl, &body, ApiAction::PatchMachineConfig)
-        .await
+    submit_validated::<RawMachineConfigUpdate, _>(&ctrl, &body, ApiAction::PatchMachineConfig).await
 }

@@ -16,7 +16,12 @@ use crate::error::{ApiError, Result};
 
 pub(crate) async fn get(State(ctrl): Ctrl) -> Response {
     let snap = ctrl.snapshot();
-    json_reply(snap.vm_config.mmds().cloned().unwrap_or_else(|| serde_json::json!({})))
+    json_reply(
+        snap.vm_config
+            .mmds()
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({})),
+    )
 }
 
 pub(crate) async fn put(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {

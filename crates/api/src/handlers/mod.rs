@@ -59,15 +59,32 @@ pub fn router(controller: Arc<RuntimeApiController>) -> Router {
         .route("/actions", put(actions::put))
         .route(
             "/machine-config",
-            get(machine_config::get).put(machine_config::put).patch(machine_config::patch),
+            get(machine_config::get)
+                .put(machine_config::put)
+                .patch(machine_config::patch),
         )
         .route("/cpu-config", put(cpu_config::put))
         .route("/boot-source", put(boot_source::put))
-        .route("/drives", put(missing_id).patch(missing_id).delete(missing_id))
-        .route("/drives/{id}", put(drives::put).patch(drives::patch).delete(drives::delete))
-        .route("/pmem", put(missing_id).patch(missing_id).delete(missing_id))
-        .route("/pmem/{id}", put(pmem::put).patch(pmem::patch).delete(pmem::delete))
-        .route("/network-interfaces", put(missing_id).patch(missing_id).delete(missing_id))
+        .route(
+            "/drives",
+            put(missing_id).patch(missing_id).delete(missing_id),
+        )
+        .route(
+            "/drives/{id}",
+            put(drives::put).patch(drives::patch).delete(drives::delete),
+        )
+        .route(
+            "/pmem",
+            put(missing_id).patch(missing_id).delete(missing_id),
+        )
+        .route(
+            "/pmem/{id}",
+            put(pmem::put).patch(pmem::patch).delete(pmem::delete),
+        )
+        .route(
+            "/network-interfaces",
+            put(missing_id).patch(missing_id).delete(missing_id),
+        )
         .route(
             "/network-interfaces/{id}",
             put(network_interfaces::put)
@@ -75,9 +92,18 @@ pub fn router(controller: Arc<RuntimeApiController>) -> Router {
                 .delete(network_interfaces::delete),
         )
         .route("/vsock", put(vsock::put))
-        .route("/balloon", get(balloon::get).put(balloon::put).patch(balloon::patch))
-        .route("/balloon/statistics", get(balloon::get_stats).patch(balloon::patch_stats))
-        .route("/balloon/hinting/{op}", get(balloon::get_hinting).patch(balloon::patch_hinting))
+        .route(
+            "/balloon",
+            get(balloon::get).put(balloon::put).patch(balloon::patch),
+        )
+        .route(
+            "/balloon/statistics",
+            get(balloon::get_stats).patch(balloon::patch_stats),
+        )
+        .route(
+            "/balloon/hinting/{op}",
+            get(balloon::get_hinting).patch(balloon::patch_hinting),
+        )
         .route("/balloon/{other}", get(balloon::get_unknown))
         .route("/logger", put(logger::put))
         .route("/metrics", put(metrics::put))
@@ -88,7 +114,9 @@ pub fn router(controller: Arc<RuntimeApiController>) -> Router {
         .route("/mmds/{other}", put(mmds::put_unknown))
         .route(
             "/hotplug/memory",
-            get(hotplug_memory::get).put(hotplug_memory::put).patch(hotplug_memory::patch),
+            get(hotplug_memory::get)
+                .put(hotplug_memory::put)
+                .patch(hotplug_memory::patch),
         )
         .route("/snapshot", put(snapshot::put_missing))
         .route("/snapshot/create", put(snapshot::put_create))
@@ -124,15 +152,19 @@ async fn precheck(request: Request, next: Next) -> Response {
         Some(msg) => ApiError::BadRequest(msg.to_owned()).into_response(),
         None => next.run(request).await,
     };
-    response
-        .headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static(FIRECRACKER_SERVER_HEADER));
+    response.headers_mut().insert(
+        header::SERVER,
+        HeaderValue::from_static(FIRECRACKER_SERVER_HEADER),
+    );
     response
 }
 
 /// Unknown path, or a method the path does not have.
 async fn invalid_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::BadRequest(format!("Invalid request method and/or path: {method} {}.", uri.path()))
+    ApiError::BadRequest(format!(
+        "Invalid request method and/or path: {method} {}.",
+        uri.path()
+    ))
 }
 
 /// `/drives`, `/pmem`, `/network-interfaces` without an id.
@@ -157,7 +189,9 @@ impl IntoResponse for Reply {
             }
         };
         if self.deprecated {
-            response.headers_mut().insert("deprecation", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("deprecation", HeaderValue::from_static("true"));
         }
         if response.status().is_success() {
             tracing::info!(
@@ -176,7 +210,10 @@ pub(crate) async fn submit(ctrl: &RuntimeApiController, action: ApiAction) -> Re
         tracing::warn!("{msg}");
     }
     let response = ctrl.dispatch(action).await?;
-    Ok(Reply { response, deprecated: deprecation.is_some() })
+    Ok(Reply {
+        response,
+        deprecated: deprecation.is_some(),
+    })
 }
 
 /// Parse and validate `body` as `R` → `T`, wrap it into an action and dispatch it.
@@ -223,7 +260,9 @@ pub(crate) fn check_same_id(path: &str, body: &str) -> Result<()> {
     if path == body {
         Ok(())
     } else {
-        Err(ApiError::BadRequest("The id from the path does not match the id from the body!".into()))
+        Err(ApiError::BadRequest(
+            "The id from the path does not match the id from the body!".into(),
+        ))
     }
 }
 

@@ -51,7 +51,9 @@ pub enum HeadError {
     #[error("Invalid request: the request head exceeds {MAX_HEAD_BYTES} bytes.")]
     HeadTooLarge,
     /// Body larger than the server's limit.
-    #[error("Request payload with size {size} is larger than the limit of {limit} allowed by server.")]
+    #[error(
+        "Request payload with size {size} is larger than the limit of {limit} allowed by server."
+    )]
     PayloadTooLarge {
         /// Declared `Content-Length`.
         size: u64,
@@ -100,11 +102,15 @@ pub fn parse_head(buf: &[u8], max_payload: usize) -> Result<HeadParse, HeadError
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(&value)?;
             if content_length.is_some_and(|prev| prev != n) {
-                return Err(HeadError::Invalid("conflicting Content-Length headers".into()));
+                return Err(HeadError::Invalid(
+                    "conflicting Content-Length headers".into(),
+                ));
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HeadError::Invalid("Transfer-Encoding is not supported".into()));
+            return Err(HeadError::Invalid(
+                "Transfer-Encoding is not supported".into(),
+            ));
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -122,7 +128,10 @@ pub fn parse_head(buf: &[u8], max_payload: usize) -> Result<HeadParse, HeadError
     let content_length = usize::try_from(declared)
         .ok()
         .filter(|n| *n <= max_payload)
-        .ok_or(HeadError::PayloadTooLarge { size: declared, limit: max_payload })?;
+        .ok_or(HeadError::PayloadTooLarge {
+            size: declared,
+            limit: max_payload,
+        })?;
 
     Ok(HeadParse::Complete(
         RequestHead {
@@ -156,7 +165,9 @@ fn normalize_target(raw: &str) -> Result<String, HeadError> {
         }
     }
     if !rest.starts_with('/') {
-        return Err(HeadError::Invalid("the request target must be a path".into()));
+        return Err(HeadError::Invalid(
+            "the request target must be a path".into(),
+        ));
     }
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -194,8 +205,16 @@ pub struct ResponseParts<'a> {
 pub fn write_response(out: &mut Vec<u8>, r: &ResponseParts<'_>) {
     use std::fmt::Write as _;
     let mut head = String::with_capacity(160);
-    let _ = write!(head, "HTTP/1.1 {} \r\nServer: {FIRECRACKER_SERVER_HEADER}\r\n", r.status);
-    head.push_str(if r.close { "Connection: close\r\n" } else { "Connection: keep-alive\r\n" });
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} \r\nServer: {FIRECRACKER_SERVER_HEADER}\r\n",
+        r.status
+    );
+    head.push_str(if r.close {
+        "Connection: close\r\n"
+    } else {
+        "Connection: keep-alive\r\n"
+    });
     if r.deprecation {
         head.push_str("Deprecation: true\r\n");
     }
@@ -213,8 +232,10 @@ pub fn write_response(out: &mut Vec<u8>, r: &ResponseParts<'_>) {
 
 /// The interim response to `Expect: 100-continue`.
 pub fn continue_response() -> Vec<u8> {
-    format!("HTTP/1.1 100 \r\nServer: {FIRECRACKER_SERVER_HEADER}\r\nConnection: keep-alive\r\n\r\n")
-        .into_bytes()
+    format!(
+        "HTTP/1.1 100 \r\nServer: {FIRECRACKER_SERVER_HEADER}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -235,8 +256,14 @@ mod tests {
 
     #[test]
     fn test_should_normalize_targets_like_firecracker() {
-        assert_eq!(head("GET http://localhost/version HTTP/1.1\r\n\r\n").target, "/version");
-        assert_eq!(head("GET //drives//a/ HTTP/1.1\r\n\r\n").target, "/drives/a");
+        assert_eq!(
+            head("GET http://localhost/version HTTP/1.1\r\n\r\n").target,
+            "/version"
+        );
+        assert_eq!(
+            head("GET //drives//a/ HTTP/1.1\r\n\r\n").target,
+            "/drives/a"
+        );
         assert_eq!(head("GET / HTTP/1.1\r\n\r\n").target, "/");
         assert_eq!(head("GET /x?y=1 HTTP/1.1\r\n\r\n").target, "/x?y=1");
         assert!(parse_head(b"GET x HTTP/1.1\r\n\r\n", 10).is_err());
@@ -254,7 +281,10 @@ mod tests {
         );
         assert!(parse_head(b"PUT /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 10).is_err());
         assert!(parse_head(b"PUT /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 10).is_err());
-        let huge = parse_head(b"PUT /a HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", 10);
+        let huge = parse_head(
+            b"PUT /a HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            10,
+        );
         assert!(matches!(huge, Err(HeadError::PayloadTooLarge { .. })));
     }
 
@@ -268,18 +298,43 @@ mod tests {
 
     #[test]
     fn test_should_report_partial_and_oversized_heads() {
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 10).unwrap(), HeadParse::Partial);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 10).unwrap(),
+            HeadParse::Partial
+        );
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
-        assert_eq!(parse_head(big.as_bytes(), 10).unwrap_err(), HeadError::HeadTooLarge);
+        assert_eq!(
+            parse_head(big.as_bytes(), 10).unwrap_err(),
+            HeadError::HeadTooLarge
+        );
     }
 
     #[test]
     fn test_should_write_firecracker_shaped_responses() {
         let mut out = Vec::new();
-        write_response(&mut out, &ResponseParts { status: 204, deprecation: false, close: false, body: b"" });
-        assert_eq!(out, b"HTTP/1.1 204 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n");
+        write_response(
+            &mut out,
+            &ResponseParts {
+                status: 204,
+                deprecation: false,
+                close: false,
+                body: b"",
+            },
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.1 204 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n"
+        );
         out.clear();
-        write_response(&mut out, &ResponseParts { status: 400, deprecation: true, close: true, body: b"{}" });
+        write_response(
+            &mut out,
+            &ResponseParts {
+                status: 400,
+                deprecation: true,
+                close: true,
+                body: b"{}",
+            },
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 400 \r\nServer: Firecracker API\r\nConnection: close\r\nDeprecation: true\r\n\

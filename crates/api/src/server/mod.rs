@@ -158,7 +158,12 @@ async fn refuse(mut stream: UnixStream) {
     let mut out = Vec::new();
     http1::write_response(
         &mut out,
-        &ResponseParts { status: 503, deprecation: false, close: true, body: &body },
+        &ResponseParts {
+            status: 503,
+            deprecation: false,
+            close: true,
+            body: &body,
+        },
     );
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
@@ -235,7 +240,12 @@ async fn fail_connection(stream: &mut UnixStream, err: &HeadError) -> io::Result
     let mut out = Vec::new();
     http1::write_response(
         &mut out,
-        &ResponseParts { status: 400, deprecation: false, close: true, body: &body },
+        &ResponseParts {
+            status: 400,
+            deprecation: false,
+            close: true,
+            body: &body,
+        },
     );
     stream.write_all(&out).await?;
     stream.shutdown().await
@@ -250,8 +260,14 @@ pub(crate) struct RoutedResponse {
 }
 
 /// Run one request through the axum router.
-pub(crate) async fn route(app: &Router, head: &http1::RequestHead, body: Vec<u8>) -> RoutedResponse {
-    let mut builder = http::Request::builder().method(head.method.as_str()).uri(head.target.as_str());
+pub(crate) async fn route(
+    app: &Router,
+    head: &http1::RequestHead,
+    body: Vec<u8>,
+) -> RoutedResponse {
+    let mut builder = http::Request::builder()
+        .method(head.method.as_str())
+        .uri(head.target.as_str());
     for (name, value) in &head.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -269,7 +285,11 @@ pub(crate) async fn route(app: &Router, head: &http1::RequestHead, body: Vec<u8>
         .await
         .map(|b| b.to_vec())
         .unwrap_or_default();
-    RoutedResponse { status, deprecation, body }
+    RoutedResponse {
+        status,
+        deprecation,
+        body,
+    }
 }
 
 fn error_response(err: &ApiError) -> RoutedResponse {

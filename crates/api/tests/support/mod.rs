@@ -14,8 +14,8 @@ use std::{
 };
 
 use squib_api::{
-    ActionReceiver, ApiAction, ApiResponse, ControllerSnapshot, RuntimeApiController,
-    ServeOptions, TimeoutTable, serve,
+    ActionReceiver, ApiAction, ApiResponse, ControllerSnapshot, RuntimeApiController, ServeOptions,
+    TimeoutTable, serve,
 };
 use squib_core::{CapabilityProfile, LifecyclePhase};
 use tokio::{
@@ -36,8 +36,12 @@ pub fn controller(
     timeouts: TimeoutTable,
     capacity: usize,
 ) -> (Arc<RuntimeApiController>, ActionReceiver) {
-    let snap = ControllerSnapshot::new("anonymous-instance", "1.17.0-dev", "1.17.0-dev (squib test)")
-        .with_profile(profile);
+    let snap = ControllerSnapshot::new(
+        "anonymous-instance",
+        "1.17.0-dev",
+        "1.17.0-dev (squib test)",
+    )
+    .with_profile(profile);
     let (c, rx) = RuntimeApiController::new(snap, timeouts, capacity);
     (Arc::new(c), rx)
 }
@@ -89,7 +93,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -104,9 +111,18 @@ impl Resp {
     /// The `fault_message` of an error body, asserting the body is exactly that one key.
     pub fn fault(&self) -> String {
         let v = self.json();
-        let obj = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
-        assert_eq!(obj.len(), 1, "error body must have exactly fault_message: {v}");
-        obj["fault_message"].as_str().expect("fault_message string").to_owned()
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"));
+        assert_eq!(
+            obj.len(),
+            1,
+            "error body must have exactly fault_message: {v}"
+        );
+        obj["fault_message"]
+            .as_str()
+            .expect("fault_message string")
+            .to_owned()
     }
 }
 
@@ -116,11 +132,18 @@ pub fn parse_responses(mut buf: &[u8]) -> Vec<Resp> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(n)) = r.parse(buf) else { return out };
+        let Ok(httparse::Status::Complete(n)) = r.parse(buf) else {
+            return out;
+        };
         let headers: Vec<(String, String)> = r
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect();
         let len = headers
             .iter()
@@ -129,7 +152,11 @@ pub fn parse_responses(mut buf: &[u8]) -> Vec<Resp> {
         if buf.len() < n + len {
             return out;
         }
-        out.push(Resp { status: r.code.unwrap_or(0), headers, body: buf[n..n + len].to_vec() });
+        out.push(Resp {
+            status: r.code.unwrap_or(0),
+            headers,
+            body: buf[n..n + len].to_vec(),
+        });
         buf = &buf[n + len..];
     }
 }
@@ -142,7 +169,10 @@ pub struct Conn {
 
 impl Conn {
     pub async fn open(socket: &Path) -> Self {
-        Self { stream: UnixStream::connect(socket).await.expect("connect"), buf: Vec::new() }
+        Self {
+            stream: UnixStream::connect(socket).await.expect("connect"),
+            buf: Vec::new(),
+        }
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
@@ -164,13 +194,18 @@ impl Conn {
                 .await
                 .expect("response timed out")
                 .expect("read");
-            assert!(read > 0, "connection closed after {} responses", parsed.len());
+            assert!(
+                read > 0,
+                "connection closed after {} responses",
+                parsed.len()
+            );
             self.buf.extend_from_slice(&chunk[..read]);
         }
     }
 
     pub async fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Resp {
-        self.send_raw(request_bytes(method, path, body).as_bytes()).await;
+        self.send_raw(request_bytes(method, path, body).as_bytes())
+            .await;
         self.read_n(1).await.remove(0)
     }
 
@@ -189,7 +224,9 @@ fn raw_len(buf: &[u8], n: usize) -> usize {
     for _ in 0..n {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(h)) = r.parse(&buf[off..]) else { break };
+        let Ok(httparse::Status::Complete(h)) = r.parse(&buf[off..]) else {
+            break;
+        };
         let len = r
             .headers
             .iter()
@@ -213,8 +250,16 @@ pub fn request_bytes(method: &str, path: &str, body: Option<&str>) -> String {
 }
 
 /// Spin up a server with the x86 KVM profile and a 204 stub VMM.
-pub async fn kvm_server() -> (Arc<RuntimeApiController>, PathBuf, mpsc::UnboundedReceiver<ApiAction>) {
-    let (c, rx) = controller(CapabilityProfile::x86_64_kvm(), TimeoutTable::from_spec(), 64);
+pub async fn kvm_server() -> (
+    Arc<RuntimeApiController>,
+    PathBuf,
+    mpsc::UnboundedReceiver<ApiAction>,
+) {
+    let (c, rx) = controller(
+        CapabilityProfile::x86_64_kvm(),
+        TimeoutTable::from_spec(),
+        64,
+    );
     let seen = stub_vmm(Arc::clone(&c), rx);
     let socket = start(Arc::clone(&c), ServeOptions::new(unique_socket_path("api"))).await;
     (c, socket, seen)

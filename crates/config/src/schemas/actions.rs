@@ -43,9 +43,18 @@ mod tests {
 
     #[test]
     fn test_should_parse_every_action() {
-        assert_eq!(parse(r#"{"action_type":"InstanceStart"}"#).unwrap(), InstanceAction::InstanceStart);
-        assert_eq!(parse(r#"{"action_type":"FlushMetrics"}"#).unwrap(), InstanceAction::FlushMetrics);
-        assert_eq!(parse(r#"{"action_type":"SendCtrlAltDel"}"#).unwrap(), InstanceAction::SendCtrlAltDel);
+        assert_eq!(
+            parse(r#"{"action_type":"InstanceStart"}"#).unwrap(),
+            InstanceAction::InstanceStart
+        );
+        assert_eq!(
+            parse(r#"{"action_type":"FlushMetrics"}"#).unwrap(),
+            InstanceAction::FlushMetrics
+        );
+        assert_eq!(
+            parse(r#"{"action_type":"SendCtrlAltDel"}"#).unwrap(),
+            InstanceAction::SendCtrlAltDel
+        );
     }
 
     #[test]

@@ -114,7 +114,9 @@ impl TryFrom<RawBalloonUpdate> for BalloonUpdate {
     type Error = String;
 
     fn try_from(raw: RawBalloonUpdate) -> Result<Self, Self::Error> {
-        Ok(Self { amount_mib: raw.amount_mib })
+        Ok(Self {
+            amount_mib: raw.amount_mib,
+        })
     }
 }
 
@@ -139,7 +141,9 @@ impl TryFrom<RawBalloonStatsUpdate> for BalloonStatsUpdate {
 
     fn try_from(raw: RawBalloonStatsUpdate) -> Result<Self, Self::Error> {
         // u8: the cap MAX_STATS_POLL_INTERVAL holds by type.
-        Ok(Self { stats_polling_interval_s: raw.stats_polling_interval_s })
+        Ok(Self {
+            stats_polling_interval_s: raw.stats_polling_interval_s,
+        })
     }
 }
 
@@ -164,7 +168,9 @@ impl TryFrom<RawBalloonStartCmd> for BalloonStartCmd {
     type Error = String;
 
     fn try_from(raw: RawBalloonStartCmd) -> Result<Self, Self::Error> {
-        Ok(Self { acknowledge_on_stop: raw.acknowledge_on_stop })
+        Ok(Self {
+            acknowledge_on_stop: raw.acknowledge_on_stop,
+        })
     }
 }
 
@@ -265,27 +271,44 @@ mod tests {
             free_page_hinting: true,
             free_page_reporting: true,
         };
-        assert_eq!(BalloonConfig::try_from(raw).unwrap().stats_polling_interval_s, 255);
+        assert_eq!(
+            BalloonConfig::try_from(raw)
+                .unwrap()
+                .stats_polling_interval_s,
+            255
+        );
         let err = serde_json::from_str::<RawBalloonConfig>(
             r#"{"amount_mib":1,"stats_polling_interval_s":256}"#,
         )
         .unwrap_err();
-        assert!(err.to_string().starts_with("invalid value: integer `256`, expected u8"));
+        assert!(
+            err.to_string()
+                .starts_with("invalid value: integer `256`, expected u8")
+        );
         let raw: RawBalloonStatsUpdate =
             serde_json::from_str(r#"{"stats_polling_interval_s":5}"#).unwrap();
-        assert_eq!(BalloonStatsUpdate::try_from(raw).unwrap().stats_polling_interval_s, 5);
+        assert_eq!(
+            BalloonStatsUpdate::try_from(raw)
+                .unwrap()
+                .stats_polling_interval_s,
+            5
+        );
     }
 
     #[test]
     fn test_should_reject_unknown_and_missing_fields() {
-        assert!(serde_json::from_str::<RawBalloonConfig>(r#"{"deflate_on_oom":true}"#)
-            .unwrap_err()
-            .to_string()
-            .starts_with("missing field `amount_mib`"));
-        assert!(serde_json::from_str::<RawBalloonUpdate>(r#"{"amount_mib":1,"x":1}"#)
-            .unwrap_err()
-            .to_string()
-            .starts_with("unknown field `x`"));
+        assert!(
+            serde_json::from_str::<RawBalloonConfig>(r#"{"deflate_on_oom":true}"#)
+                .unwrap_err()
+                .to_string()
+                .starts_with("missing field `amount_mib`")
+        );
+        assert!(
+            serde_json::from_str::<RawBalloonUpdate>(r#"{"amount_mib":1,"x":1}"#)
+                .unwrap_err()
+                .to_string()
+                .starts_with("unknown field `x`")
+        );
     }
 
     #[test]
@@ -296,15 +319,27 @@ mod tests {
 
     #[test]
     fn test_should_parse_hinting_ops_and_start_cmd() {
-        assert_eq!(BalloonHintingOp::from_url_segment("start").unwrap(), BalloonHintingOp::Start);
-        assert_eq!(BalloonHintingOp::from_url_segment("status").unwrap(), BalloonHintingOp::Status);
-        assert_eq!(BalloonHintingOp::from_url_segment("stop").unwrap(), BalloonHintingOp::Stop);
+        assert_eq!(
+            BalloonHintingOp::from_url_segment("start").unwrap(),
+            BalloonHintingOp::Start
+        );
+        assert_eq!(
+            BalloonHintingOp::from_url_segment("status").unwrap(),
+            BalloonHintingOp::Status
+        );
+        assert_eq!(
+            BalloonHintingOp::from_url_segment("stop").unwrap(),
+            BalloonHintingOp::Stop
+        );
         assert_eq!(
             BalloonHintingOp::from_url_segment("frobnicate").unwrap_err(),
             "Invalid balloon-hinting op: must be one of start | status | stop (got frobnicate)"
         );
         let raw: RawBalloonStartCmd = serde_json::from_str("{}").unwrap();
-        assert_eq!(BalloonStartCmd::try_from(raw).unwrap(), BalloonStartCmd::default());
+        assert_eq!(
+            BalloonStartCmd::try_from(raw).unwrap(),
+            BalloonStartCmd::default()
+        );
         let raw: RawBalloonStartCmd =
             serde_json::from_str(r#"{"acknowledge_on_stop":true}"#).unwrap();
         assert!(BalloonStartCmd::try_from(raw).unwrap().acknowledge_on_stop);
@@ -312,14 +347,25 @@ mod tests {
 
     #[test]
     fn test_should_serialize_responses() {
-        let stats = BalloonStats { target_pages: 1, actual_pages: 2, target_mib: 3, actual_mib: 4, oom_kill: Some(0), ..Default::default() };
+        let stats = BalloonStats {
+            target_pages: 1,
+            actual_pages: 2,
+            target_mib: 3,
+            actual_mib: 4,
+            oom_kill: Some(0),
+            ..Default::default()
+        };
         assert_eq!(
             serde_json::to_string(&stats).unwrap(),
             r#"{"target_pages":1,"actual_pages":2,"target_mib":3,"actual_mib":4,"oom_kill":0}"#
         );
-        let back: BalloonStats = serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
+        let back: BalloonStats =
+            serde_json::from_str(&serde_json::to_string(&stats).unwrap()).unwrap();
         assert_eq!(back, stats);
-        let st = BalloonHintingStatus { host_cmd: 1, guest_cmd: None };
+        let st = BalloonHintingStatus {
+            host_cmd: 1,
+            guest_cmd: None,
+        };
         assert_eq!(serde_json::to_string(&st).unwrap(), r#"{"host_cmd":1}"#);
     }
 }

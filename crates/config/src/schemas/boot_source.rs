@@ -49,10 +49,14 @@ const INVALID_CMDLINE: &str = "Boot source error: The kernel command line is inv
 /// capacity ([`MAX_BOOT_ARGS_LEN`] including the NUL).
 pub fn check_boot_args(args: &str) -> Result<(), String> {
     if !args.chars().all(|c| matches!(c, ' '..='~')) {
-        return Err(format!("{INVALID_CMDLINE}String contains a non-printable ASCII character."));
+        return Err(format!(
+            "{INVALID_CMDLINE}String contains a non-printable ASCII character."
+        ));
     }
     if args.len() >= MAX_BOOT_ARGS_LEN {
-        return Err(format!("{INVALID_CMDLINE}Inserting string would make command line too long."));
+        return Err(format!(
+            "{INVALID_CMDLINE}Inserting string would make command line too long."
+        ));
     }
     Ok(())
 }
@@ -106,9 +110,15 @@ mod tests {
 
     #[test]
     fn test_should_bound_boot_args() {
-        let ok = format!(r#"{{"kernel_image_path":"/k","boot_args":"{}"}}"#, "a".repeat(2047));
+        let ok = format!(
+            r#"{{"kernel_image_path":"/k","boot_args":"{}"}}"#,
+            "a".repeat(2047)
+        );
         assert!(parse(&ok).is_ok());
-        let long = format!(r#"{{"kernel_image_path":"/k","boot_args":"{}"}}"#, "a".repeat(2048));
+        let long = format!(
+            r#"{{"kernel_image_path":"/k","boot_args":"{}"}}"#,
+            "a".repeat(2048)
+        );
         assert_eq!(
             parse(&long).unwrap_err(),
             "Boot source error: The kernel command line is invalid: Inserting string would make command line too long."
@@ -129,7 +139,15 @@ mod tests {
             parse(r#"{"kernel_image_path":"/k","initrd_path":"a\u0000"}"#).unwrap_err(),
             "Invalid initrd_path: must not contain NUL bytes"
         );
-        assert!(parse(r#"{"boot_args":"x"}"#).unwrap_err().starts_with("missing field `kernel_image_path`"));
-        assert!(parse(r#"{"kernel_image_path":"/k","x":1}"#).unwrap_err().starts_with("unknown field `x`"));
+        assert!(
+            parse(r#"{"boot_args":"x"}"#)
+                .unwrap_err()
+                .starts_with("missing field `kernel_image_path`")
+        );
+        assert!(
+            parse(r#"{"kernel_image_path":"/k","x":1}"#)
+                .unwrap_err()
+                .starts_with("unknown field `x`")
+        );
     }
 }

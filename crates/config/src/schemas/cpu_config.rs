@@ -94,8 +94,11 @@ pub struct Bitmap {
 
 impl Bitmap {
     fn parse(field: &str, s: &str, width: u32) -> Result<Self, String> {
-        let fail = |why: &str| format!("Invalid {field}: failed to parse string [{s}] as a bitmap: {why}");
-        let body = s.strip_prefix("0b").ok_or_else(|| fail("missing 0b prefix"))?;
+        let fail =
+            |why: &str| format!("Invalid {field}: failed to parse string [{s}] as a bitmap: {why}");
+        let body = s
+            .strip_prefix("0b")
+            .ok_or_else(|| fail("missing 0b prefix"))?;
         let mut bits = 0u32;
         let (mut filter, mut value) = (0u128, 0u128);
         for c in body.chars() {
@@ -116,7 +119,11 @@ impl Bitmap {
         if bits == 0 {
             return Err(fail("no bits"));
         }
-        Ok(Self { width, filter, value })
+        Ok(Self {
+            width,
+            filter,
+            value,
+        })
     }
 
     /// Apply to a register value.
@@ -266,7 +273,11 @@ fn parse_capability(s: &str) -> Result<KvmCapability, String> {
     let n = digits.parse::<u32>().map_err(|e| {
         format!("Invalid kvm_capabilities: failed to parse string [{s}] as a capability: {e}")
     })?;
-    Ok(if remove { KvmCapability::Remove(n) } else { KvmCapability::Add(n) })
+    Ok(if remove {
+        KvmCapability::Remove(n)
+    } else {
+        KvmCapability::Add(n)
+    })
 }
 
 fn parse_register(s: &str) -> Result<CpuidRegister, String> {
@@ -308,10 +319,16 @@ impl TryFrom<RawCpuConfig> for CpuConfig {
         check_list_len("msr_modifiers", raw.msr_modifiers.len())?;
         check_list_len("reg_modifiers", raw.reg_modifiers.len())?;
         check_list_len("vcpu_features", raw.vcpu_features.len())?;
-        let kvm_capabilities =
-            raw.kvm_capabilities.iter().map(|s| parse_capability(s)).collect::<Result<_, _>>()?;
-        let cpuid_modifiers =
-            raw.cpuid_modifiers.into_iter().map(convert_leaf).collect::<Result<_, _>>()?;
+        let kvm_capabilities = raw
+            .kvm_capabilities
+            .iter()
+            .map(|s| parse_capability(s))
+            .collect::<Result<_, _>>()?;
+        let cpuid_modifiers = raw
+            .cpuid_modifiers
+            .into_iter()
+            .map(convert_leaf)
+            .collect::<Result<_, _>>()?;
         let msr_modifiers = raw
             .msr_modifiers
             .into_iter()
@@ -342,7 +359,13 @@ impl TryFrom<RawCpuConfig> for CpuConfig {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { kvm_capabilities, cpuid_modifiers, msr_modifiers, reg_modifiers, vcpu_features })
+        Ok(Self {
+            kvm_capabilities,
+            cpuid_modifiers,
+            msr_modifiers,
+            reg_modifiers,
+            vcpu_features,
+        })
     }
 }
 
@@ -369,7 +392,10 @@ mod tests {
                 "msr_modifiers":[{"addr":"266","bitmap":"0b0000_0001"}]}"#,
         )
         .unwrap();
-        assert_eq!(cfg.kvm_capabilities, vec![KvmCapability::Add(121), KvmCapability::Remove(55)]);
+        assert_eq!(
+            cfg.kvm_capabilities,
+            vec![KvmCapability::Add(121), KvmCapability::Remove(55)]
+        );
         let leaf = &cfg.cpuid_modifiers[0];
         assert_eq!((leaf.leaf, leaf.subleaf, leaf.flags), (0x8000_0001, 0, 1));
         assert_eq!(leaf.modifiers[0].register, CpuidRegister::Ecx);
@@ -395,27 +421,51 @@ mod tests {
     fn test_should_reject_malformed_values() {
         let bad_reg = r#"{"cpuid_modifiers":[{"leaf":"0","subleaf":"0","flags":0,
             "modifiers":[{"register":"ekx","bitmap":"0b1"}]}]}"#;
-        assert_eq!(parse(bad_reg).unwrap_err(), "Invalid CPUID register. Must be one of [eax, ebx, ecx, edx]");
-        let bad_leaf = r#"{"cpuid_modifiers":[{"leaf":"k","subleaf":"0","flags":0,"modifiers":[]}]}"#;
-        assert!(parse(bad_leaf).unwrap_err().starts_with("Invalid leaf: failed to parse string [k]"));
+        assert_eq!(
+            parse(bad_reg).unwrap_err(),
+            "Invalid CPUID register. Must be one of [eax, ebx, ecx, edx]"
+        );
+        let bad_leaf =
+            r#"{"cpuid_modifiers":[{"leaf":"k","subleaf":"0","flags":0,"modifiers":[]}]}"#;
+        assert!(
+            parse(bad_leaf)
+                .unwrap_err()
+                .starts_with("Invalid leaf: failed to parse string [k]")
+        );
         let bad_bits = r#"{"msr_modifiers":[{"addr":"1","bitmap":"0bx0?1"}]}"#;
         assert!(parse(bad_bits).unwrap_err().contains("as a bitmap"));
         let no_prefix = r#"{"msr_modifiers":[{"addr":"1","bitmap":"0101"}]}"#;
         assert!(parse(no_prefix).unwrap_err().contains("missing 0b prefix"));
-        let too_wide = format!(r#"{{"vcpu_features":[{{"index":0,"bitmap":"0b{}"}}]}}"#, "1".repeat(33));
+        let too_wide = format!(
+            r#"{{"vcpu_features":[{{"index":0,"bitmap":"0b{}"}}]}}"#,
+            "1".repeat(33)
+        );
         assert!(parse(&too_wide).unwrap_err().contains("more than 32 bits"));
-        assert!(parse(r#"{"kvm_capabilities":["!x"]}"#).unwrap_err().contains("[!x]"));
-        assert!(parse(r#"{"msr_modifiers":[{"addr":"0x100000000","bitmap":"0b1"}]}"#)
-            .unwrap_err()
-            .contains("does not fit in 32 bits"));
-        assert!(parse(r#"{"bogus":[]}"#).unwrap_err().starts_with("unknown field `bogus`"));
+        assert!(
+            parse(r#"{"kvm_capabilities":["!x"]}"#)
+                .unwrap_err()
+                .contains("[!x]")
+        );
+        assert!(
+            parse(r#"{"msr_modifiers":[{"addr":"0x100000000","bitmap":"0b1"}]}"#)
+                .unwrap_err()
+                .contains("does not fit in 32 bits")
+        );
+        assert!(
+            parse(r#"{"bogus":[]}"#)
+                .unwrap_err()
+                .starts_with("unknown field `bogus`")
+        );
     }
 
     #[test]
     fn test_should_bound_lists() {
         let caps = vec!["1"; 257];
         let json = serde_json::json!({ "kvm_capabilities": caps }).to_string();
-        assert_eq!(parse(&json).unwrap_err(), "Invalid kvm_capabilities: exceeds 256 entries (got 257)");
+        assert_eq!(
+            parse(&json).unwrap_err(),
+            "Invalid kvm_capabilities: exceeds 256 entries (got 257)"
+        );
     }
 
     #[test]
@@ -429,7 +479,10 @@ mod tests {
         assert_eq!(v["kvm_capabilities"][0], "!7");
         assert_eq!(v["cpuid_modifiers"][0]["leaf"], "0x1");
         assert_eq!(v["cpuid_modifiers"][0]["subleaf"], "0x2");
-        let bitmap = v["cpuid_modifiers"][0]["modifiers"][0]["bitmap"].as_str().unwrap().to_owned();
+        let bitmap = v["cpuid_modifiers"][0]["modifiers"][0]["bitmap"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(bitmap.len(), 34);
         assert!(bitmap.ends_with("10x"));
         assert_eq!(v["cpuid_modifiers"][0]["modifiers"][0]["register"], "eax");

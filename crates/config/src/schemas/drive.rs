@@ -140,8 +140,7 @@ impl Serialize for DriveConfig {
 /// Error for a vhost-user drive that also carries virtio-block fields.
 pub const VHOST_USER_FIELDS: &str = "Invalid drive: path_on_host, is_read_only and io_engine must be omitted for a vhost-user-block drive (socket is set)";
 /// Error for a virtio-block drive without a backing file.
-pub const MISSING_PATH_ON_HOST: &str =
-    "Invalid drive: path_on_host is required for a virtio-block drive (or set socket for vhost-user-block)";
+pub const MISSING_PATH_ON_HOST: &str = "Invalid drive: path_on_host is required for a virtio-block drive (or set socket for vhost-user-block)";
 
 impl TryFrom<RawDriveConfig> for DriveConfig {
     type Error = String;
@@ -154,8 +153,7 @@ impl TryFrom<RawDriveConfig> for DriveConfig {
         let rate_limiter = convert_opt(raw.rate_limiter)?;
         let is_read_only = if let Some(socket) = &raw.socket {
             check_path("socket", socket)?;
-            if raw.path_on_host.is_some() || raw.is_read_only.is_some() || raw.io_engine.is_some()
-            {
+            if raw.path_on_host.is_some() || raw.is_read_only.is_some() || raw.io_engine.is_some() {
                 return Err(VHOST_USER_FIELDS.to_owned());
             }
             None
@@ -246,7 +244,8 @@ mod tests {
 
     #[test]
     fn test_should_serialize_virtio_drive_like_firecracker() {
-        let d = put(r#"{"drive_id":"rootfs","is_root_device":true,"path_on_host":"/img"}"#).unwrap();
+        let d =
+            put(r#"{"drive_id":"rootfs","is_root_device":true,"path_on_host":"/img"}"#).unwrap();
         assert_eq!(d.id(), "rootfs");
         assert!(!d.read_only());
         assert_eq!(
@@ -291,7 +290,10 @@ mod tests {
                 .unwrap_err(),
             VHOST_USER_FIELDS
         );
-        assert_eq!(put(r#"{"drive_id":"v","is_root_device":false}"#).unwrap_err(), MISSING_PATH_ON_HOST);
+        assert_eq!(
+            put(r#"{"drive_id":"v","is_root_device":false}"#).unwrap_err(),
+            MISSING_PATH_ON_HOST
+        );
     }
 
     #[test]
@@ -304,8 +306,10 @@ mod tests {
             put(r#"{"drive_id":"","is_root_device":false,"path_on_host":"/i"}"#).unwrap_err(),
             "The ID cannot be empty."
         );
-        assert_eq!(patch(r#"{"drive_id":"a b"}"#).unwrap_err(),
-            "API Resource IDs can only contain alphanumeric characters and underscores.");
+        assert_eq!(
+            patch(r#"{"drive_id":"a b"}"#).unwrap_err(),
+            "API Resource IDs can only contain alphanumeric characters and underscores."
+        );
     }
 
     #[test]
@@ -318,13 +322,20 @@ mod tests {
             r#"{{"drive_id":"d","is_root_device":false,"path_on_host":"/i","partuuid":"{}"}}"#,
             "a".repeat(257)
         );
-        assert_eq!(put(&long).unwrap_err(), "Invalid partuuid: exceeds 256 bytes (got 257 bytes)");
-        assert!(put(r#"{"drive_id":"d","path_on_host":"/i"}"#)
-            .unwrap_err()
-            .starts_with("missing field `is_root_device`"));
-        assert!(put(r#"{"drive_id":"d","is_root_device":false,"path_on_host":"/i","cache_type":"X"}"#)
-            .unwrap_err()
-            .starts_with("unknown variant `X`, expected `Unsafe` or `Writeback`"));
+        assert_eq!(
+            put(&long).unwrap_err(),
+            "Invalid partuuid: exceeds 256 bytes (got 257 bytes)"
+        );
+        assert!(
+            put(r#"{"drive_id":"d","path_on_host":"/i"}"#)
+                .unwrap_err()
+                .starts_with("missing field `is_root_device`")
+        );
+        assert!(
+            put(r#"{"drive_id":"d","is_root_device":false,"path_on_host":"/i","cache_type":"X"}"#)
+                .unwrap_err()
+                .starts_with("unknown variant `X`, expected `Unsafe` or `Writeback`")
+        );
     }
 
     #[test]
@@ -333,8 +344,14 @@ mod tests {
         assert_eq!(u.id(), "d");
         assert_eq!(u.path_on_host.as_deref(), Some("/new"));
         assert!(patch(r#"{"drive_id":"d"}"#).is_ok());
-        assert_eq!(patch(r#"{"drive_id":"d","path_on_host":""}"#).unwrap_err(),
-            "Invalid path_on_host: must not be empty");
-        assert!(patch(r#"{"drive_id":"d","is_read_only":true}"#).unwrap_err().starts_with("unknown field"));
+        assert_eq!(
+            patch(r#"{"drive_id":"d","path_on_host":""}"#).unwrap_err(),
+            "Invalid path_on_host: must not be empty"
+        );
+        assert!(
+            patch(r#"{"drive_id":"d","is_read_only":true}"#)
+                .unwrap_err()
+                .starts_with("unknown field")
+        );
     }
 }

@@ -59,9 +59,15 @@ impl TryFrom<RawHotplugMemoryConfig> for HotplugMemoryConfig {
     type Error = String;
 
     fn try_from(raw: RawHotplugMemoryConfig) -> Result<Self, Self::Error> {
-        let RawHotplugMemoryConfig { total_size_mib, block_size_mib, slot_size_mib } = raw;
+        let RawHotplugMemoryConfig {
+            total_size_mib,
+            block_size_mib,
+            slot_size_mib,
+        } = raw;
         if !(1..=MAX_TOTAL_SIZE_MIB).contains(&total_size_mib) {
-            return Err(format!("Invalid total_size_mib: must be 1..={MAX_TOTAL_SIZE_MIB}"));
+            return Err(format!(
+                "Invalid total_size_mib: must be 1..={MAX_TOTAL_SIZE_MIB}"
+            ));
         }
         if block_size_mib == 0 {
             return Err("Invalid block_size_mib: must be >= 1".to_owned());
@@ -71,13 +77,17 @@ impl TryFrom<RawHotplugMemoryConfig> for HotplugMemoryConfig {
         }
         if slot_size_mib < block_size_mib {
             return Err(
-                "Invalid hotplug-memory: slot_size_mib must be >= block_size_mib".to_owned()
+                "Invalid hotplug-memory: slot_size_mib must be >= block_size_mib".to_owned(),
             );
         }
         if !total_size_mib.is_multiple_of(slot_size_mib) {
             return Err("Invalid total_size_mib: must be a multiple of slot_size_mib".to_owned());
         }
-        Ok(Self { total_size_mib, block_size_mib, slot_size_mib })
+        Ok(Self {
+            total_size_mib,
+            block_size_mib,
+            slot_size_mib,
+        })
     }
 }
 
@@ -102,9 +112,13 @@ impl TryFrom<RawHotplugMemoryUpdate> for HotplugMemoryUpdate {
 
     fn try_from(raw: RawHotplugMemoryUpdate) -> Result<Self, Self::Error> {
         if raw.requested_size_mib > MAX_TOTAL_SIZE_MIB {
-            return Err(format!("Invalid requested_size_mib: must be 0..={MAX_TOTAL_SIZE_MIB}"));
+            return Err(format!(
+                "Invalid requested_size_mib: must be 0..={MAX_TOTAL_SIZE_MIB}"
+            ));
         }
-        Ok(Self { requested_size_mib: raw.requested_size_mib })
+        Ok(Self {
+            requested_size_mib: raw.requested_size_mib,
+        })
     }
 }
 
@@ -158,30 +172,54 @@ mod tests {
     #[test]
     fn test_should_reject_every_invalid_config() {
         let cases = [
-            (r#"{"total_size_mib":0}"#, "Invalid total_size_mib: must be 1..=1048576"),
-            (r#"{"total_size_mib":1048577}"#, "Invalid total_size_mib: must be 1..=1048576"),
-            (r#"{"total_size_mib":256,"block_size_mib":0}"#, "Invalid block_size_mib: must be >= 1"),
-            (r#"{"total_size_mib":256,"block_size_mib":1,"slot_size_mib":0}"#, "Invalid slot_size_mib: must be >= 1"),
+            (
+                r#"{"total_size_mib":0}"#,
+                "Invalid total_size_mib: must be 1..=1048576",
+            ),
+            (
+                r#"{"total_size_mib":1048577}"#,
+                "Invalid total_size_mib: must be 1..=1048576",
+            ),
+            (
+                r#"{"total_size_mib":256,"block_size_mib":0}"#,
+                "Invalid block_size_mib: must be >= 1",
+            ),
+            (
+                r#"{"total_size_mib":256,"block_size_mib":1,"slot_size_mib":0}"#,
+                "Invalid slot_size_mib: must be >= 1",
+            ),
             (
                 r#"{"total_size_mib":256,"block_size_mib":64,"slot_size_mib":32}"#,
                 "Invalid hotplug-memory: slot_size_mib must be >= block_size_mib",
             ),
-            (r#"{"total_size_mib":100}"#, "Invalid total_size_mib: must be a multiple of slot_size_mib"),
+            (
+                r#"{"total_size_mib":100}"#,
+                "Invalid total_size_mib: must be a multiple of slot_size_mib",
+            ),
         ];
         for (json, msg) in cases {
             assert_eq!(put(json).unwrap_err(), msg, "{json}");
         }
-        assert!(put(r#"{"total_size_mib":256,"x":1}"#).unwrap_err().starts_with("unknown field `x`"));
+        assert!(
+            put(r#"{"total_size_mib":256,"x":1}"#)
+                .unwrap_err()
+                .starts_with("unknown field `x`")
+        );
     }
 
     #[test]
     fn test_should_bound_requested_size() {
-        let ok = HotplugMemoryUpdate::try_from(RawHotplugMemoryUpdate { requested_size_mib: 0 });
+        let ok = HotplugMemoryUpdate::try_from(RawHotplugMemoryUpdate {
+            requested_size_mib: 0,
+        });
         assert_eq!(ok.unwrap().requested_size_mib, 0);
         let err = HotplugMemoryUpdate::try_from(RawHotplugMemoryUpdate {
             requested_size_mib: MAX_TOTAL_SIZE_MIB + 1,
         });
-        assert_eq!(err.unwrap_err(), "Invalid requested_size_mib: must be 0..=1048576");
+        assert_eq!(
+            err.unwrap_err(),
+            "Invalid requested_size_mib: must be 0..=1048576"
+        );
     }
 
     #[test]

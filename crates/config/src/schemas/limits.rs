@@ -17,7 +17,10 @@ pub fn check_path(field: &str, path: &str) -> Result<(), String> {
         return Err(format!("Invalid {field}: must not be empty"));
     }
     if path.len() > MAX_PATH_LEN {
-        return Err(format!("Invalid {field}: exceeds {MAX_PATH_LEN} bytes (got {} bytes)", path.len()));
+        return Err(format!(
+            "Invalid {field}: exceeds {MAX_PATH_LEN} bytes (got {} bytes)",
+            path.len()
+        ));
     }
     if path.contains('\0') {
         return Err(format!("Invalid {field}: must not contain NUL bytes"));
@@ -40,7 +43,10 @@ pub fn check_uds_path(field: &str, path: &str) -> Result<(), String> {
 /// Check a free-form string: at most `max` bytes, no NUL.
 pub fn check_string(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.len() > max {
-        return Err(format!("Invalid {field}: exceeds {max} bytes (got {} bytes)", value.len()));
+        return Err(format!(
+            "Invalid {field}: exceeds {max} bytes (got {} bytes)",
+            value.len()
+        ));
     }
     if value.contains('\0') {
         return Err(format!("Invalid {field}: must not contain NUL bytes"));
@@ -51,7 +57,9 @@ pub fn check_string(field: &str, value: &str, max: usize) -> Result<(), String> 
 /// Check a list length against [`MAX_LIST_ENTRIES`].
 pub fn check_list_len(field: &str, len: usize) -> Result<(), String> {
     if len > MAX_LIST_ENTRIES {
-        return Err(format!("Invalid {field}: exceeds {MAX_LIST_ENTRIES} entries (got {len})"));
+        return Err(format!(
+            "Invalid {field}: exceeds {MAX_LIST_ENTRIES} entries (got {len})"
+        ));
     }
     Ok(())
 }

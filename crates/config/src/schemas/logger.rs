@@ -141,7 +141,11 @@ mod tests {
             ("Debug", LogLevel::Debug),
             ("tRaCe", LogLevel::Trace),
         ] {
-            assert_eq!(put(&format!(r#"{{"level":"{s}"}}"#)).unwrap().level, lvl, "{s}");
+            assert_eq!(
+                put(&format!(r#"{{"level":"{s}"}}"#)).unwrap().level,
+                lvl,
+                "{s}"
+            );
         }
         assert_eq!(LogLevel::Warning.to_string(), "Warning");
     }
@@ -149,8 +153,15 @@ mod tests {
     #[test]
     fn test_should_reject_bad_level_with_firecracker_text() {
         // Same mechanism as Firecracker's `LevelFilter` (custom error after the string).
-        assert_eq!(put(r#"{"level":"foo"}"#).unwrap_err(), "Invalid LevelFilter at line 1 column 15");
-        assert!(put(r#"{"level":1}"#).unwrap_err().starts_with("invalid type: integer `1`"));
+        assert_eq!(
+            put(r#"{"level":"foo"}"#).unwrap_err(),
+            "Invalid LevelFilter at line 1 column 15"
+        );
+        assert!(
+            put(r#"{"level":1}"#)
+                .unwrap_err()
+                .starts_with("invalid type: integer `1`")
+        );
     }
 
     #[test]
@@ -159,9 +170,19 @@ mod tests {
             .unwrap();
         assert!(l.show_level && l.show_log_origin);
         assert_eq!(l.module.as_deref(), Some("api"));
-        assert_eq!(put(r#"{"log_path":""}"#).unwrap_err(), "Invalid log_path: must not be empty");
+        assert_eq!(
+            put(r#"{"log_path":""}"#).unwrap_err(),
+            "Invalid log_path: must not be empty"
+        );
         let long = format!(r#"{{"module":"{}"}}"#, "m".repeat(257));
-        assert_eq!(put(&long).unwrap_err(), "Invalid module: exceeds 256 bytes (got 257 bytes)");
-        assert!(put(r#"{"x":1}"#).unwrap_err().starts_with("unknown field `x`"));
+        assert_eq!(
+            put(&long).unwrap_err(),
+            "Invalid module: exceeds 256 bytes (got 257 bytes)"
+        );
+        assert!(
+            put(r#"{"x":1}"#)
+                .unwrap_err()
+                .starts_with("unknown field `x`")
+        );
     }
 }

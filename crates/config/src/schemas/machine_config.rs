@@ -74,7 +74,10 @@ pub enum CpuTemplate {
 /// Raw `PUT /machine-config` body. A JSON array body fails with Firecracker's text
 /// ("invalid length 0, expected struct MachineConfig with 6 elements").
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "struct MachineConfig with 6 elements")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "struct MachineConfig with 6 elements"
+)]
 pub struct RawMachineConfig {
     /// Number of vCPUs.
     pub vcpu_count: u8,
@@ -314,8 +317,9 @@ mod tests {
 
     #[test]
     fn test_should_accept_valid_put_and_serialize_template_only_when_set() {
-        let cfg = put(r#"{"vcpu_count":2,"mem_size_mib":256,"cpu_template":"T2","huge_pages":"2M"}"#)
-            .unwrap();
+        let cfg =
+            put(r#"{"vcpu_count":2,"mem_size_mib":256,"cpu_template":"T2","huge_pages":"2M"}"#)
+                .unwrap();
         assert_eq!(
             serde_json::to_string(&cfg).unwrap(),
             r#"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"cpu_template":"T2","track_dirty_pages":false,"huge_pages":"2M"}"#
@@ -371,18 +375,31 @@ mod tests {
     #[test]
     fn test_should_reject_empty_patch() {
         assert_eq!(patch("{}").unwrap_err(), EMPTY_PATCH);
-        assert_eq!(patch(r#"{"vcpu_count":0}"#).unwrap_err(), INVALID_VCPU_COUNT);
-        assert_eq!(patch(r#"{"mem_size_mib":0}"#).unwrap_err(), INVALID_MEMORY_SIZE);
+        assert_eq!(
+            patch(r#"{"vcpu_count":0}"#).unwrap_err(),
+            INVALID_VCPU_COUNT
+        );
+        assert_eq!(
+            patch(r#"{"mem_size_mib":0}"#).unwrap_err(),
+            INVALID_MEMORY_SIZE
+        );
     }
 
     #[test]
     fn test_should_merge_patch_and_revalidate() {
         let base = put(r#"{"vcpu_count":3,"mem_size_mib":127}"#).unwrap();
-        let merged = base.updated(&patch(r#"{"mem_size_mib":512}"#).unwrap()).unwrap();
+        let merged = base
+            .updated(&patch(r#"{"mem_size_mib":512}"#).unwrap())
+            .unwrap();
         assert_eq!((merged.vcpu_count, merged.mem_size_mib), (3, 512));
-        assert_eq!(base.updated(&patch(r#"{"smt":true}"#).unwrap()).unwrap_err(), INVALID_VCPU_COUNT);
         assert_eq!(
-            base.updated(&patch(r#"{"huge_pages":"2M"}"#).unwrap()).unwrap_err(),
+            base.updated(&patch(r#"{"smt":true}"#).unwrap())
+                .unwrap_err(),
+            INVALID_VCPU_COUNT
+        );
+        assert_eq!(
+            base.updated(&patch(r#"{"huge_pages":"2M"}"#).unwrap())
+                .unwrap_err(),
             INVALID_MEMORY_SIZE
         );
     }
@@ -390,22 +407,29 @@ mod tests {
     #[test]
     fn test_should_keep_template_on_put_without_template_and_clear_on_none() {
         let with_t2 = MachineConfig::default()
-            .replaced_by(&put(r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"T2"}"#).unwrap())
+            .replaced_by(
+                &put(r#"{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"T2"}"#).unwrap(),
+            )
             .unwrap();
         assert_eq!(with_t2.cpu_template, Some(CpuTemplate::T2));
         let kept = with_t2
             .replaced_by(&put(r#"{"vcpu_count":2,"mem_size_mib":64}"#).unwrap())
             .unwrap();
         assert_eq!(kept.cpu_template, Some(CpuTemplate::T2));
-        let cleared = kept.updated(&patch(r#"{"cpu_template":"None"}"#).unwrap()).unwrap();
+        let cleared = kept
+            .updated(&patch(r#"{"cpu_template":"None"}"#).unwrap())
+            .unwrap();
         assert_eq!(cleared.cpu_template, None);
     }
 
     #[test]
     fn test_should_reset_omitted_fields_on_put() {
-        let base = put(r#"{"vcpu_count":2,"mem_size_mib":128,"smt":true,"track_dirty_pages":true}"#)
+        let base =
+            put(r#"{"vcpu_count":2,"mem_size_mib":128,"smt":true,"track_dirty_pages":true}"#)
+                .unwrap();
+        let next = base
+            .replaced_by(&put(r#"{"vcpu_count":2,"mem_size_mib":256}"#).unwrap())
             .unwrap();
-        let next = base.replaced_by(&put(r#"{"vcpu_count":2,"mem_size_mib":256}"#).unwrap()).unwrap();
         assert!(!next.smt);
         assert!(!next.track_dirty_pages);
         assert_eq!(next.huge_pages, HugePages::None);

@@ -45,7 +45,11 @@ impl TryFrom<RawMetricsConfig> for MetricsConfig {
             check_string("properties key", k, MAX_SHORT_STRING_LEN)?;
             check_string("properties value", v, MAX_SHORT_STRING_LEN)?;
         }
-        Ok(Self { metrics_path: raw.metrics_path, emit_id: raw.emit_id, properties: raw.properties })
+        Ok(Self {
+            metrics_path: raw.metrics_path,
+            emit_id: raw.emit_id,
+            properties: raw.properties,
+        })
     }
 }
 
@@ -63,18 +67,37 @@ mod tests {
         let m = put(r#"{"metrics_path":"/tmp/m","emit_id":true,"properties":{"a":"b"}}"#).unwrap();
         assert!(m.emit_id);
         assert_eq!(m.properties["a"], "b");
-        assert!(!put(r#"{"metrics_path":"/tmp/m","unknown":1}"#).unwrap().emit_id);
+        assert!(
+            !put(r#"{"metrics_path":"/tmp/m","unknown":1}"#)
+                .unwrap()
+                .emit_id
+        );
     }
 
     #[test]
     fn test_should_reject_bad_metrics() {
-        assert_eq!(put(r#"{"metrics_path":""}"#).unwrap_err(), "Invalid metrics_path: must not be empty");
-        assert!(put("{}").unwrap_err().starts_with("missing field `metrics_path`"));
+        assert_eq!(
+            put(r#"{"metrics_path":""}"#).unwrap_err(),
+            "Invalid metrics_path: must not be empty"
+        );
+        assert!(
+            put("{}")
+                .unwrap_err()
+                .starts_with("missing field `metrics_path`")
+        );
         assert!(put(r#"{"metrics_path":"/m","properties":{"a":1}}"#).is_err());
-        let props: BTreeMap<String, String> = (0..257).map(|i| (i.to_string(), String::new())).collect();
+        let props: BTreeMap<String, String> =
+            (0..257).map(|i| (i.to_string(), String::new())).collect();
         let json = serde_json::json!({"metrics_path": "/m", "properties": props}).to_string();
-        assert_eq!(put(&json).unwrap_err(), "Invalid properties: exceeds 256 entries (got 257)");
-        let json = serde_json::json!({"metrics_path": "/m", "properties": {"k": "v".repeat(257)}}).to_string();
-        assert_eq!(put(&json).unwrap_err(), "Invalid properties value: exceeds 256 bytes (got 257 bytes)");
+        assert_eq!(
+            put(&json).unwrap_err(),
+            "Invalid properties: exceeds 256 entries (got 257)"
+        );
+        let json = serde_json::json!({"metrics_path": "/m", "properties": {"k": "v".repeat(257)}})
+            .to_string();
+        assert_eq!(
+            put(&json).unwrap_err(),
+            "Invalid properties value: exceeds 256 bytes (got 257 bytes)"
+        );
     }
 }

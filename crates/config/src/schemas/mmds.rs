@@ -129,24 +129,38 @@ mod tests {
 
     #[test]
     fn test_should_reject_empty_list_and_bad_addresses() {
-        assert_eq!(put(r#"{"network_interfaces":[]}"#).unwrap_err(), EMPTY_IFACE_LIST);
+        assert_eq!(
+            put(r#"{"network_interfaces":[]}"#).unwrap_err(),
+            EMPTY_IFACE_LIST
+        );
         for addr in ["169.254.0.1", "169.254.255.1", "10.0.0.1", "169.253.1.1"] {
             let json = format!(r#"{{"network_interfaces":["e"],"ipv4_address":"{addr}"}}"#);
             assert_eq!(put(&json).unwrap_err(), INVALID_IPV4, "{addr}");
         }
-        assert!(put(r#"{"network_interfaces":["e"],"ipv4_address":"x"}"#)
-            .unwrap_err()
-            .starts_with("invalid IPv4 address syntax"));
-        assert!(put(r#"{"network_interfaces":["e"],"version":"V3"}"#)
-            .unwrap_err()
-            .starts_with("unknown variant `V3`, expected `V1` or `V2`"));
-        assert!(put("{}").unwrap_err().starts_with("missing field `network_interfaces`"));
+        assert!(
+            put(r#"{"network_interfaces":["e"],"ipv4_address":"x"}"#)
+                .unwrap_err()
+                .starts_with("invalid IPv4 address syntax")
+        );
+        assert!(
+            put(r#"{"network_interfaces":["e"],"version":"V3"}"#)
+                .unwrap_err()
+                .starts_with("unknown variant `V3`, expected `V1` or `V2`")
+        );
+        assert!(
+            put("{}")
+                .unwrap_err()
+                .starts_with("missing field `network_interfaces`")
+        );
     }
 
     #[test]
     fn test_should_bound_interface_list() {
         let ids: Vec<String> = (0..257).map(|i| format!("e{i}")).collect();
         let json = serde_json::json!({ "network_interfaces": ids }).to_string();
-        assert_eq!(put(&json).unwrap_err(), "Invalid network_interfaces: exceeds 256 entries (got 257)");
+        assert_eq!(
+            put(&json).unwrap_err(),
+            "Invalid network_interfaces: exceeds 256 entries (got 257)"
+        );
     }
 }

@@ -53,7 +53,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -142,11 +146,17 @@ impl TryFrom<RawNetworkInterfaceConfig> for NetworkInterfaceConfig {
     fn try_from(raw: RawNetworkInterfaceConfig) -> Result<Self, Self::Error> {
         check_resource_id(&raw.iface_id)?;
         check_host_dev_name(&raw.host_dev_name)?;
-        let guest_mac = raw.guest_mac.as_deref().map(MacAddr::from_str).transpose()?;
+        let guest_mac = raw
+            .guest_mac
+            .as_deref()
+            .map(MacAddr::from_str)
+            .transpose()?;
         if let Some(mtu) = raw.mtu
             && mtu < MIN_MTU
         {
-            return Err(format!("Invalid mtu: must be {MIN_MTU}..=65535 (got {mtu})"));
+            return Err(format!(
+                "Invalid mtu: must be {MIN_MTU}..=65535 (got {mtu})"
+            ));
         }
         Ok(Self {
             iface_id: raw.iface_id,
@@ -217,23 +227,44 @@ mod tests {
 
     #[test]
     fn test_should_accept_and_serialize_interface() {
-        let n = put(r#"{"iface_id":"eth0","host_dev_name":"tap0","guest_mac":"AA:bb:cc:dd:ee:0F"}"#)
-            .unwrap();
+        let n =
+            put(r#"{"iface_id":"eth0","host_dev_name":"tap0","guest_mac":"AA:bb:cc:dd:ee:0F"}"#)
+                .unwrap();
         assert_eq!(n.id(), "eth0");
-        assert_eq!(n.guest_mac.unwrap().bytes(), [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f]);
+        assert_eq!(
+            n.guest_mac.unwrap().bytes(),
+            [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f]
+        );
         assert_eq!(
             serde_json::to_string(&n).unwrap(),
             r#"{"iface_id":"eth0","host_dev_name":"tap0","guest_mac":"aa:bb:cc:dd:ee:0f","rx_rate_limiter":null,"tx_rate_limiter":null}"#
         );
         let with_mtu = put(r#"{"iface_id":"e","host_dev_name":"tap0","mtu":9000}"#).unwrap();
-        assert!(serde_json::to_string(&with_mtu).unwrap().contains(r#""guest_mac":null,"mtu":9000"#));
+        assert!(
+            serde_json::to_string(&with_mtu)
+                .unwrap()
+                .contains(r#""guest_mac":null,"mtu":9000"#)
+        );
     }
 
     #[test]
     fn test_should_parse_and_reject_macs() {
-        assert_eq!("00:11:22:33:44:55".parse::<MacAddr>().unwrap().to_string(), "00:11:22:33:44:55");
-        for bad in ["", "00:11:22:33:44", "00:11:22:33:44:55:66", "0:11:22:33:44:55", "zz:11:22:33:44:55", "+1:11:22:33:44:55"] {
-            assert_eq!(bad.parse::<MacAddr>().unwrap_err(), format!("Invalid guest_mac: {bad}"));
+        assert_eq!(
+            "00:11:22:33:44:55".parse::<MacAddr>().unwrap().to_string(),
+            "00:11:22:33:44:55"
+        );
+        for bad in [
+            "",
+            "00:11:22:33:44",
+            "00:11:22:33:44:55:66",
+            "0:11:22:33:44:55",
+            "zz:11:22:33:44:55",
+            "+1:11:22:33:44:55",
+        ] {
+            assert_eq!(
+                bad.parse::<MacAddr>().unwrap_err(),
+                format!("Invalid guest_mac: {bad}")
+            );
         }
         let mac: MacAddr = serde_json::from_str(r#""01:02:03:04:05:06""#).unwrap();
         assert_eq!(mac.0[5], 6);
@@ -273,6 +304,9 @@ mod tests {
         let u = NetworkInterfaceUpdate::try_from(raw).unwrap();
         assert_eq!(u.id(), "eth0");
         assert!(u.rx_rate_limiter.is_some() && u.tx_rate_limiter.is_none());
-        assert!(serde_json::from_str::<RawNetworkInterfaceUpdate>(r#"{"iface_id":"e","mtu":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<RawNetworkInterfaceUpdate>(r#"{"iface_id":"e","mtu":1}"#)
+                .is_err()
+        );
     }
 }

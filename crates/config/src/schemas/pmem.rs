@@ -102,7 +102,10 @@ impl TryFrom<RawPmemUpdate> for PmemUpdate {
 
     fn try_from(raw: RawPmemUpdate) -> Result<Self, Self::Error> {
         check_resource_id(&raw.id)?;
-        Ok(Self { id: raw.id, rate_limiter: convert_opt(raw.rate_limiter)? })
+        Ok(Self {
+            id: raw.id,
+            rate_limiter: convert_opt(raw.rate_limiter)?,
+        })
     }
 }
 
@@ -140,7 +143,11 @@ mod tests {
             put(r#"{"id":"p0","path_on_host":""}"#).unwrap_err(),
             "Invalid path_on_host: must not be empty"
         );
-        assert!(put(r#"{"id":"p0"}"#).unwrap_err().starts_with("missing field `path_on_host`"));
+        assert!(
+            put(r#"{"id":"p0"}"#)
+                .unwrap_err()
+                .starts_with("missing field `path_on_host`")
+        );
     }
 
     #[test]
@@ -149,7 +156,14 @@ mod tests {
         let u = patch(r#"{"id":"pmem0","rate_limiter":{"bandwidth":{"size":1,"refill_time":1}}}"#)
             .unwrap();
         assert!(u.rate_limiter.unwrap().bandwidth.is_some());
-        assert!(patch(r#"{"id":"pmem0","path_on_host":"/x"}"#).unwrap_err().starts_with("unknown field"));
-        assert_eq!(patch(r#"{"id":""}"#).unwrap_err(), "The ID cannot be empty.");
+        assert!(
+            patch(r#"{"id":"pmem0","path_on_host":"/x"}"#)
+                .unwrap_err()
+                .starts_with("unknown field")
+        );
+        assert_eq!(
+            patch(r#"{"id":""}"#).unwrap_err(),
+            "The ID cannot be empty."
+        );
     }
 }

@@ -45,7 +45,11 @@ impl TryFrom<RawTokenBucketConfig> for TokenBucketConfig {
     type Error = String;
 
     fn try_from(raw: RawTokenBucketConfig) -> Result<Self, Self::Error> {
-        Ok(Self { size: raw.size, one_time_burst: raw.one_time_burst, refill_time: raw.refill_time })
+        Ok(Self {
+            size: raw.size,
+            one_time_burst: raw.one_time_burst,
+            refill_time: raw.refill_time,
+        })
     }
 }
 
@@ -111,7 +115,10 @@ mod tests {
                 "ops":{"size":10,"refill_time":1000}}"#,
         );
         let bw = rl.bandwidth.unwrap();
-        assert_eq!((bw.size, bw.one_time_burst, bw.refill_time), (1000, Some(10), 100));
+        assert_eq!(
+            (bw.size, bw.one_time_burst, bw.refill_time),
+            (1000, Some(10), 100)
+        );
         assert!(bw.is_enabled());
         assert_eq!(rl.ops.unwrap().one_time_burst, None);
         assert!(!rl.is_empty());
@@ -119,7 +126,8 @@ mod tests {
 
     #[test]
     fn test_should_accept_disabled_buckets() {
-        let rl = parse(r#"{"bandwidth":{"size":0,"refill_time":100},"ops":{"size":5,"refill_time":0}}"#);
+        let rl =
+            parse(r#"{"bandwidth":{"size":0,"refill_time":100},"ops":{"size":5,"refill_time":0}}"#);
         assert!(!rl.bandwidth.unwrap().is_enabled());
         assert!(!rl.ops.unwrap().is_enabled());
     }
@@ -135,7 +143,9 @@ mod tests {
     fn test_should_reject_missing_required_bucket_fields() {
         let err = serde_json::from_str::<RawTokenBucketConfig>(r#"{"size":1}"#).unwrap_err();
         assert!(err.to_string().starts_with("missing field `refill_time`"));
-        assert!(serde_json::from_str::<RawTokenBucketConfig>(r#"{"size":-1,"refill_time":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<RawTokenBucketConfig>(r#"{"size":-1,"refill_time":1}"#).is_err()
+        );
     }
 
     #[test]

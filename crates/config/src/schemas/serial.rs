@@ -39,7 +39,10 @@ impl TryFrom<RawSerialConfig> for SerialConfig {
         }
         Ok(Self {
             serial_out_path: raw.serial_out_path,
-            rate_limiter: raw.rate_limiter.map(TokenBucketConfig::try_from).transpose()?,
+            rate_limiter: raw
+                .rate_limiter
+                .map(TokenBucketConfig::try_from)
+                .transpose()?,
         })
     }
 }
@@ -67,8 +70,19 @@ mod tests {
 
     #[test]
     fn test_should_reject_bad_serial() {
-        assert_eq!(put(r#"{"serial_out_path":""}"#).unwrap_err(), "Invalid serial_out_path: must not be empty");
-        assert!(put(r#"{"x":1}"#).unwrap_err().starts_with("unknown field `x`"));
-        assert!(put(r#"{"rate_limiter":{"size":1}}"#).unwrap_err().starts_with("missing field `refill_time`"));
+        assert_eq!(
+            put(r#"{"serial_out_path":""}"#).unwrap_err(),
+            "Invalid serial_out_path: must not be empty"
+        );
+        assert!(
+            put(r#"{"x":1}"#)
+                .unwrap_err()
+                .starts_with("unknown field `x`")
+        );
+        assert!(
+            put(r#"{"rate_limiter":{"size":1}}"#)
+                .unwrap_err()
+                .starts_with("missing field `refill_time`")
+        );
     }
 }

@@ -17,7 +17,8 @@ use super::network_interface::check_host_dev_name;
 pub const TOO_MANY_FIELDS: &str =
     "too many fields: either `mem_backend` or `mem_file_path` exclusively is required";
 /// Neither `mem_backend` nor `mem_file_path` given (Firecracker's text).
-pub const MISSING_FIELD: &str = "missing field: either `mem_backend` or `mem_file_path` is required";
+pub const MISSING_FIELD: &str =
+    "missing field: either `mem_backend` or `mem_file_path` is required";
 /// How Firecracker wraps serde errors in a `fault_message`.
 const SERDE_PREFIX: &str = "An error occurred when deserializing the json body of a request: ";
 
@@ -195,7 +196,10 @@ impl TryFrom<RawSnapshotLoadParams> for SnapshotLoadParams {
             (Some(_), Some(_)) => return Err(format!("{SERDE_PREFIX}{TOO_MANY_FIELDS}.")),
             (None, None) => return Err(format!("{SERDE_PREFIX}{MISSING_FIELD}.")),
             (Some(backend), None) => backend,
-            (None, Some(path)) => MemBackend { backend_type: MemBackendType::File, backend_path: path },
+            (None, Some(path)) => MemBackend {
+                backend_type: MemBackendType::File,
+                backend_path: path,
+            },
         };
         check_path("snapshot_path", &raw.snapshot_path)?;
         match mem_backend.backend_type {
@@ -242,11 +246,18 @@ mod tests {
     fn test_should_parse_create() {
         let c = create(r#"{"snapshot_path":"/s","mem_file_path":"/m"}"#).unwrap();
         assert_eq!(c.snapshot_type, SnapshotType::Full);
-        let c = create(r#"{"snapshot_path":"/s","mem_file_path":"/m","snapshot_type":"Diff"}"#).unwrap();
+        let c = create(r#"{"snapshot_path":"/s","mem_file_path":"/m","snapshot_type":"Diff"}"#)
+            .unwrap();
         assert_eq!(c.snapshot_type, SnapshotType::Diff);
-        assert_eq!(create(r#"{"snapshot_path":"","mem_file_path":"/m"}"#).unwrap_err(),
-            "Invalid snapshot_path: must not be empty");
-        assert!(create(r#"{"snapshot_path":"/s"}"#).unwrap_err().starts_with("missing field `mem_file_path`"));
+        assert_eq!(
+            create(r#"{"snapshot_path":"","mem_file_path":"/m"}"#).unwrap_err(),
+            "Invalid snapshot_path: must not be empty"
+        );
+        assert!(
+            create(r#"{"snapshot_path":"/s"}"#)
+                .unwrap_err()
+                .starts_with("missing field `mem_file_path`")
+        );
     }
 
     #[test]
@@ -266,10 +277,17 @@ mod tests {
 
     #[test]
     fn test_should_map_deprecated_fields() {
-        let l = load(r#"{"snapshot_path":"/s","mem_file_path":"/m","enable_diff_snapshots":true}"#).unwrap();
+        let l = load(r#"{"snapshot_path":"/s","mem_file_path":"/m","enable_diff_snapshots":true}"#)
+            .unwrap();
         assert!(l.uses_deprecated_fields());
         assert!(l.track_dirty_pages);
-        assert_eq!(l.mem_backend, MemBackend { backend_type: MemBackendType::File, backend_path: "/m".into() });
+        assert_eq!(
+            l.mem_backend,
+            MemBackend {
+                backend_type: MemBackendType::File,
+                backend_path: "/m".into()
+            }
+        );
         assert_eq!(l.huge_pages, SnapshotHugePages::Snapshot);
         let l = load(r#"{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"},"enable_diff_snapshots":true}"#).unwrap();
         assert!(l.uses_deprecated_fields());
@@ -296,13 +314,20 @@ mod tests {
             "API Resource IDs can only contain alphanumeric characters and underscores."
         );
         assert_eq!(
-            load(r#"{"snapshot_path":"/s","mem_file_path":"/m","vsock_override":{"uds_path":""}}"#).unwrap_err(),
+            load(r#"{"snapshot_path":"/s","mem_file_path":"/m","vsock_override":{"uds_path":""}}"#)
+                .unwrap_err(),
             "Invalid uds_path: must not be empty"
         );
-        assert!(load(r#"{"snapshot_path":"/s","mem_file_path":"/m","huge_pages":"1G"}"#)
-            .unwrap_err()
-            .starts_with("unknown variant `1G`"));
-        assert!(load(r#"{"snapshot_path":"/s","mem_file_path":"/m","bogus":1}"#).unwrap_err().starts_with("unknown field"));
+        assert!(
+            load(r#"{"snapshot_path":"/s","mem_file_path":"/m","huge_pages":"1G"}"#)
+                .unwrap_err()
+                .starts_with("unknown variant `1G`")
+        );
+        assert!(
+            load(r#"{"snapshot_path":"/s","mem_file_path":"/m","bogus":1}"#)
+                .unwrap_err()
+                .starts_with("unknown field")
+        );
         // Override objects ignore unknown fields, like Firecracker's.
         assert!(load(r#"{"snapshot_path":"/s","mem_file_path":"/m","vsock_override":{"uds_path":"/v","x":1}}"#).is_ok());
     }

@@ -38,8 +38,14 @@ mod tests {
 
     #[test]
     fn test_should_parse_states() {
-        assert_eq!(parse(r#"{"state":"Paused"}"#).unwrap(), VmStateUpdate::Paused);
-        assert_eq!(parse(r#"{"state":"Resumed"}"#).unwrap(), VmStateUpdate::Resumed);
+        assert_eq!(
+            parse(r#"{"state":"Paused"}"#).unwrap(),
+            VmStateUpdate::Paused
+        );
+        assert_eq!(
+            parse(r#"{"state":"Resumed"}"#).unwrap(),
+            VmStateUpdate::Resumed
+        );
     }
 
     #[test]
@@ -48,6 +54,10 @@ mod tests {
             parse(r#"{"state":"Running"}"#).unwrap_err(),
             "unknown variant `Running`, expected `Paused` or `Resumed` at line 1 column 18"
         );
-        assert!(parse(r#"{}"#).unwrap_err().starts_with("missing field `state`"));
+        assert!(
+            parse(r#"{}"#)
+                .unwrap_err()
+                .starts_with("missing field `state`")
+        );
     }
 }

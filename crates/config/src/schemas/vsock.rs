@@ -51,7 +51,11 @@ impl TryFrom<RawVsockConfig> for VsockConfig {
             ));
         }
         check_uds_path("uds_path", &raw.uds_path)?;
-        Ok(Self { vsock_id: raw.vsock_id, guest_cid: raw.guest_cid, uds_path: raw.uds_path })
+        Ok(Self {
+            vsock_id: raw.vsock_id,
+            guest_cid: raw.guest_cid,
+            uds_path: raw.uds_path,
+        })
     }
 }
 
@@ -67,7 +71,10 @@ mod tests {
     #[test]
     fn test_should_accept_and_serialize_vsock() {
         let v = put(r#"{"guest_cid":3,"uds_path":"/tmp/v.sock"}"#).unwrap();
-        assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"guest_cid":3,"uds_path":"/tmp/v.sock"}"#);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"guest_cid":3,"uds_path":"/tmp/v.sock"}"#
+        );
         let v = put(r#"{"vsock_id":"vs","guest_cid":4,"uds_path":"/v"}"#).unwrap();
         assert_eq!(v.vsock_id.as_deref(), Some("vs"));
         assert_eq!(
@@ -82,10 +89,20 @@ mod tests {
             put(r#"{"guest_cid":2,"uds_path":"/v"}"#).unwrap_err(),
             "Invalid guest_cid: must be >= 3 (got 2)"
         );
-        assert_eq!(put(r#"{"guest_cid":3,"uds_path":""}"#).unwrap_err(), "Invalid uds_path: must not be empty");
+        assert_eq!(
+            put(r#"{"guest_cid":3,"uds_path":""}"#).unwrap_err(),
+            "Invalid uds_path: must not be empty"
+        );
         let long = format!(r#"{{"guest_cid":3,"uds_path":"/{}"}}"#, "a".repeat(107));
-        assert_eq!(put(&long).unwrap_err(), "Invalid uds_path: exceeds 107 bytes (got 108 bytes)");
+        assert_eq!(
+            put(&long).unwrap_err(),
+            "Invalid uds_path: exceeds 107 bytes (got 108 bytes)"
+        );
         assert!(put(r#"{"guest_cid":-1,"uds_path":"/v"}"#).is_err());
-        assert!(put(r#"{"uds_path":"/v"}"#).unwrap_err().starts_with("missing field `guest_cid`"));
+        assert!(
+            put(r#"{"uds_path":"/v"}"#)
+                .unwrap_err()
+                .starts_with("missing field `guest_cid`")
+        );
     }
 }

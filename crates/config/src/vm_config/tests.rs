@@ -54,13 +54,15 @@ fn test_should_serialize_fresh_config_like_firecracker() {
 #[test]
 fn test_should_serialize_configured_document_like_the_fixture() {
     let mut cfg = VmConfig::default();
-    cfg.apply(&machine(json!({"vcpu_count": 2, "mem_size_mib": 1024}))).unwrap();
+    cfg.apply(&machine(json!({"vcpu_count": 2, "mem_size_mib": 1024})))
+        .unwrap();
     cfg.apply(&ApiAction::PutBootSource(raw::<RawBootSource, _>(
         json!({"kernel_image_path": "/k", "boot_args": "console=ttyS0 reboot=k panic=1"}),
     )))
     .unwrap();
     cfg.apply(&drive("rootfs", true)).unwrap();
-    cfg.apply(&ApiAction::PutLogger(LoggerConfig::default())).unwrap();
+    cfg.apply(&ApiAction::PutLogger(LoggerConfig::default()))
+        .unwrap();
     let v = serde_json::to_value(&cfg).unwrap();
     assert_eq!(
         v["boot-source"],
@@ -76,11 +78,17 @@ fn test_should_serialize_configured_document_like_the_fixture() {
 #[test]
 fn test_should_apply_machine_config_put_and_patch() {
     let mut cfg = VmConfig::default();
-    cfg.apply(&machine(json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": true, "cpu_template": "T2"})))
+    cfg.apply(&machine(
+        json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": true, "cpu_template": "T2"}),
+    ))
+    .unwrap();
+    cfg.apply(&machine(json!({"vcpu_count": 2, "mem_size_mib": 512})))
         .unwrap();
-    cfg.apply(&machine(json!({"vcpu_count": 2, "mem_size_mib": 512}))).unwrap();
     assert!(!cfg.machine_config.smt);
-    assert_eq!(cfg.machine_config.cpu_template, Some(crate::schemas::machine_config::CpuTemplate::T2));
+    assert_eq!(
+        cfg.machine_config.cpu_template,
+        Some(crate::schemas::machine_config::CpuTemplate::T2)
+    );
     let patch = ApiAction::PatchMachineConfig(raw::<RawMachineConfigUpdate, MachineConfigUpdate>(
         json!({"vcpu_count": 3, "smt": true}),
     ));
@@ -88,7 +96,10 @@ fn test_should_apply_machine_config_put_and_patch() {
         cfg.apply(&patch).unwrap_err(),
         crate::schemas::machine_config::INVALID_VCPU_COUNT
     );
-    assert_eq!(cfg.machine_config.vcpu_count, 2, "failed apply leaves the document unchanged");
+    assert_eq!(
+        cfg.machine_config.vcpu_count, 2,
+        "failed apply leaves the document unchanged"
+    );
     let patch = ApiAction::PatchMachineConfig(raw::<RawMachineConfigUpdate, MachineConfigUpdate>(
         json!({"mem_size_mib": 64}),
     ));
@@ -102,12 +113,17 @@ fn test_should_check_balloon_against_memory_both_ways() {
     assert_eq!(cfg.apply(&balloon(129)).unwrap_err(), BALLOON_TOO_LARGE);
     cfg.apply(&balloon(128)).unwrap();
     assert_eq!(
-        cfg.apply(&machine(json!({"vcpu_count": 1, "mem_size_mib": 64}))).unwrap_err(),
+        cfg.apply(&machine(json!({"vcpu_count": 1, "mem_size_mib": 64})))
+            .unwrap_err(),
         INCOMPATIBLE_BALLOON_SIZE
     );
-    let upd = ApiAction::PatchBalloon(raw::<RawBalloonUpdate, BalloonUpdate>(json!({"amount_mib": 200})));
+    let upd = ApiAction::PatchBalloon(raw::<RawBalloonUpdate, BalloonUpdate>(
+        json!({"amount_mib": 200}),
+    ));
     assert_eq!(cfg.apply(&upd).unwrap_err(), BALLOON_TOO_LARGE);
-    let upd = ApiAction::PatchBalloon(raw::<RawBalloonUpdate, BalloonUpdate>(json!({"amount_mib": 10})));
+    let upd = ApiAction::PatchBalloon(raw::<RawBalloonUpdate, BalloonUpdate>(
+        json!({"amount_mib": 10}),
+    ));
     cfg.apply(&upd).unwrap();
     assert_eq!(cfg.balloon.as_ref().unwrap().amount_mib, 10);
     let stats = |s: u8| {
@@ -115,7 +131,10 @@ fn test_should_check_balloon_against_memory_both_ways() {
             json!({"stats_polling_interval_s": s}),
         ))
     };
-    assert_eq!(cfg.apply(&stats(5)).unwrap_err(), BALLOON_STATS_STATE_CHANGE);
+    assert_eq!(
+        cfg.apply(&stats(5)).unwrap_err(),
+        BALLOON_STATS_STATE_CHANGE
+    );
     cfg.apply(&stats(0)).unwrap();
     let mut empty = VmConfig::default();
     assert_eq!(empty.apply(&upd).unwrap_err(), NO_BALLOON);
@@ -129,7 +148,10 @@ fn test_should_order_and_limit_root_drives() {
     cfg.apply(&drive("b", false)).unwrap();
     cfg.apply(&drive("root", true)).unwrap();
     assert_eq!(ids(&cfg), ["root", "a", "b"]);
-    assert_eq!(cfg.apply(&drive("other", true)).unwrap_err(), ROOT_BLOCK_DEVICE_EXISTS);
+    assert_eq!(
+        cfg.apply(&drive("other", true)).unwrap_err(),
+        ROOT_BLOCK_DEVICE_EXISTS
+    );
     cfg.apply(&drive("root", true)).unwrap();
     assert_eq!(ids(&cfg), ["root", "a", "b"]);
     cfg.apply(&drive("a", false)).unwrap();
@@ -146,15 +168,24 @@ fn test_should_order_and_limit_root_drives() {
 fn test_should_allow_one_root_across_block_and_pmem() {
     let mut cfg = VmConfig::default();
     cfg.apply(&pmem("p0", true)).unwrap();
-    assert_eq!(cfg.apply(&drive("r", true)).unwrap_err(), ROOT_BLOCK_DEVICE_EXISTS);
-    assert_eq!(cfg.apply(&pmem("p1", true)).unwrap_err(), ROOT_PMEM_DEVICE_EXISTS);
+    assert_eq!(
+        cfg.apply(&drive("r", true)).unwrap_err(),
+        ROOT_BLOCK_DEVICE_EXISTS
+    );
+    assert_eq!(
+        cfg.apply(&pmem("p1", true)).unwrap_err(),
+        ROOT_PMEM_DEVICE_EXISTS
+    );
     cfg.apply(&pmem("p0", true)).unwrap();
     cfg.apply(&pmem("p1", false)).unwrap();
     assert_eq!(cfg.pmem.len(), 2);
 
     let mut cfg = VmConfig::default();
     cfg.apply(&drive("r", true)).unwrap();
-    assert_eq!(cfg.apply(&pmem("p0", true)).unwrap_err(), ROOT_PMEM_WITH_BLOCK_ROOT);
+    assert_eq!(
+        cfg.apply(&pmem("p0", true)).unwrap_err(),
+        ROOT_PMEM_WITH_BLOCK_ROOT
+    );
 }
 
 #[test]
@@ -170,7 +201,8 @@ fn test_should_patch_and_delete_devices() {
     cfg.apply(&ApiAction::DeleteDrive("d".into())).unwrap();
     assert!(cfg.drives.is_empty());
     cfg.apply(&net("eth0", None)).unwrap();
-    cfg.apply(&ApiAction::DeleteNetworkInterface("eth0".into())).unwrap();
+    cfg.apply(&ApiAction::DeleteNetworkInterface("eth0".into()))
+        .unwrap();
     cfg.apply(&pmem("p", false)).unwrap();
     cfg.apply(&ApiAction::DeletePmem("p".into())).unwrap();
     assert!(cfg.network_interfaces.is_empty() && cfg.pmem.is_empty());
@@ -182,30 +214,58 @@ fn test_should_reject_duplicate_macs_and_replace_interfaces() {
     cfg.apply(&net("eth0", Some("06:00:00:00:00:01"))).unwrap();
     cfg.apply(&net("eth1", None)).unwrap();
     assert_eq!(
-        cfg.apply(&net("eth2", Some("06:00:00:00:00:01"))).unwrap_err(),
+        cfg.apply(&net("eth2", Some("06:00:00:00:00:01")))
+            .unwrap_err(),
         "Network config error: The MAC address is already in use: 06:00:00:00:00:01"
     );
     cfg.apply(&net("eth0", Some("06:00:00:00:00:01"))).unwrap();
-    let order: Vec<_> = cfg.network_interfaces.iter().map(|n| n.iface_id.as_str()).collect();
-    assert_eq!(order, ["eth1", "eth0"], "Firecracker swap_removes then appends");
+    let order: Vec<_> = cfg
+        .network_interfaces
+        .iter()
+        .map(|n| n.iface_id.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["eth1", "eth0"],
+        "Firecracker swap_removes then appends"
+    );
 }
 
 #[test]
 fn test_should_manage_mmds_store_and_config() {
     let mut cfg = VmConfig::default();
-    assert_eq!(cfg.apply(&ApiAction::PatchMmds(json!({"a": 1}))).unwrap_err(), MMDS_NOT_INITIALIZED);
-    cfg.apply(&ApiAction::PutMmds(json!({"a": {"b": 1, "c": 2}, "d": 3}))).unwrap();
-    cfg.apply(&ApiAction::PatchMmds(json!({"a": {"b": null, "e": [1]}, "d": null}))).unwrap();
+    assert_eq!(
+        cfg.apply(&ApiAction::PatchMmds(json!({"a": 1})))
+            .unwrap_err(),
+        MMDS_NOT_INITIALIZED
+    );
+    cfg.apply(&ApiAction::PutMmds(json!({"a": {"b": 1, "c": 2}, "d": 3})))
+        .unwrap();
+    cfg.apply(&ApiAction::PatchMmds(
+        json!({"a": {"b": null, "e": [1]}, "d": null}),
+    ))
+    .unwrap();
     assert_eq!(cfg.mmds(), Some(&json!({"a": {"c": 2, "e": [1]}})));
-    assert!(!serde_json::to_string(&cfg).unwrap().contains("\"e\""), "store not in /vm/config");
+    assert!(
+        !serde_json::to_string(&cfg).unwrap().contains("\"e\""),
+        "store not in /vm/config"
+    );
 
     let mmds_cfg = |ifaces: Value| {
-        ApiAction::PutMmdsConfig(raw::<RawMmdsConfig, _>(json!({"network_interfaces": ifaces})))
+        ApiAction::PutMmdsConfig(raw::<RawMmdsConfig, _>(
+            json!({"network_interfaces": ifaces}),
+        ))
     };
-    assert_eq!(cfg.apply(&mmds_cfg(json!(["eth0"]))).unwrap_err(), INVALID_IFACE_ID);
+    assert_eq!(
+        cfg.apply(&mmds_cfg(json!(["eth0"]))).unwrap_err(),
+        INVALID_IFACE_ID
+    );
     cfg.apply(&net("eth0", None)).unwrap();
     cfg.apply(&mmds_cfg(json!(["eth0"]))).unwrap();
-    assert_eq!(serde_json::to_value(&cfg).unwrap()["mmds-config"]["network_interfaces"], json!(["eth0"]));
+    assert_eq!(
+        serde_json::to_value(&cfg).unwrap()["mmds-config"]["network_interfaces"],
+        json!(["eth0"])
+    );
 }
 
 #[test]
@@ -223,18 +283,24 @@ fn test_should_merge_patch_per_rfc7396() {
 #[test]
 fn test_should_refuse_second_metrics_and_store_other_devices() {
     let mut cfg = VmConfig::default();
-    let metrics = || {
-        ApiAction::PutMetrics(raw::<RawMetricsConfig, _>(json!({"metrics_path": "/m"})))
-    };
+    let metrics =
+        || ApiAction::PutMetrics(raw::<RawMetricsConfig, _>(json!({"metrics_path": "/m"})));
     cfg.apply(&metrics()).unwrap();
     assert_eq!(cfg.apply(&metrics()).unwrap_err(), METRICS_REINIT);
-    cfg.apply(&ApiAction::PutVsock(raw::<RawVsockConfig, _>(json!({"guest_cid": 3, "uds_path": "/v"}))))
+    cfg.apply(&ApiAction::PutVsock(raw::<RawVsockConfig, _>(
+        json!({"guest_cid": 3, "uds_path": "/v"}),
+    )))
+    .unwrap();
+    cfg.apply(&ApiAction::PutEntropy(EntropyConfig::default()))
         .unwrap();
-    cfg.apply(&ApiAction::PutEntropy(EntropyConfig::default())).unwrap();
-    cfg.apply(&ApiAction::PutSerial(SerialConfig::default())).unwrap();
-    cfg.apply(&ApiAction::PutHotplugMemory(raw::<RawHotplugMemoryConfig, _>(json!({"total_size_mib": 256}))))
+    cfg.apply(&ApiAction::PutSerial(SerialConfig::default()))
         .unwrap();
-    cfg.apply(&ApiAction::PutCpuConfig(CpuConfig::default())).unwrap();
+    cfg.apply(&ApiAction::PutHotplugMemory(
+        raw::<RawHotplugMemoryConfig, _>(json!({"total_size_mib": 256})),
+    ))
+    .unwrap();
+    cfg.apply(&ApiAction::PutCpuConfig(CpuConfig::default()))
+        .unwrap();
     cfg.apply(&ApiAction::Shutdown).unwrap();
     let v = serde_json::to_value(&cfg).unwrap();
     assert_eq!(v["vsock"], json!({"guest_cid": 3, "uds_path": "/v"}));
@@ -268,8 +334,18 @@ fn test_should_convert_config_file_in_firecracker_order() {
     assert_eq!(
         names,
         [
-            "logger", "metrics", "machine-config", "cpu-config", "boot-source", "drives",
-            "network-interfaces", "vsock", "balloon", "mmds-config", "entropy", "pmem",
+            "logger",
+            "metrics",
+            "machine-config",
+            "cpu-config",
+            "boot-source",
+            "drives",
+            "network-interfaces",
+            "vsock",
+            "balloon",
+            "mmds-config",
+            "entropy",
+            "pmem",
             "memory-hotplug"
         ]
     );
@@ -278,21 +354,34 @@ fn test_should_convert_config_file_in_firecracker_order() {
         cfg.apply(action).unwrap();
     }
     assert_eq!(cfg.machine_config.vcpu_count, 2);
-    assert_eq!(cfg.mmds_config.as_ref().unwrap().network_interfaces, ["eth0"]);
+    assert_eq!(
+        cfg.mmds_config.as_ref().unwrap().network_interfaces,
+        ["eth0"]
+    );
 }
 
 #[test]
 fn test_should_require_drives_and_boot_source() {
-    let err = serde_json::from_str::<RawConfigFile>(r#"{"boot-source":{"kernel_image_path":"/k"}}"#)
-        .unwrap_err();
-    assert!(err.to_string().starts_with("missing field `drives`"), "{err}");
+    let err =
+        serde_json::from_str::<RawConfigFile>(r#"{"boot-source":{"kernel_image_path":"/k"}}"#)
+            .unwrap_err();
+    assert!(
+        err.to_string().starts_with("missing field `drives`"),
+        "{err}"
+    );
     let err = serde_json::from_str::<RawConfigFile>(r#"{"drives":[]}"#).unwrap_err();
-    assert!(err.to_string().starts_with("missing field `boot-source`"), "{err}");
+    assert!(
+        err.to_string().starts_with("missing field `boot-source`"),
+        "{err}"
+    );
     let err = serde_json::from_str::<RawConfigFile>(
         r#"{"drives":[],"boot-source":{"kernel_image_path":"/k","bogus":1}}"#,
     )
     .unwrap_err();
-    assert!(err.to_string().starts_with("unknown field `bogus`"), "{err}");
+    assert!(
+        err.to_string().starts_with("unknown field `bogus`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -308,14 +397,20 @@ fn test_should_report_member_errors() {
     assert_eq!(msg, crate::schemas::machine_config::INVALID_VCPU_COUNT);
 
     let drives: Vec<Value> = (0..257)
-        .map(|i| json!({"drive_id": format!("d{i}"), "is_root_device": false, "path_on_host": "/d"}))
+        .map(
+            |i| json!({"drive_id": format!("d{i}"), "is_root_device": false, "path_on_host": "/d"}),
+        )
         .collect();
-    let file: RawConfigFile =
-        serde_json::from_value(json!({"drives": drives, "boot-source": {"kernel_image_path": "/k"}}))
-            .unwrap();
+    let file: RawConfigFile = serde_json::from_value(
+        json!({"drives": drives, "boot-source": {"kernel_image_path": "/k"}}),
+    )
+    .unwrap();
     assert_eq!(
         file.actions_in_order().unwrap_err(),
-        ("drives".to_owned(), "Invalid drives: exceeds 256 entries (got 257)".to_owned())
+        (
+            "drives".to_owned(),
+            "Invalid drives: exceeds 256 entries (got 257)".to_owned()
+        )
     );
 }
 
@@ -330,7 +425,8 @@ fn test_should_resolve_cpu_config_paths_through_the_caller() {
     assert_eq!(member, "cpu-config");
     assert!(msg.starts_with(UNRESOLVED_CPU_CONFIG_PATH));
     assert!(file.resolve_cpu_config("{not json").is_err());
-    file.resolve_cpu_config(r#"{"kvm_capabilities":["!1"]}"#).unwrap();
+    file.resolve_cpu_config(r#"{"kvm_capabilities":["!1"]}"#)
+        .unwrap();
     assert_eq!(file.cpu_config_path(), None);
     let actions = file.actions_in_order().unwrap();
     assert!(matches!(actions[0].1, ApiAction::PutCpuConfig(_)));
