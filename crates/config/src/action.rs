@@ -283,7 +283,7 @@ pub enum ActionClass {
 }
 
 impl ActionClass {
-    /// The label used in the 504 `fault_message` ("VMM action timed out: <label>").
+    /// The label used in the 504 `fault_message` (`VMM action timed out: <label>`).
     pub const fn label(self) -> &'static str {
         match self {
             Self::PreBootConfig => "pre-boot config",

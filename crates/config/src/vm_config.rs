@@ -258,9 +258,13 @@ impl VmConfig {
                 Ok(())
             }
             ApiAction::PatchBalloon(upd) => {
+                if self.balloon.is_none() {
+                    return Err(NO_BALLOON.to_owned());
+                }
                 self.check_balloon_amount(upd.amount_mib)?;
-                let balloon = self.balloon.as_mut().ok_or(NO_BALLOON)?;
-                balloon.amount_mib = upd.amount_mib;
+                if let Some(balloon) = self.balloon.as_mut() {
+                    balloon.amount_mib = upd.amount_mib;
+                }
                 Ok(())
             }
             ApiAction::PatchBalloonStatistics(upd) => {
@@ -311,7 +315,15 @@ impl VmConfig {
                 self.memory_hotplug = Some(h.clone());
                 Ok(())
             }
-            _ => Ok(()),
+            ApiAction::Instance(_)
+            | ApiAction::PatchVm(_)
+            | ApiAction::CreateSnapshot(_)
+            | ApiAction::LoadSnapshot(_)
+            | ApiAction::StartBalloonHinting(_)
+            | ApiAction::BalloonHintingStatus
+            | ApiAction::StopBalloonHinting
+            | ApiAction::PatchHotplugMemory(_)
+            | ApiAction::Shutdown => Ok(()),
         }
     }
 
@@ -368,12 +380,11 @@ impl VmConfig {
                 return Err(ROOT_PMEM_DEVICE_EXISTS.to_owned());
             }
         }
-        match position {
-            Some(index) => self.pmem[index] = p.clone(),
-            None => {
-                check_append("pmem", self.pmem.len())?;
-                self.pmem.push(p.clone());
-            }
+        if let Some(index) = position {
+            self.pmem[index] = p.clone();
+        } else {
+            check_append("pmem", self.pmem.len())?;
+            self.pmem.push(p.clone());
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //!
 //! Conventions (every module follows them):
 //! - `Raw<Name>`: `Deserialize` + `#[serde(deny_unknown_fields)]` (except where Firecracker itself
-//!   accepts unknown fields: token buckets), field names exactly as on the wire.
+//!   accepts unknown fields: token buckets and rate limiters, the metrics body, and the snapshot
+//!   override objects), field names exactly as on the wire.
 //! - `<Name>`: the validated value. Public fields, `#[non_exhaustive]` so it can only be built
 //!   through `TryFrom<Raw<Name>>` (`type Error = String`, the error being the `fault_message`
 //!   text). `Serialize` renders Firecracker's `GET` / `GET /vm/config` shape.

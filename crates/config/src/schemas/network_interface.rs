@@ -18,6 +18,9 @@ pub const MAX_HOST_DEV_NAME_LEN: usize = 15;
 /// Smallest MTU accepted (IPv4 minimum).
 pub const MIN_MTU: u16 = 68;
 
+/// Serde message for a malformed `guest_mac` (Firecracker's text).
+pub const INVALID_MAC: &str = "The provided MAC address is not valid.";
+
 /// A MAC address, written `aa:bb:cc:dd:ee:ff` (hex digits, either case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MacAddr(pub [u8; 6]);
@@ -70,7 +73,7 @@ impl Serialize for MacAddr {
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse().map_err(|_| serde::de::Error::custom(INVALID_MAC))
     }
 }
 
@@ -82,9 +85,9 @@ pub struct RawNetworkInterfaceConfig {
     pub iface_id: String,
     /// Host tap device name.
     pub host_dev_name: String,
-    /// Guest MAC address (a string; parsed by `TryFrom`).
+    /// Guest MAC address (a malformed one fails deserialization with [`INVALID_MAC`]).
     #[serde(default)]
-    pub guest_mac: Option<String>,
+    pub guest_mac: Option<MacAddr>,
     /// MTU advertised with `VIRTIO_NET_F_MTU`.
     #[serde(default)]
     pub mtu: Option<u16>,
@@ -146,11 +149,6 @@ impl TryFrom<RawNetworkInterfaceConfig> for NetworkInterfaceConfig {
     fn try_from(raw: RawNetworkInterfaceConfig) -> Result<Self, Self::Error> {
         check_resource_id(&raw.iface_id)?;
         check_host_dev_name(&raw.host_dev_name)?;
-        let guest_mac = raw
-            .guest_mac
-            .as_deref()
-            .map(MacAddr::from_str)
-            .transpose()?;
         if let Some(mtu) = raw.mtu
             && mtu < MIN_MTU
         {
@@ -161,7 +159,7 @@ impl TryFrom<RawNetworkInterfaceConfig> for NetworkInterfaceConfig {
         Ok(Self {
             iface_id: raw.iface_id,
             host_dev_name: raw.host_dev_name,
-            guest_mac,
+            guest_mac: raw.guest_mac,
             mtu: raw.mtu,
             rx_rate_limiter: convert_opt(raw.rx_rate_limiter)?,
             tx_rate_limiter: convert_opt(raw.tx_rate_limiter)?,
@@ -291,7 +289,7 @@ mod tests {
         );
         assert_eq!(
             put(r#"{"iface_id":"e","host_dev_name":"tap0","guest_mac":"x"}"#).unwrap_err(),
-            "Invalid guest_mac: x"
+            "The provided MAC address is not valid. at line 1 column 55"
         );
     }
 

@@ -55,7 +55,7 @@ mod tests {
             "unknown variant `Running`, expected `Paused` or `Resumed` at line 1 column 18"
         );
         assert!(
-            parse(r#"{}"#)
+            parse("{}")
                 .unwrap_err()
                 .starts_with("missing field `state`")
         );

@@ -138,6 +138,14 @@ fn test_should_check_balloon_against_memory_both_ways() {
     cfg.apply(&stats(0)).unwrap();
     let mut empty = VmConfig::default();
     assert_eq!(empty.apply(&upd).unwrap_err(), NO_BALLOON);
+    let too_big = ApiAction::PatchBalloon(raw::<RawBalloonUpdate, BalloonUpdate>(
+        json!({"amount_mib": 999}),
+    ));
+    assert_eq!(
+        empty.apply(&too_big).unwrap_err(),
+        NO_BALLOON,
+        "no device is reported first"
+    );
     assert_eq!(empty.apply(&stats(0)).unwrap_err(), NO_BALLOON);
 }
 
