@@ -264,3 +264,13 @@ fn boot_and_check(kernel: &str, prefer_pvh: bool) {
 fn test_boot_vmlinux_linux_64bit_entry() {
     boot_and_check("vmlinux", false);
 }
+
+#[test]
+fn test_boot_vmlinux_pvh_entry() {
+    boot_and_check("vmlinux", true);
+}
+
+#[test]
+fn test_boot_bzimage_linux_64bit_entry() {
+    boot_and_check("bzImage", false);
+}
