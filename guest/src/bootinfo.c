@@ -38,12 +38,19 @@ static bool addr_ok(uint64_t a, uint64_t len)
 	return a != 0 && a < (1ULL << 32) && len <= (1ULL << 32) - a;
 }
 
+/* Copied: low memory may be reused later (e.g. the AP trampoline page). */
+static char cmdline_buf[CMDLINE_MAX + 1];
+
 static void set_cmdline(uint64_t ptr)
 {
 	if (!addr_ok(ptr, 1))
 		return;
-	g_boot.cmdline = (const char *)(uintptr_t)ptr;
-	g_boot.cmdline_len = (uint32_t)strnlen(g_boot.cmdline, CMDLINE_MAX);
+	const char *src = (const char *)phys_ptr(ptr);
+	size_t n = strnlen(src, CMDLINE_MAX);
+	memcpy(cmdline_buf, src, n);
+	cmdline_buf[n] = '\0';
+	g_boot.cmdline = cmdline_buf;
+	g_boot.cmdline_len = (uint32_t)n;
 }
 
 static void add_e820(uint64_t addr, uint64_t size, uint32_t type)

@@ -34,3 +34,14 @@ const char *cmdline_get(const char *cmdline, const char *key, size_t *len)
 	size_t pos = 0;
 	return cmdline_next(cmdline, key, &pos, len);
 }
+
+uint64_t cmdline_get_u64(const char *cmdline, const char *key, uint64_t def)
+{
+	size_t len;
+	const char *v = cmdline_get(cmdline, key, &len);
+	if (!v || !len)
+		return def;
+	const char *end;
+	uint64_t x = strtou64(v, &end, 0);
+	return end == v + len ? x : def;
+}

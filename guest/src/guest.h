@@ -88,6 +88,8 @@ const char *boot_mode_name(uint32_t mode);
 const char *cmdline_get(const char *cmdline, const char *key, size_t *len);
 /* Iterate over every `key=` token: pass *pos = 0 first. */
 const char *cmdline_next(const char *cmdline, const char *key, size_t *pos, size_t *len);
+/* Numeric `key=<n>` (decimal, 0x hex, 0 octal); `def` if absent or malformed. */
+uint64_t cmdline_get_u64(const char *cmdline, const char *key, uint64_t def);
 
 /* ---- tables.c (firmware tables written by the VMM) ---- */
 struct cpu_list {
@@ -133,6 +135,7 @@ int scenario_hello(void);
 int scenario_smp(void);
 int scenario_counter(void);
 int scenario_fault(void);
+int scenario_exception(void);
 
 extern const char *g_scenario_name;
 

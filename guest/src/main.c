@@ -19,6 +19,7 @@ static const struct scenario scenarios[] = {
 	{ "smp",     scenario_smp,     "start every AP (INIT-SIPI-SIPI), count check-ins" },
 	{ "counter", scenario_counter, "print TICK <n> forever (pause/resume tests)" },
 	{ "fault",   scenario_fault,   "triple fault (empty IDT + ud2)" },
+	{ "exception", scenario_exception, "ud2 with the IDT installed: exception report, then reset" },
 	/* Device scenarios (blk-read, rng, ...) go here. */
 };
 

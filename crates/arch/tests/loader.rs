@@ -1,7 +1,7 @@
 //! Kernel/initrd/cmdline loading against real guest images (no KVM needed).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use squib_arch::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START};
 use squib_arch::{
@@ -10,14 +10,25 @@ use squib_arch::{
 };
 use vm_memory::{Bytes, GuestAddress};
 
-const GUEST_DIR: &str = "/work/shared/guest";
+/// The test guest directory: `SQUIB_GUEST_DIR`, else `shared/guest` beside the checkout, else
+/// `/work/shared/guest`.
+fn guest_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("SQUIB_GUEST_DIR") {
+        return PathBuf::from(dir);
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/guest");
+    if beside.join("vmlinux").exists() {
+        return beside;
+    }
+    PathBuf::from("/work/shared/guest")
+}
 
 fn image(name: &str) -> Option<File> {
-    let path = Path::new(GUEST_DIR).join(name);
+    let path = guest_dir().join(name);
     if path.exists() {
         Some(File::open(path).unwrap())
     } else {
-        println!("SKIPPED: no {name} in {GUEST_DIR}");
+        println!("SKIPPED: no {}", path.display());
         None
     }
 }

@@ -181,6 +181,9 @@ pub trait Vcpu: Send + Debug {
     fn kicker(&self) -> Arc<dyn VcpuKicker>;
 
     /// Saves the backend's complete vCPU state for a snapshot.
+    ///
+    /// Call only while the vCPU is stopped on its thread: before its first `run`, or after `run`
+    /// returned [`VcpuExit::Interrupted`] (which guarantees no I/O completion is pending).
     fn save_state(&self) -> Result<VcpuStateBlob, HvError>;
 
     /// Restores a state produced by [`Vcpu::save_state`] of the same backend.

@@ -86,7 +86,13 @@ impl KvmHypervisor {
             .kvm
             .create_vm()
             .map_err(|e| HvError::errno("KVM_CREATE_VM", e.errno()))?;
-        Ok(KvmVm::new(fd, self.options))
+        let msr_indices = self
+            .kvm
+            .get_msr_index_list()
+            .map_err(|e| HvError::errno("KVM_GET_MSR_INDEX_LIST", e.errno()))?
+            .as_slice()
+            .to_vec();
+        Ok(KvmVm::new(fd, self.options, msr_indices))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`KvmVcpu`]: the run loop translating `kvm_ioctls::VcpuExit` into the neutral
 //!   [`squib_hv::VcpuExit`], completing port I/O and MMIO through [`squib_hv::VcpuIo`]; applying a
 //!   neutral [`squib_hv::X86BootState`] (CPUID, MSRs, registers, FPU, LAPIC LINTs).
+//! - `state`: vCPU snapshot state as an opaque, versioned `VcpuStateBlob`.
 //! - `kick`: race-free vCPU kicks (`immediate_exit` set from a SIGRTMIN handler via a
 //!   thread-local pointer, Firecracker's scheme, plus a latched "pending" flag).
 //!
@@ -30,6 +31,7 @@
 mod convert;
 mod hypervisor;
 mod kick;
+mod state;
 mod vcpu;
 mod vm;
 

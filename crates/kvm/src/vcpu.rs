@@ -20,6 +20,7 @@ use crate::convert::{
 };
 use crate::hypervisor::KvmOptions;
 use crate::kick::{KickState, KvmKicker, RunGuard};
+use crate::state;
 
 /// `KVM_INTERNAL_ERROR_EMULATION`.
 const SUBERROR_EMULATION: u32 = 1;
@@ -43,6 +44,8 @@ pub struct KvmVcpu {
     index: u32,
     options: KvmOptions,
     kick: Arc<KickState>,
+    /// MSRs saved in snapshots (`KVM_GET_MSR_INDEX_LIST`).
+    msr_indices: Arc<Vec<u32>>,
 }
 
 fn os(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HvError {
@@ -50,12 +53,18 @@ fn os(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HvError {
 }
 
 impl KvmVcpu {
-    pub(crate) fn new(fd: VcpuFd, index: u32, options: KvmOptions) -> Self {
+    pub(crate) fn new(
+        fd: VcpuFd,
+        index: u32,
+        options: KvmOptions,
+        msr_indices: Arc<Vec<u32>>,
+    ) -> Self {
         Self {
             fd,
             index,
             options,
             kick: Arc::new(KickState::default()),
+            msr_indices,
         }
     }
 
@@ -180,7 +189,9 @@ impl Vcpu for KvmVcpu {
         let kick = Arc::clone(&self.kick);
         let _guard = RunGuard::enter(&kick, run_ptr);
         if kick.take_pending() {
-            return Ok(VcpuExit::Interrupted);
+            // Enter anyway with immediate_exit: KVM completes a pending I/O or MMIO exit and then
+            // returns EINTR, so after `Interrupted` the vCPU state is consistent (snapshots).
+            self.fd.set_kvm_immediate_exit(1);
         }
         let exit = match self.fd.run() {
             Ok(exit) => exit,
@@ -236,13 +247,11 @@ impl Vcpu for KvmVcpu {
     }
 
     fn save_state(&self) -> Result<VcpuStateBlob, HvError> {
-        // TODO(snapshot): serialise regs/sregs/fpu/xsave/xcrs/msrs/lapic/mp_state/vcpu_events.
-        Err(HvError::NotImplemented("KVM vCPU state save"))
+        state::save(&self.fd, &self.msr_indices)
     }
 
-    fn restore_state(&mut self, _state: &VcpuStateBlob) -> Result<(), HvError> {
-        // TODO(snapshot): inverse of `save_state`.
-        Err(HvError::NotImplemented("KVM vCPU state restore"))
+    fn restore_state(&mut self, state: &VcpuStateBlob) -> Result<(), HvError> {
+        state::restore(&self.fd, state)
     }
 
     fn as_x86(&mut self) -> Option<&mut dyn VcpuX86> {

@@ -4,7 +4,7 @@
 //! `map_memory` are cloned and kept for the VM's lifetime, so the host mappings registered with
 //! KVM can never be unmapped while the VM exists.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
 use kvm_ioctls::{IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
@@ -32,14 +32,16 @@ pub struct KvmVm {
     fd: VmFd,
     options: KvmOptions,
     slots: Mutex<Memslots>,
+    msr_indices: Arc<Vec<u32>>,
 }
 
 impl KvmVm {
-    pub(crate) fn new(fd: VmFd, options: KvmOptions) -> Self {
+    pub(crate) fn new(fd: VmFd, options: KvmOptions, msr_indices: Vec<u32>) -> Self {
         Self {
             fd,
             options,
             slots: Mutex::new(Memslots::default()),
+            msr_indices: Arc::new(msr_indices),
         }
     }
 
@@ -50,7 +52,12 @@ impl KvmVm {
             .fd
             .create_vcpu(u64::from(index))
             .map_err(|e| HvError::errno("KVM_CREATE_VCPU", e.errno()))?;
-        Ok(KvmVcpu::new(fd, index, self.options))
+        Ok(KvmVcpu::new(
+            fd,
+            index,
+            self.options,
+            Arc::clone(&self.msr_indices),
+        ))
     }
 }
 

@@ -279,9 +279,62 @@ fn test_capabilities_and_irq_plumbing() {
     vm.unregister_irqfd(&evt, 4).unwrap();
     vm.set_irq_line(4, true).unwrap();
     vm.set_irq_line(4, false).unwrap();
-    let vcpu = vm.create_vcpu(0).unwrap();
+}
+
+#[test]
+fn test_save_restore_state_continues_in_a_new_vm() {
+    let Some(hv) = hypervisor_or_skip() else {
+        return;
+    };
+    #[rustfmt::skip]
+    let code = [
+        0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xb0, b'a',       // mov al, 'a'
+        0xee,             // out dx, al
+        0xb0, b'b',       // mov al, 'b'
+        0xee,             // out dx, al
+        0xba, 0x64, 0x00, // mov dx, 0x64
+        0xb0, 0xfe,       // mov al, 0xfe
+        0xee,             // out dx, al   (reset)
+        0xeb, 0xfe,       // jmp $
+    ];
+    let mem = memory_with_code(0x4000, CODE, &code);
+    let vm1 = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    vm1.setup_platform().unwrap();
+    vm1.map_memory(&mem).unwrap();
+    let mut vcpu1 = vm1.create_vcpu(0).unwrap();
+    real_mode(vcpu1.as_mut(), CODE, 0);
+    let mut io = RecordingIo::default();
+    assert_eq!(vcpu1.run(&mut io).unwrap(), VcpuExit::Handled);
+    assert_eq!(io.pio_writes, vec![(0x3f8, vec![b'a'])]);
+    // Stop the vCPU so the pending OUT completes, then snapshot it.
+    vcpu1.kicker().kick();
+    assert_eq!(vcpu1.run(&mut io).unwrap(), VcpuExit::Interrupted);
+    let blob = vcpu1.save_state().unwrap();
+    assert_eq!((blob.backend.as_str(), blob.version), ("kvm", 1));
+
+    let vm2 = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    vm2.setup_platform().unwrap();
+    vm2.map_memory(&mem).unwrap();
+    let mut vcpu2 = vm2.create_vcpu(0).unwrap();
+    vcpu2.restore_state(&blob).unwrap();
+    let mut io2 = RecordingIo::default();
+    for _ in 0..100 {
+        if io2.reset {
+            break;
+        }
+        assert_eq!(vcpu2.run(&mut io2).unwrap(), VcpuExit::Handled);
+    }
+    assert_eq!(
+        io2.pio_writes,
+        vec![(0x3f8, vec![b'b']), (0x64, vec![0xfe])],
+        "resumed after the first OUT, exactly once"
+    );
+
+    let mut foreign = blob.clone();
+    foreign.backend = "hvf".to_owned();
     assert!(matches!(
-        vcpu.save_state(),
-        Err(squib_hv::HvError::NotImplemented(_))
+        vcpu2.restore_state(&foreign),
+        Err(squib_hv::HvError::IncompatibleState { .. })
     ));
 }
