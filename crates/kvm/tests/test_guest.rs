@@ -117,11 +117,8 @@ fn test_guest_smp_four_vcpus_found_via_mp_table() {
     let Some(r) = run("smp", 4, false) else {
         return;
     };
-    assert!(
-        r.console.contains("mptable_cpus=4 mptable_addr=0x9fc00"),
-        "{}",
-        report(&r)
-    );
+    assert!(r.console.contains("mptable_cpus=4"), "{}", report(&r));
+    assert!(r.console.contains("mptable_addr=0x9fc00"), "{}", report(&r));
     assert!(r.console.contains("ap_apic_ids=1,2,3"), "{}", report(&r));
     assert!(r.console.contains("TEST ok smp cpus=4"), "{}", report(&r));
     assert!(r.reset, "{}", report(&r));
