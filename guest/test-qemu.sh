@@ -212,14 +212,15 @@ for n in 1 2 4; do
 	run_qemu "smp-q35-$n" 60 '' -- $tcg -machine q35 -smp "$n,sockets=$n,cores=1,threads=1" \
 		-append "squibtest=smp"
 	expect_clean smp
-	expect_re "^TEST info mptable_cpus=$n "
-	expect_re "^TEST info acpi_cpus=$n "
+	expect_line "TEST info mptable_cpus=$n"
+	expect_line "TEST info acpi_cpus=$n"
 	expect_line "TEST ok smp cpus=$n"
 	verdict "smp -smp $n (q35, tcg)"
 done
 run_qemu smp-microvm-4 60 '^SQUIBTEST END' -- $tcg -machine microvm -smp 4 -append "squibtest=smp"
 expect_how matched
-expect_re '^TEST info mptable_cpus=4 '
+expect_line "TEST info mptable_cpus=4"
+expect_line "TEST info mptable_addr=0x9fc00"
 expect_line "TEST info bsp_apic_id=0 ap_apic_ids=1,2,3"
 expect_line "TEST ok smp cpus=4"
 verdict "smp -smp 4 (microvm/qboot MP table, tcg)"
