@@ -134,6 +134,37 @@ expect_clean() {
 
 tcg="-accel tcg -m 256"
 
+# ---- the artifacts themselves ----
+out="$work/elf.txt"
+readelf -lhW "$elf" >"$out" 2>&1
+expect_re '^  Type: +EXEC'
+expect_re '^  Machine: +Advanced Micro Devices X86-64'
+expect_re '^  Entry point address: +0x1000000$'
+expect_no_re '^  NOTE '
+for paddr in $(awk '$1 == "LOAD" { print $4 }' "$out"); do
+	[ $((paddr)) -ge $((0x100000)) ] || errs="$errs; PT_LOAD at $paddr is below 1 MiB"
+done
+[ -n "$(awk '$1 == "LOAD"' "$out")" ] || errs="$errs; no PT_LOAD"
+verdict "default ELF: EXEC x86-64, entry 0x1000000, PT_LOADs >= 1 MiB, no PT_NOTE"
+
+out="$work/elf-pvh.txt"
+readelf -lnW "$pvh" >"$out" 2>&1
+pvh_entry=$(nm "$pvh" | awk '$3 == "_start_pvh" { print $1 }' | sed 's/^0*//')
+# little-endian u32 -> hex
+desc=$(sed -n 's/.*description data: \([0-9a-f][0-9a-f]\) \([0-9a-f][0-9a-f]\) \([0-9a-f][0-9a-f]\) \([0-9a-f][0-9a-f]\).*/\4\3\2\1/p' "$out" | sed 's/^0*//')
+expect_re '^  NOTE '
+expect_re '^  Xen +0x00000004	Unknown note type: \(0x00000012\)'
+[ -n "$pvh_entry" ] && [ "$desc" = "$pvh_entry" ] || errs="$errs; PVH note entry '$desc' != _start_pvh '$pvh_entry'"
+verdict "PVH ELF: XEN_ELFNOTE_PHYS32_ENTRY (18) = _start_pvh (0x$pvh_entry)"
+
+out="$work/repro.txt"
+"$here/build.sh" "$work/r1" >"$out" 2>&1 && "$here/build.sh" "$work/r2" >>"$out" 2>&1 || errs="$errs; rebuild failed"
+for f in squib-test-guest.elf squib-test-guest-pvh.elf; do
+	cmp -s "$work/r1/$f" "$work/r2/$f" && cmp -s "$work/r1/$f" "$(dirname "$elf")/$f" ||
+		errs="$errs; $f differs between builds"
+done
+verdict "build is reproducible (3 builds in different directories are identical)"
+
 # ---- hello, on the three machine types ----
 for machine in q35 pc microvm; do
 	args="squibtest=hello console=ttyS0 pci=off"
@@ -181,14 +212,15 @@ for n in 1 2 4; do
 	run_qemu "smp-q35-$n" 60 '' -- $tcg -machine q35 -smp "$n,sockets=$n,cores=1,threads=1" \
 		-append "squibtest=smp"
 	expect_clean smp
-	expect_re "^TEST info mptable_cpus=$n "
-	expect_re "^TEST info acpi_cpus=$n "
+	expect_line "TEST info mptable_cpus=$n"
+	expect_line "TEST info acpi_cpus=$n"
 	expect_line "TEST ok smp cpus=$n"
 	verdict "smp -smp $n (q35, tcg)"
 done
 run_qemu smp-microvm-4 60 '^SQUIBTEST END' -- $tcg -machine microvm -smp 4 -append "squibtest=smp"
 expect_how matched
-expect_re '^TEST info mptable_cpus=4 '
+expect_line "TEST info mptable_cpus=4"
+expect_line "TEST info mptable_addr=0x9fc00"
 expect_line "TEST info bsp_apic_id=0 ap_apic_ids=1,2,3"
 expect_line "TEST ok smp cpus=4"
 verdict "smp -smp 4 (microvm/qboot MP table, tcg)"

@@ -7,10 +7,12 @@
  *              off, rsi = physical address of struct boot_params (zero page).
  *  _start_pvh  Xen PVH entry (only advertised by the -pvh artifact's ELF note).
  *              32-bit protected mode, paging off, ebx = struct hvm_start_info.
- *              Builds a 1 GiB identity map, enters long mode, then joins _start64.
+ *              Loads the guest's 4 GiB identity map, enters long mode, then
+ *              joins _start64.
  *
- * Both zero .bss, load the guest's own GDT, switch to the BSP stack and call
- * kmain(), which builds the final 4 GiB page tables first thing.
+ * Both zero .bss (not .noinit, which holds the stacks), load the guest's own
+ * GDT, switch to the BSP stack and call kmain(), which switches to the
+ * guest's 4 GiB page tables first thing.
  *
  * Also here: the real-mode AP trampoline (copied to TRAMPOLINE_ADDR), the AP
  * long-mode entry, and the 32 exception stubs.
@@ -30,8 +32,9 @@ _start64:
 	movl	$__bss_start, %edi
 	movl	$__bss_end, %ecx
 	subl	%edi, %ecx
+	shrl	$3, %ecx
 	xorl	%eax, %eax
-	rep stosb
+	rep stosq
 	movq	%r12, boot_info_ptr(%rip)
 	movl	$BOOT_MODE_LINUX64, boot_mode(%rip)
 	lgdt	gdt_desc(%rip)
@@ -49,29 +52,14 @@ _start_pvh:
 	movl	$__bss_start, %edi
 	movl	$__bss_end, %ecx
 	subl	%edi, %ecx
+	shrl	$2, %ecx
 	xorl	%eax, %eax
-	rep stosb
+	rep stosl
 	movl	%esi, boot_info_ptr
 	movl	$BOOT_MODE_PVH, boot_mode
 
-	/* Boot page tables: identity map of the first 1 GiB with 2 MiB pages,
-	 * the same as a Linux-boot VMM provides. kmain replaces them. */
-	movl	$pvh_pdpt, %eax
-	orl	$0x3, %eax			/* present | writable */
-	movl	%eax, pvh_pml4
-	movl	$pvh_pd, %eax
-	orl	$0x3, %eax
-	movl	%eax, pvh_pdpt
-	xorl	%ecx, %ecx
-1:	movl	%ecx, %eax
-	shll	$21, %eax
-	orl	$0x83, %eax			/* present | writable | 2 MiB page */
-	movl	%eax, pvh_pd(,%ecx,8)
-	incl	%ecx
-	cmpl	$512, %ecx
-	jb	1b
-
-	movl	$pvh_pml4, %eax
+	/* The guest's 4 GiB identity map (paging.c, initialised at build time). */
+	movl	$boot_pml4, %eax
 	movl	%eax, %cr3
 	movl	%cr4, %eax
 	orl	$CR4_PAE, %eax
@@ -238,16 +226,16 @@ gdt_desc:
 	.quad	gdt
 
 	.section .bss
-	.balign 4096
-pvh_pml4:	.skip 4096
-pvh_pdpt:	.skip 4096
-pvh_pd:		.skip 4096
-	.globl ap_stacks
-ap_stacks:	.skip (MAX_CPUS - 1) * AP_STACK_SIZE
-bsp_stack:	.skip BSP_STACK_SIZE
-bsp_stack_top:
 	.balign 8
 	.globl boot_info_ptr, boot_mode, ap_next_index
 boot_info_ptr:	.skip 8
 boot_mode:	.skip 4
 ap_next_index:	.skip 4
+
+/* Stacks: not zeroed at boot (zeroing is slow where KVM emulates guest code). */
+	.section .noinit, "aw", @nobits
+	.balign 4096
+	.globl ap_stacks
+ap_stacks:	.skip (MAX_CPUS - 1) * AP_STACK_SIZE
+bsp_stack:	.skip BSP_STACK_SIZE
+bsp_stack_top:

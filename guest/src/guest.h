@@ -44,6 +44,8 @@ uint64_t strtou64(const char *s, const char **end, int base);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void kvprintf(const char *fmt, va_list ap);
 void spin_delay(uint64_t iterations);
+uint64_t tsc_khz(void);
+void udelay(uint64_t us);
 
 /* ---- serial.c ---- */
 void serial_init(void);

@@ -55,6 +55,11 @@ SECTIONS
 		__bss_end = .;
 	} :data
 
+	/* Not zeroed at boot: stacks. */
+	.noinit (NOLOAD) : AT(ADDR(.noinit)) {
+		*(.noinit .noinit.*)
+	} :data
+
 	__image_end = .;
 
 	/DISCARD/ : {

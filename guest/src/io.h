@@ -90,6 +90,13 @@ static inline uint16_t phys_read16(uint64_t a) { return *(const volatile uint16_
 static inline uint32_t phys_read32(uint64_t a) { return *(const volatile uint32_t *)phys_ptr(a); }
 static inline uint64_t phys_read64(uint64_t a) { return *(const volatile uint64_t *)phys_ptr(a); }
 
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
 static inline void cpu_relax(void)
 {
 	__asm__ volatile("pause" ::: "memory");

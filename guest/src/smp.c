@@ -22,13 +22,13 @@
 #define ICR_BUSY             0x00001000
 #define ICR_ALL_BUT_SELF     0x000C0000
 
-/* Rough delays (pause iterations); KVM and QEMU do not need real ones. */
-#define INIT_DELAY           100000
-#define SIPI_DELAY           10000
-/* Bounded wait for check-ins: TSC ticks and loop rounds, whichever ends first. */
-#define WAIT_TSC_TICKS       (1ULL << 33)
-#define WAIT_TSC_UNKNOWN     (1ULL << 31)
-#define WAIT_ROUNDS          (1ULL << 22)
+/* The architectural INIT/SIPI delays (KVM and QEMU do not need them). */
+#define INIT_DELAY_US        10000
+#define SIPI_DELAY_US        200
+/* Bound on the wait for check-ins (TSC time), and on loop rounds as a backstop. */
+#define WAIT_MS              3000
+#define WAIT_MS_UNKNOWN      1000
+#define WAIT_ROUNDS          (1ULL << 24)
 
 static uint64_t lapic_base;
 static bool x2apic;
@@ -44,13 +44,6 @@ uint32_t lapic_id(void)
 	uint32_t a, b, c, d;
 	cpuid(1, 0, &a, &b, &c, &d);
 	return b >> 24;  /* initial APIC ID */
-}
-
-static inline uint64_t rdtsc(void)
-{
-	uint32_t lo, hi;
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return ((uint64_t)hi << 32) | lo;
 }
 
 /* Full barrier that KVM's instruction emulator handles (unlike mfence). */
@@ -130,34 +123,42 @@ void smp_boot_aps(const struct cpu_list *cpus, struct smp_result *res)
 	uint32_t n = cpus ? cpus->count : 0;
 	if (n > MAX_CPUS)
 		n = MAX_CPUS;
+	uint32_t targets = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (cpus->apic_id[i] != self)
+			targets++;
+	if (n && !targets) {
+		res->started = 1;  /* uniprocessor: nothing to start */
+		return;
+	}
 	if (n) {
 		for (uint32_t i = 0; i < n; i++)
 			if (cpus->apic_id[i] != self)
 				send_ipi(cpus->apic_id[i], ICR_INIT | ICR_LEVEL_ASSERT);
-		spin_delay(INIT_DELAY);
+		udelay(INIT_DELAY_US);
 		for (int round = 0; round < 2; round++) {
 			for (uint32_t i = 0; i < n; i++)
 				if (cpus->apic_id[i] != self)
 					send_ipi(cpus->apic_id[i], sipi);
-			spin_delay(SIPI_DELAY);
+			udelay(SIPI_DELAY_US);
 		}
 	} else {
 		/* No table: broadcast and see who shows up. */
 		send_ipi(0, ICR_ALL_BUT_SELF | ICR_INIT | ICR_LEVEL_ASSERT);
-		spin_delay(INIT_DELAY);
+		udelay(INIT_DELAY_US);
 		send_ipi(0, ICR_ALL_BUT_SELF | sipi);
-		spin_delay(SIPI_DELAY);
+		udelay(SIPI_DELAY_US);
 		send_ipi(0, ICR_ALL_BUT_SELF | sipi);
 	}
 
 	uint64_t start = rdtsc();
-	uint64_t budget = res->expected ? WAIT_TSC_TICKS : WAIT_TSC_UNKNOWN;
+	uint64_t budget = (res->expected ? WAIT_MS : WAIT_MS_UNKNOWN) * tsc_khz();
 	for (uint64_t r = 0; r < WAIT_ROUNDS; r++) {
 		if (res->expected && ap_checked_in + 1 >= res->expected)
 			break;
 		if (rdtsc() - start > budget)
 			break;
-		spin_delay(100);
+		cpu_relax();
 	}
 	uint32_t got = ap_checked_in;
 	res->started = 1 + got;

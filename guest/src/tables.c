@@ -20,6 +20,9 @@ static bool low_range_ok(uint64_t addr, uint64_t len)
 	return addr != 0 && addr < (1ULL << 32) && len < (1ULL << 20) && addr + len <= (1ULL << 32);
 }
 
+#define SIG_MP  0x5f504d5f  /* "_MP_" */
+#define SIG_RSD 0x20445352  /* "RSD " */
+
 static void add_cpu(struct cpu_list *out, uint32_t apic_id, bool bsp)
 {
 	if (out->count < MAX_CPUS) {
@@ -30,39 +33,39 @@ static void add_cpu(struct cpu_list *out, uint32_t apic_id, bool bsp)
 	out->count++;
 }
 
-/* Scan [start, start+len) on 16-byte boundaries for an 8- or 4-byte signature. */
+/* Scan [start, start+len) on 16-byte boundaries for a signature whose first
+ * four bytes are `sig4`; `match` checks the rest (and the checksum). */
 typedef bool (*match_fn)(uint64_t addr);
 
-static uint64_t scan(uint64_t start, uint64_t len, match_fn match)
+static uint64_t scan(uint64_t start, uint64_t len, uint32_t sig4, match_fn match)
 {
 	for (uint64_t a = start & ~15ULL; a + 16 <= start + len; a += 16)
-		if (match(a))
+		if (phys_read32(a) == sig4 && match(a))
 			return a;
 	return 0;
 }
 
 /* The usual BIOS search areas: first KiB of the EBDA, last KiB of base memory
  * (Firecracker: 0x9FC00), and the BIOS ROM area. */
-static uint64_t scan_bios_areas(match_fn match, uint64_t rom_start)
+static uint64_t scan_bios_areas(uint32_t sig4, match_fn match, uint64_t rom_start)
 {
 	uint64_t found;
 	uint64_t ebda = (uint64_t)phys_read16(0x40E) << 4;
-	if (ebda >= 0x80000 && ebda < 0xA0000 && (found = scan(ebda, 1024, match)))
+	if (ebda >= 0x80000 && ebda < 0xA0000 && (found = scan(ebda, 1024, sig4, match)))
 		return found;
 	uint64_t base_kib = phys_read16(0x413);
-	if (base_kib >= 512 && base_kib <= 640 && (found = scan((base_kib - 1) * 1024, 1024, match)))
+	if (base_kib >= 512 && base_kib <= 640 &&
+	    (found = scan((base_kib - 1) * 1024, 1024, sig4, match)))
 		return found;
-	if ((found = scan(0x9FC00, 1024, match)))
+	if ((found = scan(0x9FC00, 1024, sig4, match)))
 		return found;
-	return scan(rom_start, 0x100000 - rom_start, match);
+	return scan(rom_start, 0x100000 - rom_start, sig4, match);
 }
 
 /* ---- MP table ---- */
 
 static bool match_mpfp(uint64_t a)
 {
-	if (phys_read32(a) != 0x5f504d5f)  /* "_MP_" */
-		return false;
 	uint8_t len16 = phys_read8(a + 8);
 	return len16 >= 1 && checksum(a, (uint64_t)len16 * 16) == 0;
 }
@@ -71,7 +74,7 @@ bool mptable_find_cpus(struct cpu_list *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->bsp_index = -1;
-	uint64_t fp = scan_bios_areas(match_mpfp, 0xF0000);
+	uint64_t fp = scan_bios_areas(SIG_MP, match_mpfp, 0xF0000);
 	if (!fp)
 		return false;
 	uint64_t cfg = phys_read32(fp + 4);
@@ -104,7 +107,7 @@ bool mptable_find_cpus(struct cpu_list *out)
 
 static bool match_rsdp(uint64_t a)
 {
-	return phys_read32(a) == 0x20445352 && phys_read32(a + 4) == 0x20525450 &&  /* "RSD PTR " */
+	return phys_read32(a) == SIG_RSD && phys_read32(a + 4) == 0x20525450 &&  /* "RSD PTR " */
 	       checksum(a, 20) == 0;
 }
 
@@ -140,7 +143,7 @@ bool acpi_find_cpus(struct cpu_list *out)
 	out->bsp_index = -1;
 	uint64_t rsdp = g_boot.rsdp;
 	if (!(low_range_ok(rsdp, 36) && match_rsdp(rsdp)))
-		rsdp = scan_bios_areas(match_rsdp, 0xE0000);
+		rsdp = scan_bios_areas(SIG_RSD, match_rsdp, 0xE0000);
 	if (!rsdp)
 		return false;
 	uint64_t madt = find_madt(rsdp);

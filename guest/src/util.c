@@ -108,10 +108,47 @@ uint64_t strtou64(const char *s, const char **end, int base)
 	return v;
 }
 
-/* Busy-wait; only a rough delay (no calibrated clock). */
+/* Busy-wait for a number of pause instructions (no clock involved). */
 void spin_delay(uint64_t iterations)
 {
 	for (uint64_t i = 0; i < iterations; i++)
+		cpu_relax();
+}
+
+/*
+ * TSC frequency in kHz: CPUID 0x16 (base MHz), else the hypervisor timing
+ * leaf 0x40000010 (EAX = TSC kHz, KVM/VMware convention), else assume 3 GHz.
+ * Only used for bounded waits, so a guess is good enough.
+ */
+uint64_t tsc_khz(void)
+{
+	static uint64_t khz;
+	if (khz)
+		return khz;
+	uint32_t a, b, c, d;
+	cpuid(0, 0, &a, &b, &c, &d);
+	if (a >= 0x16) {
+		cpuid(0x16, 0, &a, &b, &c, &d);
+		if (a & 0xFFFF)
+			khz = (uint64_t)(a & 0xFFFF) * 1000;
+	}
+	if (!khz) {
+		cpuid(0x40000000, 0, &a, &b, &c, &d);
+		if (a >= 0x40000010 && a < 0x40000100) {
+			cpuid(0x40000010, 0, &a, &b, &c, &d);
+			khz = a;
+		}
+	}
+	if (!khz)
+		khz = 3000000;
+	return khz;
+}
+
+/* Wait about `us` microseconds of TSC time, however slowly we are executed. */
+void udelay(uint64_t us)
+{
+	uint64_t end = rdtsc() + us * tsc_khz() / 1000;
+	while ((int64_t)(rdtsc() - end) < 0)
 		cpu_relax();
 }
 

@@ -63,7 +63,8 @@ pub struct InternalError {
     pub suberror: u32,
     /// Guest instruction pointer at the failure, if the backend could read it.
     pub rip: Option<u64>,
-    /// Bytes of the failing instruction, when the backend reports them (may be empty).
+    /// Instruction bytes at the failing RIP as fetched by the hypervisor, when reported (may be
+    /// empty; KVM reports up to 15 bytes, which can run past the failing instruction).
     pub insn: Vec<u8>,
     /// Remaining raw data words reported by the backend.
     pub data: Vec<u64>,

@@ -12,7 +12,8 @@ use common::{RecordingIo, hypervisor_or_skip, memory_with_code, real_mode};
 use squib_arch::gdt::{write_gdt_idt, write_page_tables};
 use squib_arch::{BootProtocol, BootStateConfig, CpuidConfig, x86_boot_state};
 use squib_hv::{DataMatch, Hypervisor, IoEventAddress, VcpuExit, Vm, VmConfig};
-use vm_memory::GuestAddress;
+use squib_kvm::{KvmHypervisor, KvmOptions};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 const CODE: u64 = 0x1000;
@@ -337,4 +338,163 @@ fn test_save_restore_state_continues_in_a_new_vm() {
         vcpu2.restore_state(&foreign),
         Err(squib_hv::HvError::IncompatibleState { .. })
     ));
+}
+
+/// `int3` vectors through the real-mode IVT. Native KVM executes it; nested PVM's emulator
+/// refuses it and the backend's `#BP` injection workaround must produce the same result.
+#[test]
+fn test_int3_reaches_guest_breakpoint_handler() {
+    let Some(hv) = hypervisor_or_skip() else {
+        return;
+    };
+    let (exit, out) = run_int3_guest(&hv);
+    assert_eq!(exit, VcpuExit::Halted);
+    assert_eq!(out, b"BR");
+}
+
+fn run_int3_guest(hv: &KvmHypervisor) -> (VcpuExit, Vec<u8>) {
+    #[rustfmt::skip]
+    let code = [
+        0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xcc,             // int3
+        0xb0, b'R',       // mov al, 'R'   (after iret)
+        0xee,             // out dx, al
+        0xf4,             // hlt
+    ];
+    #[rustfmt::skip]
+    let handler = [
+        0xb0, b'B',       // mov al, 'B'
+        0xee,             // out dx, al
+        0xcf,             // iret
+    ];
+    let mem = memory_with_code(0x4000, CODE, &code);
+    mem.write_slice(&handler, GuestAddress(0x1100)).unwrap();
+    // IVT[3] = 0000:1100
+    mem.write_slice(&[0x00, 0x11, 0x00, 0x00], GuestAddress(3 * 4))
+        .unwrap();
+    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    vm.map_memory(&mem).unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    real_mode(vcpu.as_mut(), CODE, 0);
+    {
+        // A stack for the interrupt frame.
+        let x86 = vcpu.as_x86().unwrap();
+        let mut regs = x86.regs().unwrap();
+        regs.rsp = 0x3000;
+        x86.set_regs(&regs).unwrap();
+        let mut sregs = x86.sregs().unwrap();
+        sregs.ss.base = 0;
+        sregs.ss.selector = 0;
+        x86.set_sregs(&sregs).unwrap();
+    }
+    let mut io = RecordingIo::default();
+    let exit = run_to_halt(vcpu.as_mut(), &mut io);
+    (exit, io.pio_writes.iter().map(|(_, d)| d[0]).collect())
+}
+
+/// On nested PVM, `popcnt` in an emulated context fails; the exit carries the instruction bytes.
+/// On native KVM the instruction simply runs.
+#[test]
+fn test_emulation_failure_reports_instruction_bytes() {
+    let Some(hv) = hypervisor_or_skip() else {
+        return;
+    };
+    #[rustfmt::skip]
+    let code = [
+        0x66, 0xf3, 0x0f, 0xb8, 0xc3, // popcnt eax, ebx
+        0xf4,                         // hlt
+    ];
+    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let mem = memory_with_code(0x4000, CODE, &code);
+    vm.map_memory(&mem).unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    real_mode(vcpu.as_mut(), CODE, 0);
+    let mut io = RecordingIo::default();
+    match run_to_halt(vcpu.as_mut(), &mut io) {
+        VcpuExit::Halted => {}
+        VcpuExit::InternalError(e) => {
+            println!("emulation failure: {e:?}");
+            assert_eq!(e.kind, squib_hv::InternalErrorKind::Emulation);
+            assert_eq!(e.rip, Some(CODE));
+            assert!(e.insn.starts_with(&code[..5]) || e.insn.is_empty(), "{e:?}");
+        }
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
+
+/// Long-mode `int3` through a 64-bit IDT gate. On nested PVM this is the case the emulator
+/// refuses inside Linux; with or without the workaround the observable result must match
+/// native KVM.
+#[test]
+fn test_long_mode_int3_through_idt() {
+    let Some(hv) = hypervisor_or_skip() else {
+        return;
+    };
+    for workaround in [true, false] {
+        let hv2 = KvmHypervisor::with_options(KvmOptions {
+            int3_workaround: workaround,
+        })
+        .unwrap();
+        let entry = 0x10_0000u64;
+        #[rustfmt::skip]
+        let code = [
+            0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+            0xcc,                   // int3
+            0xb0, b'R',             // mov al, 'R'
+            0xee,                   // out dx, al
+            0xf4,                   // hlt
+        ];
+        #[rustfmt::skip]
+        let handler = [
+            0xb0, b'B',             // mov al, 'B'
+            0xee,                   // out dx, al
+            0x48, 0xcf,             // iretq
+        ];
+        let idt = 0x3000u64;
+        #[rustfmt::skip]
+        let gate = [
+            0x00, 0x01, 0x08, 0x00, 0x00, 0x8e, 0x10, 0x00, // offset 0x100100, CS 0x08, int gate
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let mem = memory_with_code(4 << 20, entry, &code);
+        mem.write_slice(&handler, GuestAddress(entry + 0x100))
+            .unwrap();
+        mem.write_slice(&gate, GuestAddress(idt + 3 * 16)).unwrap();
+        write_gdt_idt(&mem, BootProtocol::LinuxBoot).unwrap();
+        write_page_tables(&mem).unwrap();
+        let vm = hv2.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+        vm.map_memory(&mem).unwrap();
+        let supported = hv.as_x86().unwrap().supported_cpuid().unwrap();
+        let mut state = x86_boot_state(&BootStateConfig {
+            protocol: BootProtocol::LinuxBoot,
+            entry: GuestAddress(entry),
+            cpuid: CpuidConfig {
+                vcpu_index: 0,
+                vcpu_count: 1,
+                smt: false,
+                hide_cx16: false,
+            },
+            supported_cpuid: &supported,
+            lapic: false,
+        })
+        .unwrap();
+        state.sregs.idt.base = idt;
+        state.sregs.idt.limit = 4 * 16 - 1;
+        let mut vcpu = vm.create_vcpu(0).unwrap();
+        vcpu.as_x86().unwrap().apply_boot_state(&state).unwrap();
+        let mut io = RecordingIo::default();
+        let exit = run_to_halt(vcpu.as_mut(), &mut io);
+        let out: Vec<u8> = io.pio_writes.iter().map(|(_, d)| d[0]).collect();
+        println!("long-mode int3, workaround={workaround}: {exit:?} {out:?}");
+        if workaround || !squib_kvm::is_pvm() {
+            assert_eq!((exit, out.as_slice()), (VcpuExit::Halted, b"BR".as_slice()));
+        } else {
+            let VcpuExit::InternalError(e) = exit else {
+                panic!("PVM without workaround: expected an emulation failure, got {exit:?}");
+            };
+            assert_eq!(e.kind, squib_hv::InternalErrorKind::Emulation);
+            assert_eq!(e.rip, Some(entry + 4));
+            assert_eq!(e.insn.first(), Some(&0xcc));
+        }
+    }
 }

@@ -7,10 +7,12 @@ int scenario_smp(void)
 	struct cpu_list mp, madt;
 	bool have_mp = mptable_find_cpus(&mp);
 	bool have_madt = acpi_find_cpus(&madt);
-	kprintf("TEST info mptable_cpus=%u mptable_addr=%#lx\n", have_mp ? mp.count : 0,
-		have_mp ? mp.table_addr : 0);
-	kprintf("TEST info acpi_cpus=%u madt_addr=%#lx\n", have_madt ? madt.count : 0,
-		have_madt ? madt.table_addr : 0);
+	kprintf("TEST info mptable_cpus=%u\n", have_mp ? mp.count : 0);
+	if (have_mp)
+		kprintf("TEST info mptable_addr=%#lx\n", mp.table_addr);
+	kprintf("TEST info acpi_cpus=%u\n", have_madt ? madt.count : 0);
+	if (have_madt)
+		kprintf("TEST info madt_addr=%#lx\n", madt.table_addr);
 
 	const struct cpu_list *cpus = have_mp && mp.count ? &mp : have_madt && madt.count ? &madt : NULL;
 	struct smp_result res;

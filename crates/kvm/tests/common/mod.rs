@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod vmm;
+
 use std::path::{Path, PathBuf};
 
 use squib_hv::{Vcpu, VcpuIo};
