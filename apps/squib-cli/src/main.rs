@@ -1,0 +1,155 @@
+//! `squib`: a microVM monitor that is driven exactly like Firecracker.
+//!
+//! Same flags (see `args.rs`), same API socket, same `--config-file`, same exit codes and last
+//! log line (`Firecracker exiting successfully. exit_code=0`). This binary is the one crate
+//! that links everything: it picks the KVM backend and hands it to the `squib` facade.
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod logger;
+
+use std::{io::Write, path::PathBuf, process::ExitCode as ProcessExit, sync::Arc};
+
+use args::{ArgError, Args};
+use squib::{BootProtocolChoice, ExitCode, SquibOptions, VmmOptions};
+use squib_api::{DEFAULT_MAX_PAYLOAD, MAX_MAX_PAYLOAD, MIN_MAX_PAYLOAD};
+use squib_core::{FIRECRACKER_API_VERSION, InstanceId};
+
+/// The version launchers parse (`Firecracker v<api version>`), then squib's own.
+fn version_text() -> String {
+    format!("Firecracker v{FIRECRACKER_API_VERSION}\nsquib v{}\n", env!("CARGO_PKG_VERSION"))
+}
+
+fn main() -> ProcessExit {
+    let code = match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            tracing::error!("{e}");
+            e.exit_code()
+        }
+    };
+    if code == ExitCode::Ok {
+        tracing::info!("Firecracker exiting successfully. exit_code=0");
+    } else {
+        tracing::error!("Firecracker exiting with error. exit_code={}", code.code());
+    }
+    ProcessExit::from(code.code())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("Arguments parsing error: {0}")]
+    Args(#[from] ArgError),
+    #[error("Invalid value for --level: {0}")]
+    Level(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl MainError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Args(_) => ExitCode::ArgParsing,
+            Self::Level(_) => ExitCode::BadConfiguration,
+            Self::Unsupported(_) | Self::Startup(_) => ExitCode::GenericError,
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode, MainError> {
+    let args = Args::parse(std::env::args().skip(1))?;
+    if args.flag("help") {
+        print!("{}", args::help_text(FIRECRACKER_API_VERSION));
+        return Ok(ExitCode::Ok);
+    }
+    if args.flag("version") {
+        print!("{}", version_text());
+        return Ok(ExitCode::Ok);
+    }
+
+    let id = args.value("id").unwrap_or_default();
+    InstanceId::try_from(id.as_str()).map_err(|e| ArgError::Invalid(e.to_string()))?;
+    let level = match args.value("level") {
+        Some(l) => logger::parse_level(&l).ok_or(MainError::Level(l))?,
+        None => tracing::level_filters::LevelFilter::INFO,
+    };
+    let sink: Box<dyn Write + Send> = match args.value("log-path") {
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| MainError::Startup(format!("Cannot open --log-path {p}: {e}")))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    logger::init(
+        logger::LogSettings {
+            id: id.clone(),
+            level,
+            show_level: args.flag("show-level"),
+            show_origin: args.flag("show-log-origin"),
+            module: args.value("module"),
+        },
+        sink,
+    );
+
+    // Knobs this build cannot honour are refused, never silently ignored.
+    for (flag, why) in [
+        ("seccomp-filter", "custom seccomp filters are not supported by this squib build yet"),
+        ("metrics-path", "the metrics sink is not supported by this squib build yet"),
+        ("enable-pci", "the PCI transport is not supported by squib (virtio-mmio only)"),
+        ("describe-snapshot", "snapshots are not supported by this squib build yet"),
+        ("snapshot-version", "snapshots are not supported by this squib build yet"),
+    ] {
+        if args.flag(flag) {
+            return Err(MainError::Unsupported(format!("--{flag}: {why}")));
+        }
+    }
+    if !args.flag("no-seccomp") {
+        tracing::warn!("seccomp filters are not installed by this squib build (as with --no-seccomp)");
+    }
+    for flag in ["start-time-us", "start-time-cpu-us", "parent-cpu-time-us"] {
+        if let Some(v) = args.number::<u64>(flag)? {
+            tracing::info!("--{flag} {v}: recorded for startup accounting (no metrics sink yet)");
+        }
+    }
+
+    let max_payload = args.number::<usize>("http-api-max-payload-size")?.unwrap_or(DEFAULT_MAX_PAYLOAD);
+    if !(MIN_MAX_PAYLOAD..=MAX_MAX_PAYLOAD).contains(&max_payload) {
+        return Err(ArgError::Invalid(format!(
+            "--http-api-max-payload-size must be in {MIN_MAX_PAYLOAD}..={MAX_MAX_PAYLOAD}"
+        ))
+        .into());
+    }
+    let no_api = args.flag("no-api");
+    let config_file = args.value("config-file").map(PathBuf::from);
+    if no_api && config_file.is_none() {
+        return Err(ArgError::Invalid("--no-api requires --config-file".into()).into());
+    }
+    let boot_protocol = match std::env::var("SQUIB_BOOT_PROTOCOL").as_deref() {
+        Ok("linux") => BootProtocolChoice::LinuxBoot,
+        _ => BootProtocolChoice::Auto,
+    };
+    let opts = SquibOptions {
+        id,
+        api_sock: (!no_api).then(|| PathBuf::from(args.value("api-sock").unwrap_or_default())),
+        config_file,
+        metadata: args.value("metadata").map(PathBuf::from),
+        max_payload,
+        mmds_size_limit: args.number::<usize>("mmds-size-limit")?.unwrap_or(max_payload),
+        vmm: VmmOptions { boot_timer: args.flag("boot-timer"), boot_protocol },
+    };
+
+    tracing::info!("Running Firecracker v{FIRECRACKER_API_VERSION} (squib v{})", env!("CARGO_PKG_VERSION"));
+    let hv = squib_kvm::KvmHypervisor::new()
+        .map_err(|e| MainError::Startup(format!("Cannot open the hypervisor (/dev/kvm): {e}")))?;
+    if hv.is_pvm() {
+        tracing::info!("Nested kvm_pvm host detected: guest instructions are emulated (slow guests)");
+    }
+    Ok(squib::run(opts, Arc::new(hv)))
+}

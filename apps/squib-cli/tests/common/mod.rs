@@ -1,0 +1,179 @@
+//! Shared helpers for squib's end-to-end tests: the KVM gate, the test guest build, Linux guest
+//! assets, a spawned `squib` process and a blocking raw-HTTP client over its API socket.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// `true` when /dev/kvm exists; otherwise prints the one loud SKIPPED line.
+pub fn kvm_or_skip() -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    println!("SKIPPED: no /dev/kvm");
+    false
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Build the freestanding test guest once per test binary (guest/build.sh) and return its path.
+pub fn test_guest() -> PathBuf {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
+    GUEST
+        .get_or_init(|| {
+            let root = repo_root();
+            let out = root.join("target/guest");
+            let status = Command::new("sh")
+                .arg(root.join("guest/build.sh"))
+                .arg(&out)
+                .stdout(Stdio::null())
+                .status()
+                .expect("run guest/build.sh");
+            assert!(status.success(), "guest/build.sh failed");
+            out.join("squib-test-guest.elf")
+        })
+        .clone()
+}
+
+/// Linux guest assets: $SQUIB_GUEST_DIR, then ../shared/guest, then ~/.cache/squib-guest/out.
+pub fn linux_guest_dir() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(d) = std::env::var("SQUIB_GUEST_DIR") {
+        candidates.push(("$SQUIB_GUEST_DIR", PathBuf::from(d)));
+    }
+    candidates.push(("../shared/guest", repo_root().join("../shared/guest")));
+    if let Ok(home) = std::env::var("HOME") {
+        candidates.push(("the project cache", PathBuf::from(home).join(".cache/squib-guest/out")));
+    }
+    for (what, dir) in candidates {
+        if dir.join("vmlinux").exists() {
+            println!("Linux guest assets: using {what} ({})", dir.display());
+            return Some(dir);
+        }
+    }
+    println!("Linux guest assets: NONE FOUND (set SQUIB_GUEST_DIR or run scripts/make-linux-guest.sh)");
+    None
+}
+
+/// Extra kernel arguments a kvm_pvm host needs (see guest-notes.md).
+pub fn pvm_args() -> &'static str {
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        " noxsave nofsgsbase clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid percpu_alloc=page"
+    } else {
+        ""
+    }
+}
+
+pub fn tmp_path(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("squib-e2e-{}-{tag}-{n}", std::process::id()))
+}
+
+/// A running `squib` process; killed on drop.
+pub struct Squib {
+    pub child: Child,
+    pub socket: Option<PathBuf>,
+    pub stdout_path: PathBuf,
+}
+
+impl Squib {
+    /// Spawn `squib` with `args`, stdout+stderr to a file.
+    pub fn spawn(args: &[&str], socket: Option<&Path>) -> Self {
+        let stdout_path = tmp_path("stdout");
+        let out = std::fs::File::create(&stdout_path).expect("stdout file");
+        let err = out.try_clone().expect("clone");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_squib"));
+        cmd.args(args).stdout(out).stderr(err).stdin(Stdio::null());
+        if let Some(s) = socket {
+            cmd.arg("--api-sock").arg(s);
+        }
+        let child = cmd.spawn().expect("spawn squib");
+        let me = Self { child, socket: socket.map(Path::to_path_buf), stdout_path };
+        if let Some(s) = socket {
+            let start = Instant::now();
+            while UnixStream::connect(s).is_err() {
+                assert!(start.elapsed() < Duration::from_secs(10), "API socket never came up: {}", me.output());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        me
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// Wait for exit (up to `limit`); returns the exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send one request on a fresh connection; returns (status, body).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let socket = self.socket.as_ref().expect("API socket");
+        api_request(socket, method, path, body)
+    }
+}
+
+impl Drop for Squib {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(s) = &self.socket {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let req = match body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    };
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Poll `f` until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,213 @@
+//! The embeddable squib facade: one microVM per process, Firecracker's thread model.
+//!
+//! - the **API thread** (`fc_api`) runs a tokio `current_thread` runtime with the
+//!   `squib-api` server (unless `--no-api`), replays `--config-file`, seeds MMDS from
+//!   `--metadata`, and forwards every admitted [`ApiAction`] to the VMM thread;
+//! - the **VMM thread** (the caller of [`run`]) runs [`squib_vmm::Vmm::run`] and returns the
+//!   process exit code when the microVM ends;
+//! - **vCPU threads** are started by the VMM.
+//!
+//! The bridge: a tokio task drains the API's bounded action channel into a std channel and
+//! writes an `EventFd` the VMM's epoll loop watches; replies travel back through the tokio
+//! oneshot, called from the VMM thread. Lifecycle changes reach the API's read mirror through
+//! [`squib_vmm::VmmObserver`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        mpsc::{Sender, channel},
+    },
+};
+
+use squib_api::{
+    ControllerSnapshot, RuntimeApiController, ServeOptions, TimeoutTable, bind_listener,
+    replay::{parse_config_file, replay_config},
+    serve_bound,
+};
+use squib_config::action::ApiAction;
+use squib_core::{FIRECRACKER_API_VERSION, LifecyclePhase};
+use squib_hv::Hypervisor;
+pub use squib_vmm::{BootProtocolChoice, ExitCode, VmmOptions};
+use squib_vmm::{Vmm, VmmObserver, VmmRequest};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+/// Capacity of the API → VMM action channel.
+pub const ACTION_CHANNEL_CAPACITY: usize = 64;
+
+/// Everything the facade needs from the command line.
+#[derive(Debug, Clone)]
+pub struct SquibOptions {
+    /// Instance id (`--id`).
+    pub id: String,
+    /// API socket, or `None` for `--no-api`.
+    pub api_sock: Option<PathBuf>,
+    /// `--config-file`.
+    pub config_file: Option<PathBuf>,
+    /// `--metadata`: JSON to seed MMDS with.
+    pub metadata: Option<PathBuf>,
+    /// `--http-api-max-payload-size`.
+    pub max_payload: usize,
+    /// `--mmds-size-limit`.
+    pub mmds_size_limit: usize,
+    /// VMM options (`--boot-timer`, ...).
+    pub vmm: VmmOptions,
+}
+
+struct MirrorObserver(Arc<RuntimeApiController>);
+
+impl VmmObserver for MirrorObserver {
+    fn phase_changed(&self, phase: LifecyclePhase) {
+        self.0.set_phase(phase);
+    }
+}
+
+/// Run one microVM process: API thread + VMM loop on the calling thread. Returns the exit code.
+pub fn run(opts: SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
+    let snapshot = ControllerSnapshot::new(&opts.id, FIRECRACKER_API_VERSION, FIRECRACKER_API_VERSION)
+        .with_profile(hv.profile())
+        .with_mmds_size_limit(opts.mmds_size_limit);
+    let (controller, actions) =
+        RuntimeApiController::new(snapshot, TimeoutTable::from_spec(), ACTION_CHANNEL_CAPACITY);
+    let controller = Arc::new(controller);
+
+    let Ok(wake) = EventFd::new(EFD_NONBLOCK) else { return ExitCode::UnexpectedError };
+    let Ok(wake_api) = wake.try_clone() else { return ExitCode::UnexpectedError };
+    let (req_tx, req_rx) = channel::<VmmRequest>();
+    let fatal: Arc<Mutex<Option<ExitCode>>> = Arc::new(Mutex::new(None));
+
+    let api_thread = {
+        let controller = Arc::clone(&controller);
+        let fatal = Arc::clone(&fatal);
+        let opts = opts.clone();
+        std::thread::Builder::new().name("fc_api".into()).spawn(move || {
+            api_thread_main(&opts, &controller, actions, &req_tx, &wake_api, &fatal);
+        })
+    };
+    if let Err(e) = api_thread {
+        tracing::error!("Cannot start the API thread: {e}");
+        return ExitCode::UnexpectedError;
+    }
+
+    let vmm = Vmm::new(hv, opts.vmm.clone(), Arc::new(MirrorObserver(Arc::clone(&controller))));
+    let code = vmm.run(&req_rx, &wake);
+    fatal.lock().ok().and_then(|f| *f).unwrap_or(code)
+}
+
+fn api_thread_main(
+    opts: &SquibOptions,
+    controller: &Arc<RuntimeApiController>,
+    mut actions: squib_api::ActionReceiver,
+    req_tx: &Sender<VmmRequest>,
+    wake: &EventFd,
+    fatal: &Arc<Mutex<Option<ExitCode>>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("Cannot build the API runtime: {e}");
+            return shutdown(req_tx, wake, fatal, ExitCode::UnexpectedError);
+        }
+    };
+    runtime.block_on(async {
+        // Bridge: API channel → VMM thread.
+        let forward_tx = req_tx.clone();
+        let forward_wake = match wake.try_clone() {
+            Ok(w) => w,
+            Err(_) => return shutdown(req_tx, wake, fatal, ExitCode::UnexpectedError),
+        };
+        tokio::spawn(async move {
+            while let Some((action, reply)) = actions.recv().await {
+                let request = VmmRequest {
+                    action,
+                    reply: Box::new(move |r| {
+                        let _ = reply.send(r);
+                    }),
+                };
+                if forward_tx.send(request).is_err() {
+                    break;
+                }
+                let _ = forward_wake.write(1);
+            }
+        });
+
+        let listener = match &opts.api_sock {
+            Some(path) => match bind_listener(path).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return shutdown(req_tx, wake, fatal, ExitCode::GenericError);
+                }
+            },
+            None => None,
+        };
+        let server = listener.map(|l| {
+            tracing::info!("API server started.");
+            let serve_opts = api_options(opts);
+            tokio::spawn(serve_bound(l, serve_opts, Arc::clone(controller)))
+        });
+
+        if let Some(code) = boot_from_files(opts, controller).await {
+            return shutdown(req_tx, wake, fatal, code);
+        }
+        match server {
+            Some(task) => {
+                if let Ok(Err(e)) = task.await {
+                    tracing::error!("API server failed: {e}");
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    });
+}
+
+fn api_options(opts: &SquibOptions) -> ServeOptions {
+    let base = ServeOptions::new(opts.api_sock.clone().unwrap_or_default());
+    base.clone().with_max_payload(opts.max_payload).unwrap_or(base)
+}
+
+/// `--metadata` then `--config-file` (booting immediately, as Firecracker does).
+async fn boot_from_files(opts: &SquibOptions, controller: &RuntimeApiController) -> Option<ExitCode> {
+    if let Some(path) = &opts.metadata {
+        let parsed = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()));
+        let result = match parsed {
+            Ok(value) => controller.dispatch(ApiAction::PutMmds(value)).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!("Cannot load --metadata {}: {e}", path.display());
+            return Some(ExitCode::GenericError);
+        }
+    }
+    let path = opts.config_file.as_ref()?;
+    let config = match parse_config_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("Configuration for VMM from one single json failed: {e}");
+            return Some(ExitCode::GenericError);
+        }
+    };
+    match replay_config(controller, config, true).await {
+        Ok(()) => {
+            tracing::info!("Successfully started microvm that was configured from one single json");
+            None
+        }
+        Err(e) => {
+            tracing::error!("Could not Start MicroVM from one single json: {e}");
+            Some(ExitCode::GenericError)
+        }
+    }
+}
+
+fn shutdown(req_tx: &Sender<VmmRequest>, wake: &EventFd, fatal: &Mutex<Option<ExitCode>>, code: ExitCode) {
+    if let Ok(mut f) = fatal.lock() {
+        f.get_or_insert(code);
+    }
+    let _ = req_tx.send(VmmRequest { action: ApiAction::Shutdown, reply: Box::new(|_| {}) });
+    let _ = wake.write(1);
+}

@@ -1,0 +1,38 @@
+//! squib's OS shim: host facilities `std` lacks, behind safe functions.
+//!
+//! Owns the `unsafe` FFI for them, each block with a `// SAFETY:` comment. No state, no threads;
+//! every function may be called from any thread. A macOS port provides the same functions.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+/// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
+/// Returns 0 if the clock is unavailable.
+pub fn process_cpu_time_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec owned by this frame; clock_gettime only writes
+    // into it and has no other side effects.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_should_report_monotonic_process_cpu_time() {
+        let a = process_cpu_time_us();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_time_us() >= a);
+    }
+}

@@ -1,0 +1,24 @@
+//! Firecracker's process exit codes (`FcExitCode`).
+
+/// Process exit codes, numerically identical to Firecracker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Clean exit (guest reboot/shutdown through i8042 or a system event).
+    Ok = 0,
+    /// Generic error (vCPU error, bad config file, failed snapshot load...).
+    GenericError = 1,
+    /// Unexpected error.
+    UnexpectedError = 2,
+    /// Bad configuration (invalid `--level`).
+    BadConfiguration = 152,
+    /// Command-line parsing error.
+    ArgParsing = 153,
+}
+
+impl ExitCode {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}

@@ -1,0 +1,353 @@
+//! vCPU threads and their state machine.
+//!
+//! Each vCPU lives on its own OS thread named `fc_vcpu <n>` (Firecracker's name, which launchers
+//! pin by). The thread creates its vCPU through [`squib_hv::Vm::create_vcpu`], applies the boot
+//! state, reports ready and then waits **paused** until the builder resumes every vCPU, so no
+//! vCPU runs (or sends an IPI) before all exist.
+//!
+//! States: `Paused` ⇄ `Running` → `Exited`. Requests ([`VcpuEvent`]) arrive over a channel and
+//! are noticed by a running vCPU through a kick ([`squib_hv::VcpuKicker`]); each request is
+//! acknowledged with a [`VcpuResponse`]. Guest-triggered terminations (reset, shutdown, fatal
+//! exits) record an [`ExitCode`] in the shared [`ExitSignal`] and wake the VMM thread.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use squib_devices::Bus;
+use squib_hv::{SystemEventKind, Vcpu, VcpuExit, VcpuIo, VcpuKicker, Vm, X86BootState};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::exit_code::ExitCode;
+
+/// How long the VMM waits for one vCPU to acknowledge a request.
+pub const VCPU_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests to a vCPU thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuEvent {
+    /// Stop running guest code; acknowledge with [`VcpuResponse::Paused`].
+    Pause,
+    /// Run guest code; acknowledge with [`VcpuResponse::Resumed`].
+    Resume,
+    /// Leave the thread.
+    Finish,
+}
+
+/// Acknowledgements from a vCPU thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuResponse {
+    /// The vCPU is created and configured (paused).
+    Ready,
+    /// The vCPU could not be created or configured.
+    SetupFailed(String),
+    /// Now paused.
+    Paused,
+    /// Now running.
+    Resumed,
+}
+
+/// The first termination reason wins; the VMM thread is woken through `evt`.
+#[derive(Debug)]
+pub struct ExitSignal {
+    code: Mutex<Option<ExitCode>>,
+    evt: EventFd,
+}
+
+impl ExitSignal {
+    /// A signal waking `evt`.
+    pub fn new(evt: EventFd) -> Self {
+        Self { code: Mutex::new(None), evt }
+    }
+
+    /// Record `code` (if none yet) and wake the VMM.
+    pub fn raise(&self, code: ExitCode) {
+        if let Ok(mut slot) = self.code.lock() {
+            slot.get_or_insert(code);
+        }
+        let _ = self.evt.write(1);
+    }
+
+    /// The recorded code; `Ok` if the wake-up came from elsewhere (the i8042 reset line).
+    pub fn code(&self) -> ExitCode {
+        self.code.lock().ok().and_then(|c| *c).unwrap_or(ExitCode::Ok)
+    }
+
+    /// The eventfd the VMM thread polls.
+    pub fn event(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// Port-I/O and MMIO dispatch onto the device buses; unclaimed reads see all ones.
+#[derive(Debug, Clone)]
+pub struct BusIo {
+    /// Port-I/O bus.
+    pub pio: Arc<Bus>,
+    /// MMIO bus.
+    pub mmio: Arc<Bus>,
+}
+
+impl VcpuIo for BusIo {
+    fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+        if !self.pio.read(u64::from(port), data) {
+            data.fill(0xff);
+        }
+    }
+
+    fn pio_write(&mut self, port: u16, data: &[u8]) {
+        let _ = self.pio.write(u64::from(port), data);
+    }
+
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
+        if !self.mmio.read(addr, data) {
+            data.fill(0xff);
+        }
+    }
+
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) {
+        let _ = self.mmio.write(addr, data);
+    }
+}
+
+/// Everything a vCPU thread needs.
+#[derive(Debug)]
+pub struct VcpuSetup {
+    /// vCPU index (0 = boot processor).
+    pub index: u32,
+    /// The VM.
+    pub vm: Arc<dyn Vm>,
+    /// Boot state computed by `squib-arch`.
+    pub boot_state: X86BootState,
+    /// Device buses.
+    pub io: BusIo,
+    /// Where to report termination.
+    pub exit: Arc<ExitSignal>,
+}
+
+/// The VMM's handle on one vCPU thread.
+#[derive(Debug)]
+pub struct VcpuHandle {
+    index: u32,
+    events: Sender<VcpuEvent>,
+    responses: Receiver<VcpuResponse>,
+    kicker: Arc<dyn VcpuKicker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VcpuHandle {
+    /// Spawn the thread, create and configure the vCPU there, and wait until it is ready.
+    pub fn spawn(setup: VcpuSetup) -> Result<Self, String> {
+        let index = setup.index;
+        let (ev_tx, ev_rx) = channel();
+        let (resp_tx, resp_rx) = channel();
+        let (kick_tx, kick_rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("fc_vcpu {index}"))
+            .spawn(move || vcpu_thread(setup, &ev_rx, &resp_tx, &kick_tx))
+            .map_err(|e| e.to_string())?;
+        let kicker = kick_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "the vCPU thread did not start".to_owned())?;
+        let mut handle = Self { index, events: ev_tx, responses: resp_rx, kicker, thread: Some(thread) };
+        match handle.await_response() {
+            Some(VcpuResponse::Ready) => Ok(handle),
+            Some(VcpuResponse::SetupFailed(why)) => {
+                handle.join();
+                Err(why)
+            }
+            other => Err(format!("unexpected vCPU answer: {other:?}")),
+        }
+    }
+
+    /// Send `event`, kick the vCPU, and wait for the acknowledgement.
+    pub fn request(&mut self, event: VcpuEvent) -> Option<VcpuResponse> {
+        self.events.send(event).ok()?;
+        self.kicker.kick();
+        self.await_response()
+    }
+
+    fn await_response(&self) -> Option<VcpuResponse> {
+        self.responses.recv_timeout(VCPU_ACK_TIMEOUT).ok()
+    }
+
+    /// Ask the thread to finish and join it.
+    pub fn finish(&mut self) {
+        let _ = self.events.send(VcpuEvent::Finish);
+        self.kicker.kick();
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("vCPU {} thread panicked", self.index);
+            }
+        }
+    }
+}
+
+impl Drop for VcpuHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.finish();
+        }
+    }
+}
+
+fn vcpu_thread(
+    setup: VcpuSetup,
+    events: &Receiver<VcpuEvent>,
+    responses: &Sender<VcpuResponse>,
+    kick_tx: &Sender<Arc<dyn VcpuKicker>>,
+) {
+    let VcpuSetup { index, vm, boot_state, mut io, exit } = setup;
+    let mut vcpu = match vm.create_vcpu(index) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = kick_tx.send(Arc::new(NoKick));
+            let _ = responses.send(VcpuResponse::SetupFailed(e.to_string()));
+            return;
+        }
+    };
+    let _ = kick_tx.send(vcpu.kicker());
+    let configured = match vcpu.as_x86() {
+        Some(x86) => x86.apply_boot_state(&boot_state).map_err(|e| e.to_string()),
+        None => Err("the backend has no x86_64 vCPU support".to_owned()),
+    };
+    if let Err(why) = configured {
+        let _ = responses.send(VcpuResponse::SetupFailed(why));
+        return;
+    }
+    let _ = responses.send(VcpuResponse::Ready);
+    run_state_machine(index, vcpu.as_mut(), events, responses, &mut io, &exit);
+}
+
+#[derive(Debug)]
+struct NoKick;
+impl VcpuKicker for NoKick {
+    fn kick(&self) {}
+}
+
+enum Next {
+    Continue,
+    Stop,
+}
+
+fn run_state_machine(
+    index: u32,
+    vcpu: &mut dyn Vcpu,
+    events: &Receiver<VcpuEvent>,
+    responses: &Sender<VcpuResponse>,
+    io: &mut BusIo,
+    exit: &ExitSignal,
+) {
+    let mut running = false;
+    loop {
+        // Serve requests: block while paused, poll while running.
+        let event = if running {
+            match events.try_recv() {
+                Ok(e) => Some(e),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match events.recv_timeout(Duration::from_secs(1)) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        match event {
+            Some(VcpuEvent::Pause) => {
+                running = false;
+                let _ = responses.send(VcpuResponse::Paused);
+                continue;
+            }
+            Some(VcpuEvent::Resume) => {
+                running = true;
+                let _ = responses.send(VcpuResponse::Resumed);
+            }
+            Some(VcpuEvent::Finish) => return,
+            None => {}
+        }
+        if !running {
+            continue;
+        }
+        if let Next::Stop = run_until_event(index, vcpu, io, exit) {
+            // Terminated by the guest: wait for Finish (answer pauses so the VMM never blocks).
+            while let Ok(e) = events.recv() {
+                match e {
+                    VcpuEvent::Finish => return,
+                    VcpuEvent::Pause => {
+                        let _ = responses.send(VcpuResponse::Paused);
+                    }
+                    VcpuEvent::Resume => {
+                        let _ = responses.send(VcpuResponse::Resumed);
+                    }
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// Run guest code until a kick (→ `Continue`) or a terminal exit (→ `Stop`).
+fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitSignal) -> Next {
+    loop {
+        match vcpu.run(io) {
+            Ok(VcpuExit::Handled) => {}
+            Ok(VcpuExit::Interrupted) => return Next::Continue,
+            Ok(VcpuExit::Halted) => {
+                tracing::info!("vCPU {index} halted.");
+                exit.raise(ExitCode::Ok);
+                return Next::Stop;
+            }
+            Ok(VcpuExit::SystemEvent(kind)) => {
+                tracing::info!("Received KVM_SYSTEM_EVENT: type: {kind:?}");
+                let code = match kind {
+                    SystemEventKind::Shutdown | SystemEventKind::Reset => ExitCode::Ok,
+                    _ => ExitCode::GenericError,
+                };
+                exit.raise(code);
+                return Next::Stop;
+            }
+            Ok(VcpuExit::Shutdown) => {
+                tracing::error!("vCPU {index}: guest triple fault (KVM_EXIT_SHUTDOWN).");
+                exit.raise(ExitCode::GenericError);
+                return Next::Stop;
+            }
+            Ok(VcpuExit::InternalError(e)) => {
+                tracing::error!(
+                    "Received KVM_EXIT_INTERNAL_ERROR signal on vCPU {index}: {:?} suberror {} rip {:x?} insn {:02x?}",
+                    e.kind,
+                    e.suberror,
+                    e.rip,
+                    e.insn
+                );
+                exit.raise(ExitCode::GenericError);
+                return Next::Stop;
+            }
+            Ok(VcpuExit::FailEntry { hardware_reason, cpu }) => {
+                tracing::error!("vCPU {index}: KVM_EXIT_FAIL_ENTRY reason {hardware_reason:#x} on cpu {cpu}");
+                exit.raise(ExitCode::GenericError);
+                return Next::Stop;
+            }
+            Ok(other) => {
+                tracing::error!("vCPU {index}: unexpected exit {other:?}");
+                exit.raise(ExitCode::GenericError);
+                return Next::Stop;
+            }
+            Err(e) => {
+                tracing::error!("vCPU {index}: run failed: {e}");
+                exit.raise(ExitCode::GenericError);
+                return Next::Stop;
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The VMM thread: resources, the running microVM, and the event loop.
+//!
+//! [`Vmm::handle`] executes one [`ApiAction`] synchronously and answers an [`ApiResponse`], like
+//! Firecracker's pre-boot and runtime controllers: admission (again: the phase may have moved
+//! since the API admitted it), host-side checks (files open), [`VmConfig::apply`], and the
+//! lifecycle actions (start, pause/resume, Ctrl-Alt-Del). [`Vmm::run`] is the event loop: it
+//! waits on the request eventfd and, once booted, on the microVM's exit eventfd, and returns the
+//! process exit code when the guest (or a fatal error) ends the microVM.
+//!
+//! Resources squib cannot realise yet (virtio devices, snapshots, logger/metrics
+//! reconfiguration) are refused with an explicit 400, never accepted and ignored.
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        Arc,
+        mpsc::{Receiver, TryRecvError},
+    },
+};
+
+use squib_config::{
+    action::{ApiAction, ApiResponse},
+    schemas::{actions::InstanceAction, vm::VmStateUpdate},
+    vm_config::VmConfig,
+};
+use squib_core::{CapabilityProfile, LifecyclePhase};
+use squib_devices::pseudo::BootTimestamp;
+use squib_hv::Hypervisor;
+use vmm_sys_util::{
+    epoll::{ControlOperation, Epoll, EpollEvent, EventSet},
+    eventfd::EventFd,
+};
+
+use crate::{
+    builder::{Microvm, build_microvm},
+    exit_code::ExitCode,
+};
+
+/// Receives lifecycle changes for the API's read mirror.
+pub trait VmmObserver: Send + Sync {
+    /// The lifecycle phase changed.
+    fn phase_changed(&self, phase: LifecyclePhase);
+}
+
+/// Which entry point to use for an ELF kernel that offers both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootProtocolChoice {
+    /// Firecracker's rule: PVH when the ELF has the Xen note, else the 64-bit Linux entry.
+    #[default]
+    Auto,
+    /// Always the 64-bit Linux boot protocol.
+    LinuxBoot,
+}
+
+/// Process-level options (from the command line).
+#[derive(Debug, Clone, Default)]
+pub struct VmmOptions {
+    /// `--boot-timer`: attach the boot-timer device.
+    pub boot_timer: bool,
+    /// Entry-point choice for ELF kernels.
+    pub boot_protocol: BootProtocolChoice,
+}
+
+/// One API request for the VMM thread, answered through `reply`.
+pub struct VmmRequest {
+    /// The action.
+    pub action: ApiAction,
+    /// Called exactly once with the answer.
+    pub reply: Box<dyn FnOnce(ApiResponse) + Send>,
+}
+
+impl std::fmt::Debug for VmmRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmmRequest").field("action", &self.action).finish_non_exhaustive()
+    }
+}
+
+/// State owned by the VMM thread.
+pub struct Vmm {
+    hv: Arc<dyn Hypervisor>,
+    profile: CapabilityProfile,
+    options: VmmOptions,
+    observer: Arc<dyn VmmObserver>,
+    config: VmConfig,
+    phase: LifecyclePhase,
+    microvm: Option<Microvm>,
+    shutdown: Option<ExitCode>,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm").field("phase", &self.phase).finish_non_exhaustive()
+    }
+}
+
+const WAKE: u64 = 1;
+const EXIT: u64 = 2;
+
+impl Vmm {
+    /// A VMM with no configuration.
+    pub fn new(hv: Arc<dyn Hypervisor>, options: VmmOptions, observer: Arc<dyn VmmObserver>) -> Self {
+        let profile = hv.profile();
+        Self {
+            hv,
+            profile,
+            options,
+            observer,
+            config: VmConfig::default(),
+            phase: LifecyclePhase::Uninitialized,
+            microvm: None,
+            shutdown: None,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> LifecyclePhase {
+        self.phase
+    }
+
+    /// The configuration document.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    fn set_phase(&mut self, phase: LifecyclePhase) {
+        self.phase = phase;
+        self.observer.phase_changed(phase);
+    }
+
+    /// Execute one action.
+    pub fn handle(&mut self, action: ApiAction) -> ApiResponse {
+        if let Err(e) = action.admit(self.phase, &self.profile) {
+            return ApiResponse::bad_request(e.to_string());
+        }
+        match &action {
+            ApiAction::Instance(InstanceAction::InstanceStart) => self.start(),
+            ApiAction::Instance(InstanceAction::SendCtrlAltDel) => self.with_microvm(|vm| {
+                vm.send_ctrl_alt_del()
+                    .map_err(|e| format!("Failed to send CTRL+ALT+DEL: {e}"))
+            }),
+            // No metrics sink can be configured yet, so there is nothing to flush (Firecracker
+            // also answers 204 when metrics are not initialised).
+            ApiAction::Instance(InstanceAction::FlushMetrics) => ApiResponse::NoContent,
+            ApiAction::PatchVm(update) => self.pause_resume(*update),
+            ApiAction::Shutdown => {
+                self.shutdown = Some(ExitCode::Ok);
+                ApiResponse::NoContent
+            }
+            ApiAction::PutBootSource(bs) => {
+                if let Err(e) = std::fs::File::open(&bs.kernel_image_path) {
+                    return ApiResponse::bad_request(format!(
+                        "Boot source error: The kernel file cannot be opened: {e}"
+                    ));
+                }
+                if let Some(initrd) = &bs.initrd_path
+                    && let Err(e) = std::fs::File::open(initrd)
+                {
+                    return ApiResponse::bad_request(format!(
+                        "Boot source error: The initrd file cannot be opened: {e}"
+                    ));
+                }
+                self.apply(&action)
+            }
+            a => match unsupported(a) {
+                Some(msg) => ApiResponse::bad_request(msg),
+                None => self.apply(a),
+            },
+        }
+    }
+
+    fn apply(&mut self, action: &ApiAction) -> ApiResponse {
+        match self.config.apply(action) {
+            Ok(()) => {
+                if self.phase == LifecyclePhase::Uninitialized {
+                    self.set_phase(LifecyclePhase::NotStarted);
+                }
+                ApiResponse::NoContent
+            }
+            Err(msg) => ApiResponse::bad_request(msg),
+        }
+    }
+
+    fn start(&mut self) -> ApiResponse {
+        let origin = BootTimestamp::now_with(squib_sys::process_cpu_time_us);
+        tracing::debug!("event_start: build microvm for boot");
+        let previous = self.phase;
+        self.set_phase(LifecyclePhase::Starting);
+        match build_microvm(&self.hv, &self.config, &self.options, origin) {
+            Ok(vm) => {
+                tracing::debug!("event_end: build microvm for boot");
+                self.microvm = Some(vm);
+                self.set_phase(LifecyclePhase::Running);
+                tracing::info!("Successfully started microvm.");
+                ApiResponse::NoContent
+            }
+            Err(e) => {
+                self.set_phase(previous);
+                ApiResponse::bad_request(format!("Start microvm error: {e}"))
+            }
+        }
+    }
+
+    fn with_microvm(&mut self, f: impl FnOnce(&mut Microvm) -> Result<(), String>) -> ApiResponse {
+        match self.microvm.as_mut() {
+            Some(vm) => match f(vm) {
+                Ok(()) => ApiResponse::NoContent,
+                Err(msg) => ApiResponse::bad_request(msg),
+            },
+            None => ApiResponse::bad_request(squib_config::action::NOT_SUPPORTED_BEFORE_START),
+        }
+    }
+
+    fn pause_resume(&mut self, update: VmStateUpdate) -> ApiResponse {
+        let started = std::time::Instant::now();
+        let (label, phase) = match update {
+            VmStateUpdate::Paused => ("pause vm", LifecyclePhase::Paused),
+            VmStateUpdate::Resumed => ("resume vm", LifecyclePhase::Running),
+        };
+        let resp = self.with_microvm(|vm| match update {
+            VmStateUpdate::Paused => vm.pause(),
+            VmStateUpdate::Resumed => vm.resume(),
+        });
+        if resp.is_success() {
+            self.set_phase(phase);
+            tracing::info!("'{label}' API request took {} us.", started.elapsed().as_micros());
+        }
+        resp
+    }
+
+    /// Run the event loop until the microVM ends (or a `Shutdown` action). Requests arrive on
+    /// `requests`; `wake` is written once per request.
+    pub fn run(mut self, requests: &Receiver<VmmRequest>, wake: &EventFd) -> ExitCode {
+        let Ok(epoll) = Epoll::new() else { return ExitCode::UnexpectedError };
+        if epoll
+            .ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, WAKE))
+            .is_err()
+        {
+            return ExitCode::UnexpectedError;
+        }
+        let mut exit_watched = false;
+        let mut api_gone = false;
+        loop {
+            if !exit_watched && let Some(vm) = &self.microvm {
+                let fd = vm.exit_signal().event().as_raw_fd();
+                if epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, EXIT)).is_err() {
+                    return self.finish(ExitCode::UnexpectedError);
+                }
+                exit_watched = true;
+            }
+            if api_gone && self.microvm.is_none() {
+                return self.finish(ExitCode::Ok);
+            }
+            let mut events = [EpollEvent::default(); 4];
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.finish(ExitCode::UnexpectedError),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    WAKE => {
+                        let _ = wake.read();
+                        loop {
+                            match requests.try_recv() {
+                                Ok(req) => {
+                                    let resp = self.handle(req.action);
+                                    (req.reply)(resp);
+                                    if let Some(code) = self.shutdown.take() {
+                                        return self.finish(code);
+                                    }
+                                }
+                                Err(TryRecvError::Empty) => break,
+                                Err(TryRecvError::Disconnected) => {
+                                    api_gone = true;
+                                    let _ = epoll.ctl(
+                                        ControlOperation::Delete,
+                                        wake.as_raw_fd(),
+                                        EpollEvent::default(),
+                                    );
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    EXIT => {
+                        let code = self
+                            .microvm
+                            .as_ref()
+                            .map_or(ExitCode::Ok, |vm| {
+                                let _ = vm.exit_signal().event().read();
+                                vm.exit_signal().code()
+                            });
+                        return self.finish(code);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, code: ExitCode) -> ExitCode {
+        if let Some(mut vm) = self.microvm.take() {
+            vm.stop();
+        }
+        self.set_phase(LifecyclePhase::Shutdown);
+        code
+    }
+}
+
+/// Resources this build cannot realise yet: refused explicitly.
+fn unsupported(action: &ApiAction) -> Option<String> {
+    let (category, what) = match action {
+        ApiAction::PutDrive(_) | ApiAction::PatchDrive(_) | ApiAction::DeleteDrive(_) => {
+            ("Drive config", "virtio-block")
+        }
+        ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
+            ("Pmem config", "virtio-pmem")
+        }
+        ApiAction::PutNetworkInterface(_)
+        | ApiAction::PatchNetworkInterface(_)
+        | ApiAction::DeleteNetworkInterface(_) => ("Network config", "virtio-net"),
+        ApiAction::PutVsock(_) => ("Vsock config", "virtio-vsock"),
+        ApiAction::PutBalloon(_)
+        | ApiAction::PatchBalloon(_)
+        | ApiAction::PatchBalloonStatistics(_)
+        | ApiAction::StartBalloonHinting(_)
+        | ApiAction::BalloonHintingStatus
+        | ApiAction::StopBalloonHinting => ("Balloon config", "virtio-balloon"),
+        ApiAction::PutEntropy(_) => ("Entropy device config", "virtio-rng"),
+        ApiAction::PutMmdsConfig(_) => ("MMDS config", "MMDS on virtio-net"),
+        ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
+            ("Memory hotplug config", "virtio-mem")
+        }
+        ApiAction::PutCpuConfig(_) => ("CPU config", "custom CPU templates"),
+        ApiAction::PutLogger(_) => ("Logger", "runtime logger configuration (use --log-path/--level)"),
+        ApiAction::PutMetrics(_) => ("Metrics", "the metrics sink"),
+        ApiAction::CreateSnapshot(_) => ("Create snapshot", "snapshots"),
+        ApiAction::LoadSnapshot(_) => ("Load snapshot", "snapshots"),
+        _ => return None,
+    };
+    Some(format!("{category} error: {what} is not supported by this squib build yet."))
+}
