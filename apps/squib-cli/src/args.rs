@@ -6,29 +6,124 @@ use std::collections::BTreeMap;
 
 /// Every flag the `firecracker` binary accepts: (name, takes a value, default, help).
 pub const FLAGS: &[(&str, bool, Option<&str>, &str)] = &[
-    ("api-sock", true, Some("/run/firecracker.socket"), "Path to unix domain socket used by the API."),
-    ("boot-timer", false, None, "Whether or not to load boot timer device for logging elapsed time since InstanceStart command."),
-    ("config-file", true, None, "Path to a file that contains the microVM configuration in JSON format."),
-    ("describe-snapshot", true, None, "Print the data format version of the provided snapshot state file."),
+    (
+        "api-sock",
+        true,
+        Some("/run/firecracker.socket"),
+        "Path to unix domain socket used by the API.",
+    ),
+    (
+        "boot-timer",
+        false,
+        None,
+        "Whether or not to load boot timer device for logging elapsed time since InstanceStart command.",
+    ),
+    (
+        "config-file",
+        true,
+        None,
+        "Path to a file that contains the microVM configuration in JSON format.",
+    ),
+    (
+        "describe-snapshot",
+        true,
+        None,
+        "Print the data format version of the provided snapshot state file.",
+    ),
     ("enable-pci", false, None, "Enables PCIe support."),
     ("help", false, None, "Show the help message."),
-    ("http-api-max-payload-size", true, Some("51200"), "Http API request payload max size, in bytes."),
-    ("id", true, Some("anonymous-instance"), "MicroVM unique identifier."),
+    (
+        "http-api-max-payload-size",
+        true,
+        Some("51200"),
+        "Http API request payload max size, in bytes.",
+    ),
+    (
+        "id",
+        true,
+        Some("anonymous-instance"),
+        "MicroVM unique identifier.",
+    ),
     ("level", true, None, "Set the logger level."),
-    ("log-path", true, None, "Path to a fifo or a file used for configuring the logger on startup."),
-    ("metadata", true, None, "Path to a file that contains metadata in JSON format to add to the mmds."),
-    ("metrics-path", true, None, "Path to a fifo or a file used for configuring the metrics on startup."),
-    ("mmds-size-limit", true, None, "Mmds data store limit, in bytes."),
+    (
+        "log-path",
+        true,
+        None,
+        "Path to a fifo or a file used for configuring the logger on startup.",
+    ),
+    (
+        "metadata",
+        true,
+        None,
+        "Path to a file that contains metadata in JSON format to add to the mmds.",
+    ),
+    (
+        "metrics-path",
+        true,
+        None,
+        "Path to a fifo or a file used for configuring the metrics on startup.",
+    ),
+    (
+        "mmds-size-limit",
+        true,
+        None,
+        "Mmds data store limit, in bytes.",
+    ),
     ("module", true, None, "Set the logger module filter."),
-    ("no-api", false, None, "Optional parameter which allows starting and using a microVM without an active API socket."),
-    ("no-seccomp", false, None, "Optional parameter which allows starting and using a microVM without seccomp filtering."),
-    ("parent-cpu-time-us", true, None, "Parent process CPU time (wall clock, microseconds)."),
-    ("seccomp-filter", true, None, "Optional parameter which allows specifying the path to a custom seccomp filter."),
-    ("show-level", false, None, "Whether or not to output the level in the logs."),
-    ("show-log-origin", false, None, "Whether or not to include the file path and line number of the log's origin."),
-    ("snapshot-version", false, None, "Print the supported data format version."),
-    ("start-time-cpu-us", true, None, "Process start CPU time (wall clock, microseconds)."),
-    ("start-time-us", true, None, "Process start time (wall clock, microseconds)."),
+    (
+        "no-api",
+        false,
+        None,
+        "Optional parameter which allows starting and using a microVM without an active API socket.",
+    ),
+    (
+        "no-seccomp",
+        false,
+        None,
+        "Optional parameter which allows starting and using a microVM without seccomp filtering.",
+    ),
+    (
+        "parent-cpu-time-us",
+        true,
+        None,
+        "Parent process CPU time (wall clock, microseconds).",
+    ),
+    (
+        "seccomp-filter",
+        true,
+        None,
+        "Optional parameter which allows specifying the path to a custom seccomp filter.",
+    ),
+    (
+        "show-level",
+        false,
+        None,
+        "Whether or not to output the level in the logs.",
+    ),
+    (
+        "show-log-origin",
+        false,
+        None,
+        "Whether or not to include the file path and line number of the log's origin.",
+    ),
+    (
+        "snapshot-version",
+        false,
+        None,
+        "Print the supported data format version.",
+    ),
+    (
+        "start-time-cpu-us",
+        true,
+        None,
+        "Process start CPU time (wall clock, microseconds).",
+    ),
+    (
+        "start-time-us",
+        true,
+        None,
+        "Process start time (wall clock, microseconds).",
+    ),
     ("version", false, None, "Print the binary version number."),
 ];
 
@@ -63,7 +158,9 @@ impl Args {
         while let Some(arg) = it.next() {
             let name = match arg.as_str() {
                 "-h" => "help",
-                a => a.strip_prefix("--").ok_or_else(|| ArgError::Unexpected(a.to_owned()))?,
+                a => a
+                    .strip_prefix("--")
+                    .ok_or_else(|| ArgError::Unexpected(a.to_owned()))?,
             };
             let &(flag, takes_value, _, _) = FLAGS
                 .iter()
@@ -97,14 +194,20 @@ impl Args {
     pub fn value(&self, name: &str) -> Option<String> {
         match self.values.get(name) {
             Some(v) => v.clone(),
-            None => FLAGS.iter().find(|(n, ..)| *n == name).and_then(|(.., d, _)| d.map(str::to_owned)),
+            None => FLAGS
+                .iter()
+                .find(|(n, ..)| *n == name)
+                .and_then(|(.., d, _)| d.map(str::to_owned)),
         }
     }
 
     /// Numeric value of `name`.
     pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ArgError> {
         self.value(name)
-            .map(|v| v.parse::<T>().map_err(|_| ArgError::Invalid(format!("Invalid value for --{name}: {v}"))))
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|_| ArgError::Invalid(format!("Invalid value for --{name}: {v}")))
+            })
             .transpose()
     }
 }
@@ -114,8 +217,14 @@ pub fn help_text(version: &str) -> String {
     use std::fmt::Write as _;
     let mut s = format!("Firecracker v{version}\n\noptional arguments:\n");
     for (name, takes, default, help) in FLAGS {
-        let value = if *takes { format!(" <{name}>") } else { String::new() };
-        let default = default.map(|d| format!(" [default: \"{d}\"]")).unwrap_or_default();
+        let value = if *takes {
+            format!(" <{name}>")
+        } else {
+            String::new()
+        };
+        let default = default
+            .map(|d| format!(" [default: \"{d}\"]"))
+            .unwrap_or_default();
         let _ = writeln!(s, "  --{name}{value}: {help}{default}");
     }
     s
@@ -131,12 +240,28 @@ mod tests {
 
     #[test]
     fn test_should_parse_firecracker_syntax_with_defaults() {
-        let a = parse(&["--api-sock", "/tmp/a.sock", "--boot-timer", "--level", "Debug"]).unwrap();
+        let a = parse(&[
+            "--api-sock",
+            "/tmp/a.sock",
+            "--boot-timer",
+            "--level",
+            "Debug",
+        ])
+        .unwrap();
         assert_eq!(a.value("api-sock").as_deref(), Some("/tmp/a.sock"));
         assert!(a.flag("boot-timer"));
         assert_eq!(a.value("id").as_deref(), Some("anonymous-instance"));
-        assert_eq!(parse(&[]).unwrap().value("api-sock").as_deref(), Some("/run/firecracker.socket"));
-        assert_eq!(parse(&[]).unwrap().number::<usize>("http-api-max-payload-size").unwrap(), Some(51200));
+        assert_eq!(
+            parse(&[]).unwrap().value("api-sock").as_deref(),
+            Some("/run/firecracker.socket")
+        );
+        assert_eq!(
+            parse(&[])
+                .unwrap()
+                .number::<usize>("http-api-max-payload-size")
+                .unwrap(),
+            Some(51200)
+        );
     }
 
     #[test]
@@ -145,8 +270,14 @@ mod tests {
             parse(&["--bogus"]).unwrap_err().to_string(),
             "Found argument 'bogus' which wasn't expected, or isn't valid in this context."
         );
-        assert_eq!(parse(&["--api-sock"]).unwrap_err(), ArgError::MissingValue("api-sock".into()));
-        assert_eq!(parse(&["--no-api", "--no-api"]).unwrap_err(), ArgError::Duplicate("no-api".into()));
+        assert_eq!(
+            parse(&["--api-sock"]).unwrap_err(),
+            ArgError::MissingValue("api-sock".into())
+        );
+        assert_eq!(
+            parse(&["--no-api", "--no-api"]).unwrap_err(),
+            ArgError::Duplicate("no-api".into())
+        );
         assert!(parse(&["--api-sock=/x"]).is_err());
         assert!(parse(&["stray"]).is_err());
         assert!(parse(&["--version", "--bogus"]).unwrap().flag("version"));

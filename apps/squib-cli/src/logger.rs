@@ -66,6 +66,7 @@ impl Visit for Message {
 
 impl<S: Subscriber> Layer<S> for FirecrackerLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        use fmt::Write as _;
         let meta = event.metadata();
         if *meta.level() > self.settings.level {
             return;
@@ -78,13 +79,23 @@ impl<S: Subscriber> Layer<S> for FirecrackerLayer {
         let mut msg = Message::default();
         event.record(&mut msg);
         let thread = std::thread::current();
-        let mut line = format!("{} [{}:{}", timestamp(), self.settings.id, thread.name().unwrap_or("main"));
+        let mut line = format!(
+            "{} [{}:{}",
+            timestamp(),
+            self.settings.id,
+            thread.name().unwrap_or("main")
+        );
         if self.settings.show_level {
             line.push(':');
             line.push_str(level_name(*meta.level()));
         }
         if self.settings.show_origin {
-            line.push_str(&format!(":{}:{}", meta.file().unwrap_or("?"), meta.line().unwrap_or(0)));
+            let _ = write!(
+                line,
+                ":{}:{}",
+                meta.file().unwrap_or("?"),
+                meta.line().unwrap_or(0)
+            );
         }
         line.push_str("] ");
         line.push_str(&msg.0);
@@ -108,7 +119,9 @@ fn level_name(l: Level) -> &'static str {
 
 /// RFC 3339 UTC with nanoseconds, computed without a time crate.
 fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
@@ -133,7 +146,10 @@ fn timestamp() -> String {
 
 /// Install the global subscriber.
 pub fn init(settings: LogSettings, sink: Box<dyn Write + Send>) {
-    let layer = FirecrackerLayer { settings, sink: Mutex::new(sink) };
+    let layer = FirecrackerLayer {
+        settings,
+        sink: Mutex::new(sink),
+    };
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 

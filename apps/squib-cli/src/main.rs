@@ -18,7 +18,10 @@ use squib_core::{FIRECRACKER_API_VERSION, InstanceId};
 
 /// The version launchers parse (`Firecracker v<api version>`), then squib's own.
 fn version_text() -> String {
-    format!("Firecracker v{FIRECRACKER_API_VERSION}\nsquib v{}\n", env!("CARGO_PKG_VERSION"))
+    format!(
+        "Firecracker v{FIRECRACKER_API_VERSION}\nsquib v{}\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn main() -> ProcessExit {
@@ -100,18 +103,35 @@ fn real_main() -> Result<ExitCode, MainError> {
 
     // Knobs this build cannot honour are refused, never silently ignored.
     for (flag, why) in [
-        ("seccomp-filter", "custom seccomp filters are not supported by this squib build yet"),
-        ("metrics-path", "the metrics sink is not supported by this squib build yet"),
-        ("enable-pci", "the PCI transport is not supported by squib (virtio-mmio only)"),
-        ("describe-snapshot", "snapshots are not supported by this squib build yet"),
-        ("snapshot-version", "snapshots are not supported by this squib build yet"),
+        (
+            "seccomp-filter",
+            "custom seccomp filters are not supported by this squib build yet",
+        ),
+        (
+            "metrics-path",
+            "the metrics sink is not supported by this squib build yet",
+        ),
+        (
+            "enable-pci",
+            "the PCI transport is not supported by squib (virtio-mmio only)",
+        ),
+        (
+            "describe-snapshot",
+            "snapshots are not supported by this squib build yet",
+        ),
+        (
+            "snapshot-version",
+            "snapshots are not supported by this squib build yet",
+        ),
     ] {
         if args.flag(flag) {
             return Err(MainError::Unsupported(format!("--{flag}: {why}")));
         }
     }
     if !args.flag("no-seccomp") {
-        tracing::warn!("seccomp filters are not installed by this squib build (as with --no-seccomp)");
+        tracing::warn!(
+            "seccomp filters are not installed by this squib build (as with --no-seccomp)"
+        );
     }
     for flag in ["start-time-us", "start-time-cpu-us", "parent-cpu-time-us"] {
         if let Some(v) = args.number::<u64>(flag)? {
@@ -119,7 +139,9 @@ fn real_main() -> Result<ExitCode, MainError> {
         }
     }
 
-    let max_payload = args.number::<usize>("http-api-max-payload-size")?.unwrap_or(DEFAULT_MAX_PAYLOAD);
+    let max_payload = args
+        .number::<usize>("http-api-max-payload-size")?
+        .unwrap_or(DEFAULT_MAX_PAYLOAD);
     if !(MIN_MAX_PAYLOAD..=MAX_MAX_PAYLOAD).contains(&max_payload) {
         return Err(ArgError::Invalid(format!(
             "--http-api-max-payload-size must be in {MIN_MAX_PAYLOAD}..={MAX_MAX_PAYLOAD}"
@@ -141,15 +163,25 @@ fn real_main() -> Result<ExitCode, MainError> {
         config_file,
         metadata: args.value("metadata").map(PathBuf::from),
         max_payload,
-        mmds_size_limit: args.number::<usize>("mmds-size-limit")?.unwrap_or(max_payload),
-        vmm: VmmOptions { boot_timer: args.flag("boot-timer"), boot_protocol },
+        mmds_size_limit: args
+            .number::<usize>("mmds-size-limit")?
+            .unwrap_or(max_payload),
+        vmm: VmmOptions {
+            boot_timer: args.flag("boot-timer"),
+            boot_protocol,
+        },
     };
 
-    tracing::info!("Running Firecracker v{FIRECRACKER_API_VERSION} (squib v{})", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "Running Firecracker v{FIRECRACKER_API_VERSION} (squib v{})",
+        env!("CARGO_PKG_VERSION")
+    );
     let hv = squib_kvm::KvmHypervisor::new()
         .map_err(|e| MainError::Startup(format!("Cannot open the hypervisor (/dev/kvm): {e}")))?;
     if hv.is_pvm() {
-        tracing::info!("Nested kvm_pvm host detected: guest instructions are emulated (slow guests)");
+        tracing::info!(
+            "Nested kvm_pvm host detected: guest instructions are emulated (slow guests)"
+        );
     }
-    Ok(squib::run(opts, Arc::new(hv)))
+    Ok(squib::run(&opts, Arc::new(hv)))
 }

@@ -28,14 +28,25 @@ fn test_should_boot_test_guest_via_no_api_config_file() {
         return;
     }
     let cfg = config_file("hello", 1);
-    let mut vm = Squib::spawn(&["--no-api", "--boot-timer", "--config-file", cfg.to_str().unwrap()], None);
+    let mut vm = Squib::spawn(
+        &[
+            "--no-api",
+            "--boot-timer",
+            "--config-file",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
     let code = vm.wait(Duration::from_secs(60));
     let out = vm.output();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("SQUIBTEST BEGIN hello"), "{out}");
     assert!(out.contains("TEST ok hello"), "{out}");
     assert!(out.contains("Guest-boot-time = "), "{out}");
-    assert!(out.contains("Firecracker exiting successfully. exit_code=0"), "{out}");
+    assert!(
+        out.contains("Firecracker exiting successfully. exit_code=0"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -49,7 +60,10 @@ fn test_should_boot_smp_guest_with_every_vcpu() {
         let code = vm.wait(Duration::from_secs(60));
         let out = vm.output();
         assert_eq!(code, Some(0), "{out}");
-        assert!(out.contains(&format!("TEST ok smp cpus={vcpus}")), "{vcpus} vCPUs: {out}");
+        assert!(
+            out.contains(&format!("TEST ok smp cpus={vcpus}")),
+            "{vcpus} vCPUs: {out}"
+        );
     }
 }
 
@@ -62,16 +76,32 @@ fn test_should_boot_via_api_pause_and_resume_counter() {
     let serial = tmp_path("serial.log");
     let vm = Squib::spawn(&["--boot-timer"], Some(&socket));
     let (s, body) = vm.api("GET", "/", None);
-    assert_eq!((s, body.contains(r#""state":"Not started""#)), (200, true), "{body}");
+    assert_eq!(
+        (s, body.contains(r#""state":"Not started""#)),
+        (200, true),
+        "{body}"
+    );
     let serial_body = format!(r#"{{"serial_out_path":"{}"}}"#, serial.display());
     assert_eq!(vm.api("PUT", "/serial", Some(&serial_body)).0, 204);
-    assert_eq!(vm.api("PUT", "/machine-config", Some(r#"{"vcpu_count":1,"mem_size_mib":128}"#)).0, 204);
+    assert_eq!(
+        vm.api(
+            "PUT",
+            "/machine-config",
+            Some(r#"{"vcpu_count":1,"mem_size_mib":128}"#)
+        )
+        .0,
+        204
+    );
     let bs = serde_json::json!({
         "kernel_image_path": test_guest(),
         "boot_args": format!("{} squibtest.tick_shift=14", boot_args("counter")),
     });
     assert_eq!(vm.api("PUT", "/boot-source", Some(&bs.to_string())).0, 204);
-    let (s, body) = vm.api("PUT", "/actions", Some(r#"{"action_type":"InstanceStart"}"#));
+    let (s, body) = vm.api(
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type":"InstanceStart"}"#),
+    );
     assert_eq!(s, 204, "{body}\n{}", vm.output());
     let (_, info) = vm.api("GET", "/", None);
     assert!(info.contains(r#""state":"Running""#), "{info}");
@@ -84,7 +114,10 @@ fn test_should_boot_via_api_pause_and_resume_counter() {
             .max()
             .unwrap_or(0)
     };
-    assert!(wait_for(Duration::from_secs(30), || (ticks() >= 3).then_some(())).is_some(), "no ticks");
+    assert!(
+        wait_for(Duration::from_secs(30), || (ticks() >= 3).then_some(())).is_some(),
+        "no ticks"
+    );
 
     assert_eq!(vm.api("PATCH", "/vm", Some(r#"{"state":"Paused"}"#)).0, 204);
     assert!(vm.api("GET", "/", None).1.contains(r#""state":"Paused""#));
@@ -92,13 +125,22 @@ fn test_should_boot_via_api_pause_and_resume_counter() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(ticks(), paused_at, "the counter advanced while paused");
 
-    assert_eq!(vm.api("PATCH", "/vm", Some(r#"{"state":"Resumed"}"#)).0, 204);
+    assert_eq!(
+        vm.api("PATCH", "/vm", Some(r#"{"state":"Resumed"}"#)).0,
+        204
+    );
     assert!(
-        wait_for(Duration::from_secs(30), || (ticks() > paused_at + 2).then_some(())).is_some(),
+        wait_for(Duration::from_secs(30), || (ticks() > paused_at + 2)
+            .then_some(()))
+        .is_some(),
         "the counter did not advance after resume"
     );
     assert!(vm.api("GET", "/", None).1.contains(r#""state":"Running""#));
-    assert!(vm.output().contains("Guest-boot-time = "), "{}", vm.output());
+    assert!(
+        vm.output().contains("Guest-boot-time = "),
+        "{}",
+        vm.output()
+    );
 }
 
 #[test]
@@ -108,15 +150,26 @@ fn test_should_reject_bad_kernel_path_like_firecracker() {
     }
     let socket = tmp_path("api.sock");
     let vm = Squib::spawn(&[], Some(&socket));
-    let (s, body) = vm.api("PUT", "/boot-source", Some(r#"{"kernel_image_path":"/nonexistent/vmlinux"}"#));
+    let (s, body) = vm.api(
+        "PUT",
+        "/boot-source",
+        Some(r#"{"kernel_image_path":"/nonexistent/vmlinux"}"#),
+    );
     assert_eq!(s, 400);
     assert_eq!(
         body,
         r#"{"fault_message":"Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)"}"#
     );
-    let (s, body) = vm.api("PUT", "/actions", Some(r#"{"action_type":"InstanceStart"}"#));
+    let (s, body) = vm.api(
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type":"InstanceStart"}"#),
+    );
     assert_eq!(s, 400);
-    assert_eq!(body, r#"{"fault_message":"Start microvm error: Cannot start microvm without kernel configuration."}"#);
+    assert_eq!(
+        body,
+        r#"{"fault_message":"Start microvm error: Cannot start microvm without kernel configuration."}"#
+    );
     assert!(vm.api("GET", "/", None).1.contains("Not started"));
 }
 
@@ -130,20 +183,35 @@ fn test_should_exit_with_error_on_guest_triple_fault() {
     let code = vm.wait(Duration::from_secs(60));
     let out = vm.output();
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("Firecracker exiting with error. exit_code=1"), "{out}");
+    assert!(
+        out.contains("Firecracker exiting with error. exit_code=1"),
+        "{out}"
+    );
 }
 
 #[test]
 fn test_should_print_firecracker_version_and_reject_bad_flags() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib")).arg("--version").output().expect("run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib"))
+        .arg("--version")
+        .output()
+        .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("Firecracker v1.17.0-dev\n"), "{text}");
     assert_eq!(out.status.code(), Some(0));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib")).arg("--bogus").output().expect("run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib"))
+        .arg("--bogus")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(153));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Found argument 'bogus' which wasn't expected"), "{err}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib")).arg("--no-api").output().expect("run");
+    assert!(
+        err.contains("Found argument 'bogus' which wasn't expected"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib"))
+        .arg("--no-api")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(153));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_squib"))
         .args(["--level", "loud", "--api-sock", "/tmp/x"])

@@ -57,12 +57,11 @@ impl ApiError {
     /// The HTTP status of this error. The one status mapping in squib.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Admission(AdmissionError::ShutDown) | Self::EventLoopGone => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            Self::Admission(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Admission(_) => StatusCode::BAD_REQUEST,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Vmm { status, .. } => StatusCode::from_u16(*status)
                 .ok()

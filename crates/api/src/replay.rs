@@ -69,11 +69,16 @@ pub fn parse_config_file(path: &Path) -> Result<RawConfigFile, ReplayError> {
     let mut config = parse_config_bytes(&text)?;
     // `cpu-config` may name a template file (Firecracker); resolve it relative to the cwd.
     if let Some(template) = config.cpu_config_path().map(PathBuf::from) {
-        let contents = std::fs::read_to_string(&template)
-            .map_err(|source| ReplayError::Read { path: template.clone(), source })?;
+        let contents = std::fs::read_to_string(&template).map_err(|source| ReplayError::Read {
+            path: template.clone(),
+            source,
+        })?;
         config
             .resolve_cpu_config(&contents)
-            .map_err(|message| ReplayError::Invalid { member: "cpu-config".into(), message })?;
+            .map_err(|message| ReplayError::Invalid {
+                member: "cpu-config".into(),
+                message,
+            })?;
     }
     Ok(config)
 }

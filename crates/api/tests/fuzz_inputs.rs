@@ -125,7 +125,7 @@ fn test_should_replay_fuzzed_valid_json_documents_without_panic() {
         r#"{"boot-source":{"kernel_image_path":""},"drives":[],"machine-config":{"vcpu_count":0,"mem_size_mib":1}}"#,
         r#"{"boot-source":{},"drives":[]}"#,
         r#"{"drives":[]}"#,
-        r#"[]"#,
+        "[]",
     ];
     runtime().block_on(async {
         for doc in docs {

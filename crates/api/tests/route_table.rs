@@ -354,13 +354,13 @@ fn swagger_pairs() -> BTreeSet<(String, String)> {
         }
         if let Some(p) = line.strip_prefix("  /") {
             current = Some(format!("/{}", p.trim_end_matches(':')));
-        } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
-            if ["get", "put", "patch", "delete"].contains(&m) {
-                pairs.insert((
-                    m.to_uppercase(),
-                    current.clone().expect("method before path"),
-                ));
-            }
+        } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':'))
+            && ["get", "put", "patch", "delete"].contains(&m)
+        {
+            pairs.insert((
+                m.to_uppercase(),
+                current.clone().expect("method before path"),
+            ));
         }
     }
     pairs

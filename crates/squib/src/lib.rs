@@ -66,16 +66,21 @@ impl VmmObserver for MirrorObserver {
 }
 
 /// Run one microVM process: API thread + VMM loop on the calling thread. Returns the exit code.
-pub fn run(opts: SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
-    let snapshot = ControllerSnapshot::new(&opts.id, FIRECRACKER_API_VERSION, FIRECRACKER_API_VERSION)
-        .with_profile(hv.profile())
-        .with_mmds_size_limit(opts.mmds_size_limit);
+pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
+    let snapshot =
+        ControllerSnapshot::new(&opts.id, FIRECRACKER_API_VERSION, FIRECRACKER_API_VERSION)
+            .with_profile(hv.profile())
+            .with_mmds_size_limit(opts.mmds_size_limit);
     let (controller, actions) =
         RuntimeApiController::new(snapshot, TimeoutTable::from_spec(), ACTION_CHANNEL_CAPACITY);
     let controller = Arc::new(controller);
 
-    let Ok(wake) = EventFd::new(EFD_NONBLOCK) else { return ExitCode::UnexpectedError };
-    let Ok(wake_api) = wake.try_clone() else { return ExitCode::UnexpectedError };
+    let Ok(wake) = EventFd::new(EFD_NONBLOCK) else {
+        return ExitCode::UnexpectedError;
+    };
+    let Ok(wake_api) = wake.try_clone() else {
+        return ExitCode::UnexpectedError;
+    };
     let (req_tx, req_rx) = channel::<VmmRequest>();
     let fatal: Arc<Mutex<Option<ExitCode>>> = Arc::new(Mutex::new(None));
 
@@ -83,16 +88,22 @@ pub fn run(opts: SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
         let controller = Arc::clone(&controller);
         let fatal = Arc::clone(&fatal);
         let opts = opts.clone();
-        std::thread::Builder::new().name("fc_api".into()).spawn(move || {
-            api_thread_main(&opts, &controller, actions, &req_tx, &wake_api, &fatal);
-        })
+        std::thread::Builder::new()
+            .name("fc_api".into())
+            .spawn(move || {
+                api_thread_main(&opts, &controller, actions, &req_tx, &wake_api, &fatal);
+            })
     };
     if let Err(e) = api_thread {
         tracing::error!("Cannot start the API thread: {e}");
         return ExitCode::UnexpectedError;
     }
 
-    let vmm = Vmm::new(hv, opts.vmm.clone(), Arc::new(MirrorObserver(Arc::clone(&controller))));
+    let vmm = Vmm::new(
+        hv,
+        opts.vmm.clone(),
+        Arc::new(MirrorObserver(Arc::clone(&controller))),
+    );
     let code = vmm.run(&req_rx, &wake);
     fatal.lock().ok().and_then(|f| *f).unwrap_or(code)
 }
@@ -105,7 +116,10 @@ fn api_thread_main(
     wake: &EventFd,
     fatal: &Arc<Mutex<Option<ExitCode>>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("Cannot build the API runtime: {e}");
@@ -115,9 +129,8 @@ fn api_thread_main(
     runtime.block_on(async {
         // Bridge: API channel → VMM thread.
         let forward_tx = req_tx.clone();
-        let forward_wake = match wake.try_clone() {
-            Ok(w) => w,
-            Err(_) => return shutdown(req_tx, wake, fatal, ExitCode::UnexpectedError),
+        let Ok(forward_wake) = wake.try_clone() else {
+            return shutdown(req_tx, wake, fatal, ExitCode::UnexpectedError);
         };
         tokio::spawn(async move {
             while let Some((action, reply)) = actions.recv().await {
@@ -166,17 +179,27 @@ fn api_thread_main(
 
 fn api_options(opts: &SquibOptions) -> ServeOptions {
     let base = ServeOptions::new(opts.api_sock.clone().unwrap_or_default());
-    base.clone().with_max_payload(opts.max_payload).unwrap_or(base)
+    base.clone()
+        .with_max_payload(opts.max_payload)
+        .unwrap_or(base)
 }
 
 /// `--metadata` then `--config-file` (booting immediately, as Firecracker does).
-async fn boot_from_files(opts: &SquibOptions, controller: &RuntimeApiController) -> Option<ExitCode> {
+async fn boot_from_files(
+    opts: &SquibOptions,
+    controller: &RuntimeApiController,
+) -> Option<ExitCode> {
     if let Some(path) = &opts.metadata {
         let parsed = std::fs::read(path)
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()));
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+            });
         let result = match parsed {
-            Ok(value) => controller.dispatch(ApiAction::PutMmds(value)).await.map_err(|e| e.to_string()),
+            Ok(value) => controller
+                .dispatch(ApiAction::PutMmds(value))
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -204,10 +227,18 @@ async fn boot_from_files(opts: &SquibOptions, controller: &RuntimeApiController)
     }
 }
 
-fn shutdown(req_tx: &Sender<VmmRequest>, wake: &EventFd, fatal: &Mutex<Option<ExitCode>>, code: ExitCode) {
+fn shutdown(
+    req_tx: &Sender<VmmRequest>,
+    wake: &EventFd,
+    fatal: &Mutex<Option<ExitCode>>,
+    code: ExitCode,
+) {
     if let Ok(mut f) = fatal.lock() {
         f.get_or_insert(code);
     }
-    let _ = req_tx.send(VmmRequest { action: ApiAction::Shutdown, reply: Box::new(|_| {}) });
+    let _ = req_tx.send(VmmRequest {
+        action: ApiAction::Shutdown,
+        reply: Box::new(|_| {}),
+    });
     let _ = wake.write(1);
 }

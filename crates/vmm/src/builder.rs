@@ -146,20 +146,29 @@ fn irq_line(vm: &Arc<dyn Vm>, gsi: u32) -> Result<Arc<dyn IrqLine>, StartMicrovm
     let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| StartMicrovmError::Device(e.to_string()))?;
     match vm.register_irqfd(&evt, gsi) {
         Ok(()) => Ok(Arc::new(EventFdIrq::new(evt))),
-        Err(squib_hv::HvError::Unsupported(_)) => Ok(Arc::new(VmIrq { vm: Arc::clone(vm), gsi })),
+        Err(squib_hv::HvError::Unsupported(_)) => Ok(Arc::new(VmIrq {
+            vm: Arc::clone(vm),
+            gsi,
+        })),
         Err(e) => Err(e.into()),
     }
 }
 
 /// The serial output sink: `serial_out_path` (created/appended) or stdout.
 fn serial_sink(config: &VmConfig) -> Result<Box<dyn Write + Send>, StartMicrovmError> {
-    match config.serial.as_ref().and_then(|s| s.serial_out_path.as_deref()) {
+    match config
+        .serial
+        .as_ref()
+        .and_then(|s| s.serial_out_path.as_deref())
+    {
         Some(path) => std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map(|f| Box::new(f) as Box<dyn Write + Send>)
-            .map_err(|e| StartMicrovmError::Device(format!("cannot open serial_out_path {path}: {e}"))),
+            .map_err(|e| {
+                StartMicrovmError::Device(format!("cannot open serial_out_path {path}: {e}"))
+            }),
         None => Ok(Box::new(std::io::stdout())),
     }
 }
@@ -167,7 +176,11 @@ fn serial_sink(config: &VmConfig) -> Result<Box<dyn Write + Send>, StartMicrovmE
 /// The kernel command line: `boot_args` (or Firecracker's default) plus what Firecracker always
 /// appends on an MMIO-only machine (`pci=off`).
 pub fn kernel_cmdline(config: &VmConfig) -> String {
-    let mut cmdline = config.boot_source.boot_args.clone().unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_owned());
+    let mut cmdline = config
+        .boot_source
+        .boot_args
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BOOT_ARGS.to_owned());
     if !cmdline.split_whitespace().any(|t| t == "pci=off") {
         cmdline.push_str(" pci=off");
     }
@@ -187,13 +200,18 @@ pub fn build_microvm(
     }
     let mc = &config.machine_config;
     let memory = create_guest_memory(mc.mem_size_mib).map_err(StartMicrovmError::Memory)?;
-    let vm = hv.create_vm(&HvVmConfig { vcpu_count: u32::from(mc.vcpu_count) })?;
+    let vm = hv.create_vm(&HvVmConfig {
+        vcpu_count: u32::from(mc.vcpu_count),
+    })?;
     vm.map_memory(&memory)?;
     vm.setup_platform()?;
 
     // Legacy devices.
-    let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| StartMicrovmError::Device(e.to_string()))?;
-    let reset_evt = exit_evt.try_clone().map_err(|e| StartMicrovmError::Device(e.to_string()))?;
+    let exit_evt =
+        EventFd::new(EFD_NONBLOCK).map_err(|e| StartMicrovmError::Device(e.to_string()))?;
+    let reset_evt = exit_evt
+        .try_clone()
+        .map_err(|e| StartMicrovmError::Device(e.to_string()))?;
     let exit = Arc::new(ExitSignal::new(exit_evt));
     let pio = Bus::new();
     let mmio = Bus::new();
@@ -204,14 +222,27 @@ pub fn build_microvm(
         .and_then(|tb| TokenBucket::new(tb.size, tb.one_time_burst.unwrap_or(0), tb.refill_time));
     let serial = SerialDevice::new(irq_line(&vm, COM1_GSI)?, serial_sink(config)?, serial_limit);
     insert(&pio, COM1_PORT, 8, Arc::new(Mutex::new(serial)))?;
-    let i8042 = Arc::new(Mutex::new(I8042Device::new(reset_evt, irq_line(&vm, I8042_GSI)?)));
-    insert(&pio, I8042_PORT, 5, Arc::clone(&i8042) as Arc<Mutex<dyn BusDevice>>)?;
+    let i8042 = Arc::new(Mutex::new(I8042Device::new(
+        reset_evt,
+        irq_line(&vm, I8042_GSI)?,
+    )));
+    insert(
+        &pio,
+        I8042_PORT,
+        5,
+        Arc::clone(&i8042) as Arc<Mutex<dyn BusDevice>>,
+    )?;
     let boot_timer = if opts.boot_timer {
         let t = Arc::new(Mutex::new(BootTimer::with_clock(
             start,
             Box::new(SystemBootClock::new(squib_sys::process_cpu_time_us)),
         )));
-        insert(&mmio, layout::MMIO32_MEM_START, 0x1000, Arc::clone(&t) as Arc<Mutex<dyn BusDevice>>)?;
+        insert(
+            &mmio,
+            layout::MMIO32_MEM_START,
+            0x1000,
+            Arc::clone(&t) as Arc<Mutex<dyn BusDevice>>,
+        )?;
         Some(t)
     } else {
         None
@@ -230,8 +261,17 @@ pub fn build_microvm(
     let initrd = match &config.boot_source.initrd_path {
         Some(path) => {
             let mut f = open("initrd", path)?;
-            let size = f.metadata().map_err(|source| StartMicrovmError::OpenFile { what: "initrd", source })?.len();
-            Some(load_initrd(&memory, &mut f, size, loaded.kernel_end).map_err(StartMicrovmError::Configure)?)
+            let size = f
+                .metadata()
+                .map_err(|source| StartMicrovmError::OpenFile {
+                    what: "initrd",
+                    source,
+                })?
+                .len();
+            Some(
+                load_initrd(&memory, &mut f, size, loaded.kernel_end)
+                    .map_err(StartMicrovmError::Configure)?,
+            )
         }
         None => None,
     };
@@ -255,7 +295,10 @@ pub fn build_microvm(
         .ok_or_else(|| StartMicrovmError::Device("the hypervisor cannot run x86_64 guests".into()))?
         .supported_cpuid()?;
     let caps = hv.capabilities();
-    let io = BusIo { pio: Arc::new(pio), mmio: Arc::new(mmio) };
+    let io = BusIo {
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+    };
     let mut vcpus = Vec::with_capacity(usize::from(mc.vcpu_count));
     for index in 0..mc.vcpu_count {
         let boot_state = x86_boot_state(&BootStateConfig {
@@ -278,14 +321,33 @@ pub fn build_microvm(
             io: io.clone(),
             exit: Arc::clone(&exit),
         })
-        .map_err(|reason| StartMicrovmError::Vcpu { index: u32::from(index), reason })?;
+        .map_err(|reason| StartMicrovmError::Vcpu {
+            index: u32::from(index),
+            reason,
+        })?;
         vcpus.push(handle);
     }
-    let mut microvm = Microvm { vm, _memory: memory, vcpus, exit, i8042, boot_timer, paused: true };
-    microvm.resume().map_err(|reason| StartMicrovmError::Vcpu { index: 0, reason })?;
+    let mut microvm = Microvm {
+        vm,
+        _memory: memory,
+        vcpus,
+        exit,
+        i8042,
+        boot_timer,
+        paused: true,
+    };
+    microvm
+        .resume()
+        .map_err(|reason| StartMicrovmError::Vcpu { index: 0, reason })?;
     Ok(microvm)
 }
 
-fn insert(bus: &Bus, base: u64, len: u64, dev: Arc<Mutex<dyn BusDevice>>) -> Result<(), StartMicrovmError> {
-    bus.insert(dev, base, len).map_err(|e| StartMicrovmError::Device(e.to_string()))
+fn insert(
+    bus: &Bus,
+    base: u64,
+    len: u64,
+    dev: Arc<Mutex<dyn BusDevice>>,
+) -> Result<(), StartMicrovmError> {
+    bus.insert(dev, base, len)
+        .map_err(|e| StartMicrovmError::Device(e.to_string()))
 }

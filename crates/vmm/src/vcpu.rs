@@ -62,7 +62,10 @@ pub struct ExitSignal {
 impl ExitSignal {
     /// A signal waking `evt`.
     pub fn new(evt: EventFd) -> Self {
-        Self { code: Mutex::new(None), evt }
+        Self {
+            code: Mutex::new(None),
+            evt,
+        }
     }
 
     /// Record `code` (if none yet) and wake the VMM.
@@ -75,7 +78,11 @@ impl ExitSignal {
 
     /// The recorded code; `Ok` if the wake-up came from elsewhere (the i8042 reset line).
     pub fn code(&self) -> ExitCode {
-        self.code.lock().ok().and_then(|c| *c).unwrap_or(ExitCode::Ok)
+        self.code
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .unwrap_or(ExitCode::Ok)
     }
 
     /// The eventfd the VMM thread polls.
@@ -154,7 +161,13 @@ impl VcpuHandle {
         let kicker = kick_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| "the vCPU thread did not start".to_owned())?;
-        let mut handle = Self { index, events: ev_tx, responses: resp_rx, kicker, thread: Some(thread) };
+        let mut handle = Self {
+            index,
+            events: ev_tx,
+            responses: resp_rx,
+            kicker,
+            thread: Some(thread),
+        };
         match handle.await_response() {
             Some(VcpuResponse::Ready) => Ok(handle),
             Some(VcpuResponse::SetupFailed(why)) => {
@@ -184,10 +197,10 @@ impl VcpuHandle {
     }
 
     fn join(&mut self) {
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!("vCPU {} thread panicked", self.index);
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("vCPU {} thread panicked", self.index);
         }
     }
 }
@@ -206,7 +219,13 @@ fn vcpu_thread(
     responses: &Sender<VcpuResponse>,
     kick_tx: &Sender<Arc<dyn VcpuKicker>>,
 ) {
-    let VcpuSetup { index, vm, boot_state, mut io, exit } = setup;
+    let VcpuSetup {
+        index,
+        vm,
+        boot_state,
+        mut io,
+        exit,
+    } = setup;
     let mut vcpu = match vm.create_vcpu(index) {
         Ok(v) => v,
         Err(e) => {
@@ -333,8 +352,13 @@ fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitS
                 exit.raise(ExitCode::GenericError);
                 return Next::Stop;
             }
-            Ok(VcpuExit::FailEntry { hardware_reason, cpu }) => {
-                tracing::error!("vCPU {index}: KVM_EXIT_FAIL_ENTRY reason {hardware_reason:#x} on cpu {cpu}");
+            Ok(VcpuExit::FailEntry {
+                hardware_reason,
+                cpu,
+            }) => {
+                tracing::error!(
+                    "vCPU {index}: KVM_EXIT_FAIL_ENTRY reason {hardware_reason:#x} on cpu {cpu}"
+                );
                 exit.raise(ExitCode::GenericError);
                 return Next::Stop;
             }

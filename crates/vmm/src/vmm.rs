@@ -71,7 +71,9 @@ pub struct VmmRequest {
 
 impl std::fmt::Debug for VmmRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VmmRequest").field("action", &self.action).finish_non_exhaustive()
+        f.debug_struct("VmmRequest")
+            .field("action", &self.action)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +91,9 @@ pub struct Vmm {
 
 impl std::fmt::Debug for Vmm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vmm").field("phase", &self.phase).finish_non_exhaustive()
+        f.debug_struct("Vmm")
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +102,11 @@ const EXIT: u64 = 2;
 
 impl Vmm {
     /// A VMM with no configuration.
-    pub fn new(hv: Arc<dyn Hypervisor>, options: VmmOptions, observer: Arc<dyn VmmObserver>) -> Self {
+    pub fn new(
+        hv: Arc<dyn Hypervisor>,
+        options: VmmOptions,
+        observer: Arc<dyn VmmObserver>,
+    ) -> Self {
         let profile = hv.profile();
         Self {
             hv,
@@ -128,11 +136,11 @@ impl Vmm {
     }
 
     /// Execute one action.
-    pub fn handle(&mut self, action: ApiAction) -> ApiResponse {
+    pub fn handle(&mut self, action: &ApiAction) -> ApiResponse {
         if let Err(e) = action.admit(self.phase, &self.profile) {
             return ApiResponse::bad_request(e.to_string());
         }
-        match &action {
+        match action {
             ApiAction::Instance(InstanceAction::InstanceStart) => self.start(),
             ApiAction::Instance(InstanceAction::SendCtrlAltDel) => self.with_microvm(|vm| {
                 vm.send_ctrl_alt_del()
@@ -159,7 +167,7 @@ impl Vmm {
                         "Boot source error: The initrd file cannot be opened: {e}"
                     ));
                 }
-                self.apply(&action)
+                self.apply(action)
             }
             a => match unsupported(a) {
                 Some(msg) => ApiResponse::bad_request(msg),
@@ -222,7 +230,10 @@ impl Vmm {
         });
         if resp.is_success() {
             self.set_phase(phase);
-            tracing::info!("'{label}' API request took {} us.", started.elapsed().as_micros());
+            tracing::info!(
+                "'{label}' API request took {} us.",
+                started.elapsed().as_micros()
+            );
         }
         resp
     }
@@ -230,9 +241,15 @@ impl Vmm {
     /// Run the event loop until the microVM ends (or a `Shutdown` action). Requests arrive on
     /// `requests`; `wake` is written once per request.
     pub fn run(mut self, requests: &Receiver<VmmRequest>, wake: &EventFd) -> ExitCode {
-        let Ok(epoll) = Epoll::new() else { return ExitCode::UnexpectedError };
+        let Ok(epoll) = Epoll::new() else {
+            return ExitCode::UnexpectedError;
+        };
         if epoll
-            .ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, WAKE))
+            .ctl(
+                ControlOperation::Add,
+                wake.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, WAKE),
+            )
             .is_err()
         {
             return ExitCode::UnexpectedError;
@@ -242,7 +259,14 @@ impl Vmm {
         loop {
             if !exit_watched && let Some(vm) = &self.microvm {
                 let fd = vm.exit_signal().event().as_raw_fd();
-                if epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, EXIT)).is_err() {
+                if epoll
+                    .ctl(
+                        ControlOperation::Add,
+                        fd,
+                        EpollEvent::new(EventSet::IN, EXIT),
+                    )
+                    .is_err()
+                {
                     return self.finish(ExitCode::UnexpectedError);
                 }
                 exit_watched = true;
@@ -263,7 +287,7 @@ impl Vmm {
                         loop {
                             match requests.try_recv() {
                                 Ok(req) => {
-                                    let resp = self.handle(req.action);
+                                    let resp = self.handle(&req.action);
                                     (req.reply)(resp);
                                     if let Some(code) = self.shutdown.take() {
                                         return self.finish(code);
@@ -283,13 +307,10 @@ impl Vmm {
                         }
                     }
                     EXIT => {
-                        let code = self
-                            .microvm
-                            .as_ref()
-                            .map_or(ExitCode::Ok, |vm| {
-                                let _ = vm.exit_signal().event().read();
-                                vm.exit_signal().code()
-                            });
+                        let code = self.microvm.as_ref().map_or(ExitCode::Ok, |vm| {
+                            let _ = vm.exit_signal().event().read();
+                            vm.exit_signal().code()
+                        });
                         return self.finish(code);
                     }
                     _ => {}
@@ -332,11 +353,16 @@ fn unsupported(action: &ApiAction) -> Option<String> {
             ("Memory hotplug config", "virtio-mem")
         }
         ApiAction::PutCpuConfig(_) => ("CPU config", "custom CPU templates"),
-        ApiAction::PutLogger(_) => ("Logger", "runtime logger configuration (use --log-path/--level)"),
+        ApiAction::PutLogger(_) => (
+            "Logger",
+            "runtime logger configuration (use --log-path/--level)",
+        ),
         ApiAction::PutMetrics(_) => ("Metrics", "the metrics sink"),
         ApiAction::CreateSnapshot(_) => ("Create snapshot", "snapshots"),
         ApiAction::LoadSnapshot(_) => ("Load snapshot", "snapshots"),
         _ => return None,
     };
-    Some(format!("{category} error: {what} is not supported by this squib build yet."))
+    Some(format!(
+        "{category} error: {what} is not supported by this squib build yet."
+    ))
 }

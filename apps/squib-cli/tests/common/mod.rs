@@ -22,7 +22,10 @@ pub fn kvm_or_skip() -> bool {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Build the freestanding test guest once per test binary (guest/build.sh) and return its path.
@@ -52,7 +55,10 @@ pub fn linux_guest_dir() -> Option<PathBuf> {
     }
     candidates.push(("../shared/guest", repo_root().join("../shared/guest")));
     if let Ok(home) = std::env::var("HOME") {
-        candidates.push(("the project cache", PathBuf::from(home).join(".cache/squib-guest/out")));
+        candidates.push((
+            "the project cache",
+            PathBuf::from(home).join(".cache/squib-guest/out"),
+        ));
     }
     for (what, dir) in candidates {
         if dir.join("vmlinux").exists() {
@@ -60,7 +66,9 @@ pub fn linux_guest_dir() -> Option<PathBuf> {
             return Some(dir);
         }
     }
-    println!("Linux guest assets: NONE FOUND (set SQUIB_GUEST_DIR or run scripts/make-linux-guest.sh)");
+    println!(
+        "Linux guest assets: NONE FOUND (set SQUIB_GUEST_DIR or run scripts/make-linux-guest.sh)"
+    );
     None
 }
 
@@ -99,11 +107,19 @@ impl Squib {
             cmd.arg("--api-sock").arg(s);
         }
         let child = cmd.spawn().expect("spawn squib");
-        let me = Self { child, socket: socket.map(Path::to_path_buf), stdout_path };
+        let me = Self {
+            child,
+            socket: socket.map(Path::to_path_buf),
+            stdout_path,
+        };
         if let Some(s) = socket {
             let start = Instant::now();
             while UnixStream::connect(s).is_err() {
-                assert!(start.elapsed() < Duration::from_secs(10), "API socket never came up: {}", me.output());
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "API socket never came up: {}",
+                    me.output()
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -147,7 +163,8 @@ impl Drop for Squib {
 
 pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = UnixStream::connect(socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     let req = match body {
         Some(b) => format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
@@ -160,7 +177,10 @@ pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<&str>) 
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
