@@ -98,11 +98,16 @@ pub struct Squib {
 impl Squib {
     /// Spawn `squib` with `args`, stdout+stderr to a file.
     pub fn spawn(args: &[&str], socket: Option<&Path>) -> Self {
+        Self::spawn_env(args, socket, &[])
+    }
+
+    /// [`Squib::spawn`] with extra environment variables for the child.
+    pub fn spawn_env(args: &[&str], socket: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let stdout_path = tmp_path("stdout");
         let out = std::fs::File::create(&stdout_path).expect("stdout file");
         let err = out.try_clone().expect("clone");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_squib"));
-        cmd.args(args).stdout(out).stderr(err).stdin(Stdio::null());
+        cmd.args(args).stdout(out).stderr(err).stdin(Stdio::null()).envs(env.iter().copied());
         if let Some(s) = socket {
             cmd.arg("--api-sock").arg(s);
         }

@@ -1,0 +1,132 @@
+//! End-to-end: `squib` boots the minimal Linux guest (`../shared/guest`, or `$SQUIB_GUEST_DIR`)
+//! driven exactly as a Firecracker user would: vmlinux through the 64-bit entry (API), vmlinux
+//! through PVH with 2 vCPUs (`--no-api --config-file`), and bzImage with Ctrl-Alt-Del (API).
+//!
+//! These are slow on nested-PVM hosts (20–90 s each) and run one at a time.
+
+mod common;
+
+use std::{path::Path, sync::Mutex, time::Duration};
+
+use common::{Squib, kvm_or_skip, linux_guest_dir, pvm_args, tmp_path, wait_for};
+
+/// Linux boots are serialised: in parallel they would only slow each other down.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const BOOT_LIMIT: Duration = Duration::from_secs(420);
+
+fn cmdline(extra: &str) -> String {
+    format!("console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd{}{extra}", pvm_args())
+}
+
+fn serial_contains(serial: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(serial).unwrap_or_default().contains(needle)
+}
+
+fn check_markers(serial_text: &str, cpus: u8) {
+    assert!(serial_text.contains("SQUIB-GUEST-READY"), "{serial_text}");
+    assert!(serial_text.contains(&format!(" cpus={cpus} ")), "expected cpus={cpus}: {serial_text}");
+}
+
+#[test]
+fn test_should_boot_linux_vmlinux_64bit_entry_via_api() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(dir) = linux_guest_dir() else { return };
+    let _serial_boots = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let socket = tmp_path("linux.sock");
+    let serial = tmp_path("linux.serial");
+    // Force the 64-bit Linux boot protocol for this ELF (it also carries a PVH note).
+    let mut vm = Squib::spawn_env(&["--boot-timer"], Some(&socket), &[("SQUIB_BOOT_PROTOCOL", "linux")]);
+    let put = |path: &str, body: String| {
+        let (s, b) = vm.api("PUT", path, Some(&body));
+        assert_eq!(s, 204, "PUT {path}: {b}");
+    };
+    put("/serial", format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()));
+    put("/machine-config", r#"{"vcpu_count":1,"mem_size_mib":256}"#.to_owned());
+    put(
+        "/boot-source",
+        serde_json::json!({
+            "kernel_image_path": dir.join("vmlinux"),
+            "initrd_path": dir.join("initramfs.cpio"),
+            "boot_args": cmdline(""),
+        })
+        .to_string(),
+    );
+    put("/actions", r#"{"action_type":"InstanceStart"}"#.to_owned());
+    assert!(vm.api("GET", "/", None).1.contains(r#""state":"Running""#));
+    let code = vm.wait(BOOT_LIMIT);
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert_eq!(code, Some(0), "serial:\n{text}\nlog:\n{}", vm.output());
+    check_markers(&text, 1);
+    assert!(text.contains("SQUIB-GUEST-DONE"), "{text}");
+    assert!(!vm.output().contains("PVH boot protocol"), "{}", vm.output());
+}
+
+#[test]
+fn test_should_boot_linux_vmlinux_pvh_smp_via_config_file() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(dir) = linux_guest_dir() else { return };
+    let _serial_boots = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cfg = tmp_path("linux.json");
+    let doc = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": dir.join("vmlinux"),
+            "initrd_path": dir.join("initramfs.cpio"),
+            "boot_args": cmdline(""),
+        },
+        "drives": [],
+        "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
+    });
+    std::fs::write(&cfg, doc.to_string()).expect("config");
+    let mut vm = Squib::spawn(&["--no-api", "--config-file", cfg.to_str().expect("utf8")], None);
+    let code = vm.wait(BOOT_LIMIT);
+    let out = vm.output();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Kernel loaded using PVH boot protocol"), "{out}");
+    check_markers(&out, 2);
+    assert!(out.contains("SQUIB-GUEST-DONE"), "{out}");
+    assert!(out.contains("Firecracker exiting successfully. exit_code=0"), "{out}");
+}
+
+#[test]
+fn test_should_boot_linux_bzimage_and_reset_on_ctrl_alt_del() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(dir) = linux_guest_dir() else { return };
+    let _serial_boots = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let socket = tmp_path("bz.sock");
+    let serial = tmp_path("bz.serial");
+    let mut vm = Squib::spawn(&[], Some(&socket));
+    let put = |path: &str, body: String| {
+        let (s, b) = vm.api("PUT", path, Some(&body));
+        assert_eq!(s, 204, "PUT {path}: {b}");
+    };
+    put("/serial", format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()));
+    put("/machine-config", r#"{"vcpu_count":1,"mem_size_mib":256}"#.to_owned());
+    put(
+        "/boot-source",
+        serde_json::json!({
+            "kernel_image_path": dir.join("bzImage"),
+            "initrd_path": dir.join("initramfs.cpio"),
+            "boot_args": cmdline(" squib.mode=hold"),
+        })
+        .to_string(),
+    );
+    put("/actions", r#"{"action_type":"InstanceStart"}"#.to_owned());
+    let held = wait_for(BOOT_LIMIT, || {
+        if vm.child.try_wait().ok().flatten().is_some() {
+            return Some(false);
+        }
+        serial_contains(&serial, "SQUIB-HOLD").then_some(true)
+    });
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert_eq!(held, Some(true), "guest never reached SQUIB-HOLD:\n{text}\nlog:\n{}", vm.output());
+    check_markers(&text, 1);
+    put("/actions", r#"{"action_type":"SendCtrlAltDel"}"#.to_owned());
+    let code = vm.wait(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "after Ctrl-Alt-Del:\n{}", vm.output());
+}
