@@ -51,7 +51,7 @@ esac
 
 # Sources, in link order (explicit, so the output does not depend on readdir order).
 C_SRCS="main.c util.c serial.c platform.c paging.c trap.c bootinfo.c cmdline.c tables.c smp.c virtio_mmio.c
-	scenarios/hello.c scenarios/smp.c scenarios/counter.c scenarios/fault.c scenarios/exception.c"
+	scenarios/hello.c scenarios/smp.c scenarios/counter.c scenarios/fault.c scenarios/exception.c scenarios/cad.c"
 
 CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra
 	-ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone -mgeneral-regs-only

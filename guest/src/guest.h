@@ -138,6 +138,7 @@ int scenario_smp(void);
 int scenario_counter(void);
 int scenario_fault(void);
 int scenario_exception(void);
+int scenario_cad(void);
 
 extern const char *g_scenario_name;
 

@@ -20,6 +20,7 @@ static const struct scenario scenarios[] = {
 	{ "counter", scenario_counter, "print TICK <n> forever (pause/resume tests)" },
 	{ "fault",   scenario_fault,   "triple fault (empty IDT + ud2)" },
 	{ "exception", scenario_exception, "ud2 with the IDT installed: exception report, then reset" },
+	{ "cad",     scenario_cad,     "wait for Ctrl-Alt-Del scancodes on the i8042, then reset" },
 	/* Device scenarios (blk-read, rng, ...) go here. */
 };
 

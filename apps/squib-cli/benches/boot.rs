@@ -25,7 +25,11 @@ fn repo() -> PathBuf {
 
 fn guest() -> PathBuf {
     let out = repo().join("target/guest");
-    let ok = Command::new("sh").arg(repo().join("guest/build.sh")).arg(&out).stdout(Stdio::null()).status();
+    let ok = Command::new("sh")
+        .arg(repo().join("guest/build.sh"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status();
     assert!(ok.is_ok_and(|s| s.success()), "guest build failed");
     out.join("squib-test-guest.elf")
 }
@@ -80,11 +84,15 @@ fn main() {
         println!("SKIPPED: no /dev/kvm");
         return;
     }
-    let runs: usize = std::env::var("SQUIB_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::var("SQUIB_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let bin = env!("CARGO_BIN_EXE_squib");
     let guest = guest();
     let tmp = std::env::temp_dir();
-    let (mut sock_ms, mut boot_ms, mut noapi_ms, mut overhead, mut hwm) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut sock_ms, mut boot_ms, mut noapi_ms, mut overhead, mut hwm) =
+        (vec![], vec![], vec![], vec![], vec![]);
 
     for i in 0..runs {
         // API mode: socket readiness, InstanceStart → boot timer, footprint of a running VM.
@@ -92,7 +100,12 @@ fn main() {
         let log = tmp.join(format!("squib-bench-{}-{i}.log", std::process::id()));
         let t0 = Instant::now();
         let mut child = Command::new(bin)
-            .args(["--api-sock", sock.to_str().expect("utf8"), "--boot-timer", "--no-seccomp"])
+            .args([
+                "--api-sock",
+                sock.to_str().expect("utf8"),
+                "--boot-timer",
+                "--no-seccomp",
+            ])
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(Stdio::null())
             .spawn()
@@ -101,13 +114,26 @@ fn main() {
             std::thread::sleep(Duration::from_micros(200));
         }
         sock_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        api(&sock, "PUT", "/machine-config", &format!(r#"{{"vcpu_count":1,"mem_size_mib":{GUEST_MIB}}}"#));
+        api(
+            &sock,
+            "PUT",
+            "/machine-config",
+            &format!(r#"{{"vcpu_count":1,"mem_size_mib":{GUEST_MIB}}}"#),
+        );
         let bs = format!(
             r#"{{"kernel_image_path":"{}","boot_args":"console=ttyS0 squibtest=counter squibtest.tick_shift=30"}}"#,
             guest.display()
         );
         api(&sock, "PUT", "/boot-source", &bs);
-        assert_eq!(api(&sock, "PUT", "/actions", r#"{"action_type":"InstanceStart"}"#), 204);
+        assert_eq!(
+            api(
+                &sock,
+                "PUT",
+                "/actions",
+                r#"{"action_type":"InstanceStart"}"#
+            ),
+            204
+        );
         let mut boot = None;
         for _ in 0..500 {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -142,7 +168,12 @@ fn main() {
         .expect("cfg");
         let t0 = Instant::now();
         let status = Command::new(bin)
-            .args(["--no-api", "--no-seccomp", "--config-file", cfg.to_str().expect("utf8")])
+            .args([
+                "--no-api",
+                "--no-seccomp",
+                "--config-file",
+                cfg.to_str().expect("utf8"),
+            ])
             .stdout(Stdio::null())
             .status()
             .expect("run");
@@ -151,7 +182,10 @@ fn main() {
         let _ = std::fs::remove_file(&cfg);
     }
     println!("squib boot bench: {runs} runs, test guest, 1 vCPU, {GUEST_MIB} MiB");
-    println!("{:<44} {:>9} {:>9} {:>9} {:>9}", "measure", "min", "median", "mean", "max");
+    println!(
+        "{:<44} {:>9} {:>9} {:>9} {:>9}",
+        "measure", "min", "median", "mean", "max"
+    );
     stats("process start -> API socket ready", "ms", sock_ms);
     stats("InstanceStart -> guest boot-timer write", "ms", boot_ms);
     stats("--no-api: process start -> exit (hello)", "ms", noapi_ms);

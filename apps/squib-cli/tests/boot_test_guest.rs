@@ -144,6 +144,66 @@ fn test_should_boot_via_api_pause_and_resume_counter() {
 }
 
 #[test]
+fn test_should_reset_guest_on_send_ctrl_alt_del_and_exit_0() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let socket = tmp_path("api.sock");
+    let serial = tmp_path("serial.log");
+    let mut vm = Squib::spawn(&[], Some(&socket));
+    // Before boot, Firecracker's text.
+    let (s, body) = vm.api(
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type":"SendCtrlAltDel"}"#),
+    );
+    assert_eq!(
+        (s, body.as_str()),
+        (
+            400,
+            r#"{"fault_message":"The requested operation is not supported before starting the microVM."}"#
+        )
+    );
+    let serial_body = format!(r#"{{"serial_out_path":"{}"}}"#, serial.display());
+    assert_eq!(vm.api("PUT", "/serial", Some(&serial_body)).0, 204);
+    let bs = serde_json::json!({"kernel_image_path": test_guest(), "boot_args": boot_args("cad")});
+    assert_eq!(vm.api("PUT", "/boot-source", Some(&bs.to_string())).0, 204);
+    assert_eq!(
+        vm.api(
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type":"InstanceStart"}"#)
+        )
+        .0,
+        204
+    );
+    let waiting = || {
+        std::fs::read_to_string(&serial)
+            .unwrap_or_default()
+            .contains("TEST info cad waiting")
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || waiting().then_some(())).is_some(),
+        "{}",
+        vm.output()
+    );
+    let (s, body) = vm.api(
+        "PUT",
+        "/actions",
+        Some(r#"{"action_type":"SendCtrlAltDel"}"#),
+    );
+    assert_eq!(s, 204, "{body}");
+    let code = vm.wait(Duration::from_secs(30));
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert_eq!(code, Some(0), "{text}\n{}", vm.output());
+    assert!(text.contains("TEST ok cad scancodes=4"), "{text}");
+    assert!(
+        vm.output()
+            .contains("Firecracker exiting successfully. exit_code=0")
+    );
+}
+
+#[test]
 fn test_should_reject_bad_kernel_path_like_firecracker() {
     if !kvm_or_skip() {
         return;

@@ -107,7 +107,11 @@ impl Squib {
         let out = std::fs::File::create(&stdout_path).expect("stdout file");
         let err = out.try_clone().expect("clone");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_squib"));
-        cmd.args(args).stdout(out).stderr(err).stdin(Stdio::null()).envs(env.iter().copied());
+        cmd.args(args)
+            .stdout(out)
+            .stderr(err)
+            .stdin(Stdio::null())
+            .envs(env.iter().copied());
         if let Some(s) = socket {
             cmd.arg("--api-sock").arg(s);
         }
