@@ -279,7 +279,7 @@ impl RuntimeApiController {
     /// Apply the action to a copy of the mirror's configuration: stateful validation without a
     /// VMM round trip. Returns the new document, or `None` for actions that don't change it.
     fn stage(snap: &ControllerSnapshot, action: &ApiAction) -> Result<Option<VmConfig>> {
-        if !changes_config(action) {
+        if !action.changes_config() {
             return Ok(None);
         }
         let mut next = snap.vm_config.clone();
@@ -294,17 +294,3 @@ impl RuntimeApiController {
     }
 }
 
-/// Whether a successful `action` changes the configuration document.
-fn changes_config(action: &ApiAction) -> bool {
-    !matches!(
-        action,
-        ApiAction::Instance(_)
-            | ApiAction::PatchVm(_)
-            | ApiAction::CreateSnapshot(_)
-            | ApiAction::LoadSnapshot(_)
-            | ApiAction::StartBalloonHinting(_)
-            | ApiAction::BalloonHintingStatus
-            | ApiAction::StopBalloonHinting
-            | ApiAction::Shutdown
-    )
-}

@@ -225,6 +225,22 @@ impl ApiAction {
         }
     }
 
+    /// Whether a successful action changes the configuration document ([`crate::vm_config`]).
+    pub fn changes_config(&self) -> bool {
+        !matches!(
+            self,
+            Self::Instance(_)
+                | Self::PatchVm(_)
+                | Self::CreateSnapshot(_)
+                | Self::LoadSnapshot(_)
+                | Self::StartBalloonHinting(_)
+                | Self::BalloonHintingStatus
+                | Self::StopBalloonHinting
+                | Self::PatchHotplugMemory(_)
+                | Self::Shutdown
+        )
+    }
+
     /// The timeout class of this action.
     pub fn class(&self) -> ActionClass {
         match self {

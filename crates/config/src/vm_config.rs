@@ -315,15 +315,8 @@ impl VmConfig {
                 self.memory_hotplug = Some(h.clone());
                 Ok(())
             }
-            ApiAction::Instance(_)
-            | ApiAction::PatchVm(_)
-            | ApiAction::CreateSnapshot(_)
-            | ApiAction::LoadSnapshot(_)
-            | ApiAction::StartBalloonHinting(_)
-            | ApiAction::BalloonHintingStatus
-            | ApiAction::StopBalloonHinting
-            | ApiAction::PatchHotplugMemory(_)
-            | ApiAction::Shutdown => Ok(()),
+            // Everything else leaves the document unchanged (`ApiAction::changes_config`).
+            _ => Ok(()),
         }
     }
 
