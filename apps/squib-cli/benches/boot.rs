@@ -149,8 +149,8 @@ fn main() {
         boot_ms.push(boot.expect("no Guest-boot-time line") / 1e3);
         std::thread::sleep(Duration::from_millis(200));
         let (o, h) = footprint(child.id());
-        overhead.push(o as f64 / 1024.0);
-        hwm.push(h as f64 / 1024.0);
+        overhead.push(f64::from(u32::try_from(o).unwrap_or(u32::MAX)) / 1024.0);
+        hwm.push(f64::from(u32::try_from(h).unwrap_or(u32::MAX)) / 1024.0);
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_file(&sock);

@@ -21,14 +21,8 @@ fn cmdline(extra: &str) -> String {
     )
 }
 
-fn serial_contains(serial: &Path, needle: &str) -> bool {
-    std::fs::read_to_string(serial)
-        .unwrap_or_default()
-        .contains(needle)
-}
-
-fn put(vm: &Squib, path: &str, body: String) {
-    let (s, b) = vm.api("PUT", path, Some(&body));
+fn put(vm: &Squib, path: &str, body: &str) {
+    let (s, b) = vm.api("PUT", path, Some(body));
     assert_eq!(s, 204, "PUT {path}: {b}");
 }
 
@@ -60,28 +54,24 @@ fn test_should_boot_linux_vmlinux_64bit_entry_via_api() {
     put(
         &vm,
         "/serial",
-        format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()),
+        &format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()),
     );
     put(
         &vm,
         "/machine-config",
-        r#"{"vcpu_count":1,"mem_size_mib":256}"#.to_owned(),
+        r#"{"vcpu_count":1,"mem_size_mib":256}"#,
     );
     put(
         &vm,
         "/boot-source",
-        serde_json::json!({
+        &serde_json::json!({
             "kernel_image_path": dir.join("vmlinux"),
             "initrd_path": dir.join("initramfs.cpio"),
             "boot_args": cmdline(""),
         })
         .to_string(),
     );
-    put(
-        &vm,
-        "/actions",
-        r#"{"action_type":"InstanceStart"}"#.to_owned(),
-    );
+    put(&vm, "/actions", r#"{"action_type":"InstanceStart"}"#);
     assert!(vm.api("GET", "/", None).1.contains(r#""state":"Running""#));
     let code = vm.wait(BOOT_LIMIT);
     let text = std::fs::read_to_string(&serial).unwrap_or_default();
@@ -151,24 +141,20 @@ fn test_should_boot_linux_bzimage_via_api() {
     put(
         &vm,
         "/serial",
-        format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()),
+        &format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()),
     );
     put(
         &vm,
         "/machine-config",
-        r#"{"vcpu_count":1,"mem_size_mib":256}"#.to_owned(),
+        r#"{"vcpu_count":1,"mem_size_mib":256}"#,
     );
     let boot = serde_json::json!({
         "kernel_image_path": dir.join("bzImage"),
         "initrd_path": dir.join("initramfs.cpio"),
         "boot_args": cmdline(""),
     });
-    put(&vm, "/boot-source", boot.to_string());
-    put(
-        &vm,
-        "/actions",
-        r#"{"action_type":"InstanceStart"}"#.to_owned(),
-    );
+    put(&vm, "/boot-source", &boot.to_string());
+    put(&vm, "/actions", r#"{"action_type":"InstanceStart"}"#);
     let code = vm.wait(Duration::from_secs(600));
     let text = std::fs::read_to_string(&serial).unwrap_or_default();
     assert_eq!(code, Some(0), "serial:\n{text}\nlog:\n{}", vm.output());

@@ -293,4 +293,3 @@ impl RuntimeApiController {
         Ok(Some(next))
     }
 }
-
