@@ -18,6 +18,7 @@
 pub mod builder;
 pub mod error;
 pub mod exit_code;
+pub mod mmio_layout;
 pub mod vcpu;
 pub mod vmm;
 
