@@ -15,6 +15,9 @@
 //! - [`pseudo`]: the boot-timer MMIO device ([`BootTimer`]) that prints `Guest-boot-time = ...`.
 //! - [`metrics`] and [`log`]: Firecracker-shaped counters and rate-limited logging for
 //!   guest-triggerable paths.
+//! - [`virtio`]: virtio 1.x device models ([`virtio::Block`], [`virtio::Entropy`]), the
+//!   virtio-mmio transport ([`virtio::MmioTransport`]) and an `event-manager` subscriber to run
+//!   them in the VMM's event loop.
 //!
 //! # Model
 //!
@@ -48,6 +51,7 @@ pub mod metrics;
 pub mod pseudo;
 pub mod rate_limiter;
 pub mod testing;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError, BusRange};
 pub use interrupt::{CountingIrq, EventFdIrq, IrqLine};

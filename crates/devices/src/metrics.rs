@@ -65,6 +65,68 @@ impl Serialize for Counter {
     }
 }
 
+/// Firecracker's `LatencyAggregateMetrics`: minimum, maximum and sum of durations in
+/// microseconds.
+///
+/// Serializes as `{"min_us":..,"max_us":..,"sum_us":..}`: the minimum and maximum over the
+/// window since the previous serialization (0 if nothing was recorded) and the sum's delta; the
+/// window then restarts.
+#[derive(Debug)]
+pub struct LatencyAggregate {
+    min_us: AtomicU64,
+    max_us: AtomicU64,
+    /// Sum of all recorded durations.
+    pub sum_us: Counter,
+}
+
+impl Default for LatencyAggregate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyAggregate {
+    /// No samples yet.
+    pub const fn new() -> Self {
+        Self {
+            min_us: AtomicU64::new(u64::MAX),
+            max_us: AtomicU64::new(0),
+            sum_us: Counter::new(),
+        }
+    }
+
+    /// Records one duration.
+    pub fn record(&self, us: u64) {
+        self.min_us.fetch_min(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.sum_us.add(us);
+    }
+
+    /// Smallest duration in the current window (`None` if empty).
+    pub fn min_us(&self) -> Option<u64> {
+        let v = self.min_us.load(Ordering::Relaxed);
+        (v != u64::MAX).then_some(v)
+    }
+
+    /// Largest duration in the current window.
+    pub fn max_us(&self) -> u64 {
+        self.max_us.load(Ordering::Relaxed)
+    }
+}
+
+impl Serialize for LatencyAggregate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let min = self.min_us.swap(u64::MAX, Ordering::Relaxed);
+        let max = self.max_us.swap(0, Ordering::Relaxed);
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("min_us", &if min == u64::MAX { 0 } else { min })?;
+        map.serialize_entry("max_us", &max)?;
+        map.serialize_entry("sum_us", &self.sum_us)?;
+        map.end()
+    }
+}
+
 /// Converts a byte count to `u64` for metrics (lossless on every supported target).
 pub(crate) fn len_u64(len: usize) -> u64 {
     u64::try_from(len).unwrap_or(u64::MAX)
@@ -91,5 +153,24 @@ mod tests {
         c.inc();
         assert_eq!(serde_json::to_string(&c).unwrap(), "1");
         assert_eq!(c.count(), 4, "the total is unaffected by flushing");
+    }
+
+    #[test]
+    fn test_latency_aggregate_window() {
+        let l = LatencyAggregate::new();
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"min_us":0,"max_us":0,"sum_us":0}"#
+        );
+        l.record(5);
+        l.record(2);
+        l.record(9);
+        assert_eq!(l.min_us(), Some(2));
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"min_us":2,"max_us":9,"sum_us":16}"#
+        );
+        assert_eq!(l.min_us(), None);
+        assert_eq!(l.sum_us.count(), 16);
     }
 }
