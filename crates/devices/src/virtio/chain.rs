@@ -166,13 +166,10 @@ pub(crate) fn sub_segments(segs: &[Segment], start: u64, len: u64) -> Option<Vec
 
 #[cfg(test)]
 mod tests {
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::split::Descriptor;
 
     use super::*;
-
-    const NEXT: u16 = VRING_DESC_F_NEXT as u16;
-    const WRITE: u16 = VRING_DESC_F_WRITE as u16;
+    use crate::virtio::test_utils::{F_NEXT as NEXT, F_WRITE as WRITE};
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap()

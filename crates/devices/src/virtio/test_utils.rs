@@ -7,20 +7,51 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{InterruptKind, VirtioInterrupt};
 
 /// Descriptor flag: another descriptor follows.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "descriptor flags are 16-bit"
+)]
 pub(crate) const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
 /// Descriptor flag: device-writable buffer.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "descriptor flags are 16-bit"
+)]
 pub(crate) const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
+/// Descriptor flag: the buffer is an indirect descriptor table.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "descriptor flags are 16-bit"
+)]
+pub(crate) const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 /// Guest memory of `len` bytes at guest-physical 0.
 pub(crate) fn guest_memory(len: usize) -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), len)]).unwrap()
+}
+
+/// Guest-physical addresses (offsets from 0) of the bytes that differ between two snapshots.
+///
+/// Compares 64-byte chunks first (a `memcmp`), so it stays fast in debug builds.
+pub(crate) fn changed_bytes(before: &[u8], after: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (ci, (b, a)) in before.chunks(64).zip(after.chunks(64)).enumerate() {
+        if b != a {
+            for (i, (x, y)) in b.iter().zip(a).enumerate() {
+                if x != y {
+                    out.push((ci * 64 + i) as u64);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// One buffer of a chain to publish: address, length, device-writable.

@@ -353,9 +353,10 @@ mod tests {
 
     #[test]
     fn test_parse_rejects_malformed() {
+        type Case = (&'static [(u64, u32, bool)], RequestError);
         let m = guest_memory(0x10000);
         header(&m, 0x100, T_IN, 0);
-        let cases: [(&[(u64, u32, bool)], RequestError); 7] = [
+        let cases: [Case; 7] = [
             (&[(0x100, 16, false)], RequestError::MissingStatus),
             (
                 &[(0x100, 8, false), (0x200, 1, true)],

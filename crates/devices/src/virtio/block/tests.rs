@@ -1,1 +1,661 @@
+//! virtio-blk device tests: a mock driver builds requests in guest memory, the device runs them
+//! against a temporary file.
 
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::tempfile::TempFile;
+
+use super::request::{S_IOERR, S_OK, S_UNSUPP, T_FLUSH, T_GET_ID, T_IN, T_OUT};
+use super::*;
+use crate::rate_limiter::{BucketUpdate, FakeClock, TokenBucket};
+use crate::virtio::test_utils::{
+    Buf, F_INDIRECT, F_NEXT, F_WRITE, RecordingInterrupt, TestQueue, guest_memory, rd, wr,
+};
+use crate::virtio::{InterruptKind, VirtioDevice, features};
+
+const MEM: usize = 0x4_0000;
+const HDR: u64 = 0x1000;
+const STATUS: u64 = 0x2000;
+const DATA: u64 = 0x1_0000;
+const SECTORS: u64 = 16;
+
+/// Byte `i` of the initial disk image.
+fn pattern(i: u64) -> u8 {
+    u8::try_from((i / 512 * 7 + i) % 251).unwrap()
+}
+
+fn disk_file(sectors: u64) -> TempFile {
+    let tmp = TempFile::new().unwrap();
+    let bytes: Vec<u8> = (0..sectors * 512).map(pattern).collect();
+    tmp.as_file().write_all(&bytes).unwrap();
+    tmp
+}
+
+fn file_bytes(tmp: &TempFile, offset: u64, len: usize) -> Vec<u8> {
+    let mut f = tmp.as_file();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut v = vec![0u8; len];
+    f.read_exact(&mut v).unwrap();
+    v
+}
+
+fn config(tmp: &TempFile) -> BlockConfig {
+    BlockConfig {
+        id: "rootfs".into(),
+        path: tmp.as_path().to_path_buf(),
+        read_only: false,
+        root: true,
+        partuuid: None,
+        cache_type: CacheType::Writeback,
+        io_engine: IoEngine::Sync,
+        rate_limiter: RateLimiter::default(),
+    }
+}
+
+struct H {
+    mem: GuestMemoryMmap,
+    q: TestQueue,
+    dev: Block,
+    irq: Arc<RecordingInterrupt>,
+    tmp: TempFile,
+    slot: u64,
+}
+
+impl H {
+    fn with(cfg: impl FnOnce(&mut BlockConfig)) -> Self {
+        let tmp = disk_file(SECTORS);
+        let mut c = config(&tmp);
+        cfg(&mut c);
+        let mem = guest_memory(MEM);
+        let q = TestQueue::new(&mem, 0, 64);
+        let mut dev = Block::new(c).unwrap();
+        let irq = RecordingInterrupt::new();
+        dev.activate(mem.clone(), irq.clone(), vec![q.create_queue()])
+            .unwrap();
+        Self {
+            mem,
+            q,
+            dev,
+            irq,
+            tmp,
+            slot: 0,
+        }
+    }
+
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// Writes a header in a fresh slot; returns (header addr, status addr).
+    fn header(&mut self, t: u32, sector: u64) -> (u64, u64) {
+        let h = HDR + self.slot * 16;
+        let s = STATUS + self.slot;
+        self.slot += 1;
+        self.mem.write_obj(t, GuestAddress(h)).unwrap();
+        self.mem.write_obj(0u32, GuestAddress(h + 4)).unwrap();
+        self.mem.write_obj(sector, GuestAddress(h + 8)).unwrap();
+        self.mem.write_obj(0xffu8, GuestAddress(s)).unwrap();
+        (h, s)
+    }
+
+    /// Publishes header + `data` + status; returns the status address.
+    fn submit(&mut self, t: u32, sector: u64, data: &[Buf]) -> u64 {
+        let (h, s) = self.header(t, sector);
+        let mut bufs = vec![rd(h, 16)];
+        bufs.extend_from_slice(data);
+        bufs.push(wr(s, 1));
+        self.q.add_chain(&bufs);
+        s
+    }
+
+    fn run(&mut self) {
+        self.dev.queue_events()[0].write(1).unwrap();
+        self.dev.process_queue_event(0);
+    }
+
+    fn status(&self, s: u64) -> u8 {
+        self.mem.read_obj(GuestAddress(s)).unwrap()
+    }
+
+    fn bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+
+    fn m(&self) -> &BlockMetrics {
+        self.dev.metrics()
+    }
+}
+
+#[test]
+fn test_features_follow_cache_type_and_read_only() {
+    let h = H::new();
+    let f = h.dev.avail_features();
+    assert_ne!(f & features::bit(features::VERSION_1), 0);
+    assert_ne!(f & features::bit(features::RING_EVENT_IDX), 0);
+    assert_ne!(f & features::bit(VIRTIO_BLK_F_FLUSH), 0);
+    assert_eq!(f & features::bit(VIRTIO_BLK_F_RO), 0);
+    let h = H::with(|c| {
+        c.read_only = true;
+        c.cache_type = CacheType::Unsafe;
+    });
+    let f = h.dev.avail_features();
+    assert_eq!(f & features::bit(VIRTIO_BLK_F_FLUSH), 0);
+    assert_ne!(f & features::bit(VIRTIO_BLK_F_RO), 0);
+    assert_eq!(h.dev.device_type(), 2);
+    assert_eq!(h.dev.queue_max_sizes(), &[256]);
+    assert!(h.dev.is_read_only());
+    assert_eq!((h.dev.id(), h.dev.is_root()), ("rootfs", true));
+}
+
+#[test]
+fn test_async_engine_is_refused_not_downgraded() {
+    let tmp = disk_file(1);
+    let mut c = config(&tmp);
+    c.io_engine = IoEngine::Async;
+    let err = Block::new(c).unwrap_err();
+    assert_eq!(err.to_string(), "Unsupported engine type: Async");
+}
+
+#[test]
+fn test_config_space_is_capacity() {
+    let mut h = H::new();
+    let mut b = [0u8; 8];
+    h.dev.read_config(0, &mut b);
+    assert_eq!(u64::from_le_bytes(b), SECTORS);
+    let mut b4 = [0u8; 4];
+    h.dev.read_config(4, &mut b4);
+    assert_eq!(b4, [0; 4]);
+    let mut past = [0xaau8; 4];
+    h.dev.read_config(6, &mut past);
+    assert_eq!(past, [0xaa; 4], "out of range: untouched");
+    h.dev.write_config(0, &[1, 2, 3, 4]);
+    assert_eq!(h.m().cfg_fails.count(), 2);
+    assert_eq!(h.dev.capacity(), SECTORS);
+}
+
+#[test]
+fn test_read_returns_file_contents() {
+    let mut h = H::new();
+    let s = h.submit(T_IN, 1, &[wr(DATA, 1024)]);
+    h.run();
+    assert_eq!(h.status(s), S_OK);
+    let want: Vec<u8> = (512..1536).map(pattern).collect();
+    assert_eq!(h.bytes(DATA, 1024), want);
+    assert_eq!(h.q.used_idx(), 1);
+    assert_eq!(h.q.used_elem(0), (0, 1025));
+    assert_eq!(h.irq.kinds(), vec![InterruptKind::Queue(0)]);
+    assert_eq!(
+        (h.m().read_bytes.count(), h.m().read_count.count()),
+        (1024, 1)
+    );
+    assert_eq!(h.m().queue_event_count.count(), 1);
+}
+
+#[test]
+fn test_scattered_read_and_write() {
+    let mut h = H::new();
+    // Data split across three descriptors, the last one sharing its buffer with the status.
+    let (hd, _) = h.header(T_IN, 2);
+    h.q.add_chain(&[
+        rd(hd, 16),
+        wr(DATA, 100),
+        wr(DATA + 0x1000, 412),
+        wr(DATA + 0x2000, 513),
+    ]);
+    h.run();
+    assert_eq!(h.bytes(DATA + 0x2000 + 512, 1), vec![S_OK]);
+    let want: Vec<u8> = (1024..1024 + 1024).map(pattern).collect();
+    let mut got = h.bytes(DATA, 100);
+    got.extend(h.bytes(DATA + 0x1000, 412));
+    got.extend(h.bytes(DATA + 0x2000, 512));
+    assert_eq!(got, want);
+
+    h.mem.write_slice(&[0x5a; 300], GuestAddress(DATA)).unwrap();
+    h.mem
+        .write_slice(&[0xa5; 212], GuestAddress(DATA + 0x3000))
+        .unwrap();
+    let s = h.submit(T_OUT, 3, &[rd(DATA, 300), rd(DATA + 0x3000, 212)]);
+    h.run();
+    assert_eq!(h.status(s), S_OK);
+    let mut want = vec![0x5a; 300];
+    want.extend([0xa5; 212]);
+    assert_eq!(file_bytes(&h.tmp, 3 * 512, 512), want);
+}
+
+#[test]
+fn test_write_then_read_back() {
+    let mut h = H::new();
+    h.mem
+        .write_slice(&[0x42; 1024], GuestAddress(DATA))
+        .unwrap();
+    let s1 = h.submit(T_OUT, 14, &[rd(DATA, 1024)]);
+    let s2 = h.submit(T_IN, 14, &[wr(DATA + 0x1000, 1024)]);
+    h.run();
+    assert_eq!((h.status(s1), h.status(s2)), (S_OK, S_OK));
+    assert_eq!(h.bytes(DATA + 0x1000, 1024), vec![0x42; 1024]);
+    assert_eq!(file_bytes(&h.tmp, 14 * 512, 1024), vec![0x42; 1024]);
+    assert_eq!(h.q.used_elem(0), (0, 1));
+    assert_eq!(h.q.used_elem(1).1, 1025);
+    assert_eq!(
+        (h.m().write_bytes.count(), h.m().write_count.count()),
+        (1024, 1)
+    );
+    assert_eq!(h.irq.count(), 1, "one interrupt per batch");
+}
+
+#[test]
+fn test_flush_get_id_and_unsupported() {
+    for cache in [CacheType::Writeback, CacheType::Unsafe] {
+        let mut h = H::with(|c| c.cache_type = cache);
+        let s = h.submit(T_FLUSH, 0, &[]);
+        let g = h.submit(T_GET_ID, 0, &[wr(DATA, 20)]);
+        let u = h.submit(77, 0, &[]);
+        h.run();
+        assert_eq!(h.status(s), S_OK);
+        assert_eq!(h.status(g), S_OK);
+        assert_eq!(&h.bytes(DATA, 20)[..7], b"rootfs\0");
+        assert_eq!(h.q.used_elem(1).1, 21);
+        assert_eq!(h.status(u), S_UNSUPP);
+        assert_eq!(h.m().flush_count.count(), 1);
+    }
+}
+
+#[test]
+fn test_write_to_read_only_disk_is_ioerr_and_file_unchanged() {
+    let mut h = H::with(|c| c.read_only = true);
+    h.mem.write_slice(&[0; 512], GuestAddress(DATA)).unwrap();
+    let s = h.submit(T_OUT, 0, &[rd(DATA, 512)]);
+    let r = h.submit(T_IN, 0, &[wr(DATA + 0x1000, 512)]);
+    h.run();
+    assert_eq!(h.status(s), S_IOERR);
+    assert_eq!(h.status(r), S_OK, "reads still work");
+    assert_eq!(
+        file_bytes(&h.tmp, 0, 512),
+        (0..512).map(pattern).collect::<Vec<_>>()
+    );
+    assert_eq!(h.q.used_elem(0), (0, 1));
+    assert_eq!(h.m().invalid_reqs_count.count(), 1);
+}
+
+#[test]
+fn test_out_of_range_and_bad_lengths_are_ioerr() {
+    let mut h = H::new();
+    let past_end = h.submit(T_IN, SECTORS, &[wr(DATA, 512)]);
+    let straddle = h.submit(T_IN, SECTORS - 1, &[wr(DATA, 1024)]);
+    let overflow = h.submit(T_OUT, u64::MAX, &[rd(DATA, 512)]);
+    let short = h.submit(T_IN, 0, &[wr(DATA, 511)]);
+    let short_id = h.submit(T_GET_ID, 0, &[wr(DATA, 8)]);
+    let ok = h.submit(T_IN, SECTORS - 1, &[wr(DATA, 512)]);
+    h.run();
+    for s in [past_end, straddle, overflow, short, short_id] {
+        assert_eq!(h.status(s), S_IOERR);
+    }
+    assert_eq!(h.status(ok), S_OK);
+    assert_eq!(h.m().invalid_reqs_count.count(), 5);
+    assert_eq!(h.q.used_idx(), 6);
+}
+
+#[test]
+fn test_wrong_directions_are_ioerr() {
+    let mut h = H::new();
+    let a = h.submit(T_IN, 0, &[rd(DATA, 512)]);
+    let b = h.submit(T_OUT, 0, &[wr(DATA, 512)]);
+    // Readable after writable.
+    let (hd, s) = h.header(T_IN, 0);
+    h.q.add_chain(&[rd(hd, 16), wr(s, 1), rd(DATA, 512)]);
+    h.run();
+    assert_eq!(h.status(a), S_IOERR);
+    assert_eq!(h.status(b), S_IOERR);
+    assert_eq!(
+        h.status(s),
+        S_IOERR,
+        "the last writable byte takes the status"
+    );
+    assert_eq!(h.m().invalid_reqs_count.count(), 3);
+    assert_eq!(
+        file_bytes(&h.tmp, 0, 16),
+        (0..16).map(pattern).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn test_missing_status_and_short_header_complete_without_status() {
+    let mut h = H::new();
+    let (hd, s) = h.header(T_IN, 0);
+    h.q.add_chain(&[rd(hd, 16), wr(DATA, 512)]);
+    h.q.add_chain(&[rd(hd, 16)]);
+    h.q.add_chain(&[rd(hd, 8), wr(s, 1)]);
+    h.run();
+    assert_eq!(h.q.used_idx(), 3);
+    // The first chain's "status" is its last writable byte.
+    assert_eq!(h.bytes(DATA + 511, 1), vec![S_IOERR]);
+    assert_eq!(h.q.used_elem(1).1, 0);
+    assert_eq!(h.status(s), S_IOERR);
+}
+
+#[test]
+fn test_descriptor_loop_and_bad_addresses_never_panic() {
+    let mut h = H::new();
+    let (hd, s) = h.header(T_IN, 0);
+    // 0 -> 1 -> 0 -> ... never terminates.
+    h.q.write_desc(0, hd, 16, F_NEXT, 1);
+    h.q.write_desc(1, DATA, 512, F_NEXT | F_WRITE, 0);
+    h.q.publish(0);
+    // Buffers outside guest memory.
+    h.q.write_desc(2, hd, 16, F_NEXT, 3);
+    h.q.write_desc(3, u64::MAX - 10, 512, F_NEXT | F_WRITE, 4);
+    h.q.write_desc(4, s, 1, F_WRITE, 0);
+    h.q.publish(2);
+    h.q.write_desc(5, hd, 16, F_NEXT, 6);
+    h.q.write_desc(6, MEM as u64 - 256, 512, F_NEXT | F_WRITE, 7);
+    h.q.write_desc(7, s + 1, 1, F_WRITE, 0);
+    h.q.publish(5);
+    // Next index out of range.
+    h.q.write_desc(8, hd, 16, F_NEXT, 200);
+    h.q.publish(8);
+    // Head index out of range: nothing to return.
+    h.q.publish(99);
+    h.run();
+    assert_eq!(h.q.used_idx(), 4);
+    assert_eq!(h.q.used_elem(0), (0, 0));
+    assert_eq!((h.status(s), h.status(s + 1)), (S_IOERR, S_IOERR));
+    assert_eq!(h.q.used_elem(3), (8, 0));
+    assert_eq!(h.m().invalid_reqs_count.count(), 5);
+}
+
+#[test]
+fn test_broken_avail_index_is_counted_not_processed() {
+    let mut h = H::new();
+    h.submit(T_IN, 0, &[wr(DATA, 512)]);
+    h.q.set_avail_idx(100);
+    h.run();
+    assert_eq!(h.q.used_idx(), 0);
+    assert_eq!(h.m().event_fails.count(), 1);
+    assert_eq!(h.irq.count(), 0);
+}
+
+#[test]
+fn test_indirect_chain_is_followed() {
+    let mut h = H::new();
+    let (hd, s) = h.header(T_IN, 0);
+    let table = 0x3000;
+    let it = TestQueue::new(&h.mem, table, 4);
+    it.write_desc(0, hd, 16, F_NEXT, 1);
+    it.write_desc(1, DATA, 512, F_NEXT | F_WRITE, 2);
+    it.write_desc(2, s, 1, F_WRITE, 0);
+    h.q.write_desc(0, table, 48, F_INDIRECT, 0);
+    h.q.publish(0);
+    h.run();
+    assert_eq!(h.status(s), S_OK);
+    assert_eq!(h.q.used_elem(0), (0, 513));
+}
+
+#[test]
+fn test_event_idx_suppresses_interrupts() {
+    let mut h = H::new();
+    let mut q = h.q.create_queue();
+    q.set_event_idx(true);
+    h.dev.reset();
+    h.dev
+        .activate(h.mem.clone(), h.irq.clone(), vec![q])
+        .unwrap();
+    // The driver wants an interrupt only after used index 5.
+    h.q.set_used_event(5);
+    h.submit(T_IN, 0, &[wr(DATA, 512)]);
+    h.run();
+    assert_eq!(h.q.used_idx(), 1);
+    assert_eq!(h.irq.count(), 0);
+    h.q.set_used_event(1);
+    h.submit(T_IN, 0, &[wr(DATA, 512)]);
+    h.run();
+    assert_eq!(h.irq.count(), 1);
+}
+
+fn limited(h: &mut H, clock: &FakeClock, bytes: Option<u64>, ops: Option<u64>) {
+    let c: Arc<FakeClock> = Arc::new(clock.clone());
+    let bw = bytes.and_then(|b| TokenBucket::with_clock(b, 0, 1000, c.clone()));
+    let op = ops.and_then(|o| TokenBucket::with_clock(o, 0, 1000, c.clone()));
+    let tmp = disk_file(SECTORS);
+    let mut cfg = config(&tmp);
+    cfg.rate_limiter = RateLimiter::with_clock(bw, op, c);
+    h.dev = Block::new(cfg).unwrap();
+    h.tmp = tmp;
+    h.dev
+        .activate(h.mem.clone(), h.irq.clone(), vec![h.q.create_queue()])
+        .unwrap();
+}
+
+#[test]
+fn test_ops_rate_limiter_blocks_then_timer_resumes() {
+    let mut h = H::new();
+    let clock = FakeClock::new();
+    limited(&mut h, &clock, None, Some(2));
+    let s: Vec<u64> = (0..3)
+        .map(|_| h.submit(T_IN, 0, &[wr(DATA, 512)]))
+        .collect();
+    h.run();
+    assert_eq!(h.q.used_idx(), 2);
+    assert_eq!(h.status(s[2]), 0xff);
+    assert_eq!(h.m().rate_limiter_throttled_events.count(), 1);
+    assert!(h.dev.rate_limiter().is_blocked());
+    assert_eq!(h.dev.timer_events().len(), 1);
+    assert!(h.dev.timer_events()[0].is_armed().unwrap());
+    // A notification while blocked does not process.
+    h.run();
+    assert_eq!(h.q.used_idx(), 2);
+    clock.advance(Duration::from_millis(500));
+    h.dev.process_timer(0);
+    assert_eq!(h.q.used_idx(), 3);
+    assert_eq!(h.status(s[2]), S_OK);
+    assert_eq!(h.m().rate_limiter_event_count.count(), 1);
+    assert!(!h.dev.rate_limiter().is_blocked());
+}
+
+#[test]
+fn test_bandwidth_rate_limiter_counts_data_bytes() {
+    let mut h = H::new();
+    let clock = FakeClock::new();
+    limited(&mut h, &clock, Some(1024), None);
+    for _ in 0..3 {
+        h.submit(T_IN, 0, &[wr(DATA, 512)]);
+    }
+    h.run();
+    assert_eq!(h.q.used_idx(), 2);
+    clock.advance(Duration::from_millis(500));
+    h.dev.process_timer(0);
+    assert_eq!(h.q.used_idx(), 3);
+    // A spurious timer is counted, not fatal.
+    h.dev.process_timer(0);
+    assert_eq!(h.m().event_fails.count(), 1);
+}
+
+#[test]
+fn test_update_rate_limiter() {
+    let mut h = H::new();
+    let clock = FakeClock::new();
+    limited(&mut h, &clock, None, Some(1));
+    let c: Arc<FakeClock> = Arc::new(clock.clone());
+    h.dev.update_rate_limiter(
+        BucketUpdate::None,
+        BucketUpdate::Update(TokenBucket::with_clock(100, 0, 1000, c).unwrap()),
+    );
+    assert_eq!(h.dev.rate_limiter().ops().unwrap().capacity(), 100);
+    h.dev
+        .update_rate_limiter(BucketUpdate::None, BucketUpdate::Disabled);
+    assert!(h.dev.rate_limiter().ops().is_none());
+    for _ in 0..5 {
+        h.submit(T_IN, 0, &[wr(DATA, 512)]);
+    }
+    h.run();
+    assert_eq!(h.q.used_idx(), 5);
+}
+
+#[test]
+fn test_update_disk_changes_capacity_and_interrupts() {
+    let mut h = H::new();
+    let bigger = disk_file(64);
+    h.dev.update_disk(bigger.as_path()).unwrap();
+    assert_eq!(h.dev.capacity(), 64);
+    assert_eq!(h.dev.config_generation(), 1);
+    let mut b = [0u8; 8];
+    h.dev.read_config(0, &mut b);
+    assert_eq!(u64::from_le_bytes(b), 64);
+    assert_eq!(h.irq.kinds(), vec![InterruptKind::Config]);
+    assert_eq!(h.m().update_count.count(), 1);
+    assert_eq!(h.dev.path(), bigger.as_path());
+    // Reads now come from the new file, past the old end.
+    let s = h.submit(T_IN, 40, &[wr(DATA, 512)]);
+    h.run();
+    assert_eq!(h.status(s), S_OK);
+    // A bad path keeps the current disk.
+    assert!(
+        h.dev
+            .update_disk(std::path::Path::new("/nonexistent"))
+            .is_err()
+    );
+    assert_eq!(h.dev.capacity(), 64);
+    assert_eq!(h.m().update_fails.count(), 1);
+}
+
+#[test]
+fn test_update_disk_while_inactive_does_not_interrupt() {
+    let tmp = disk_file(2);
+    let mut dev = Block::new(config(&tmp)).unwrap();
+    let other = disk_file(4);
+    dev.update_disk(other.as_path()).unwrap();
+    assert_eq!(dev.capacity(), 4);
+}
+
+#[test]
+fn test_reset_and_inactive_device_ignore_notifications() {
+    let mut h = H::new();
+    h.dev.reset();
+    assert!(!h.dev.is_activated());
+    let s = h.submit(T_IN, 0, &[wr(DATA, 512)]);
+    h.run();
+    assert_eq!(h.status(s), 0xff);
+    assert_eq!(h.q.used_idx(), 0);
+    // Re-activation picks the request up.
+    h.dev
+        .activate(h.mem.clone(), h.irq.clone(), vec![h.q.create_queue()])
+        .unwrap();
+    h.run();
+    assert_eq!(h.status(s), S_OK);
+}
+
+#[test]
+fn test_activate_rejects_wrong_queue_count_and_double_activation() {
+    let mut h = H::new();
+    assert!(matches!(
+        h.dev
+            .activate(h.mem.clone(), h.irq.clone(), vec![h.q.create_queue()]),
+        Err(crate::virtio::ActivateError::AlreadyActive)
+    ));
+    h.dev.reset();
+    assert!(
+        h.dev
+            .activate(h.mem.clone(), h.irq.clone(), vec![])
+            .is_err()
+    );
+    assert_eq!(h.m().activate_fails.count(), 2);
+}
+
+/// The whole path a guest takes: registers through the bus, a notify write, the event loop.
+#[test]
+fn test_through_mmio_transport_and_event_manager() {
+    use event_manager::{EventManager, SubscriberOps};
+    use virtio_bindings::virtio_mmio::*;
+
+    use crate::bus::BusDevice;
+    use crate::interrupt::CountingIrq;
+    use crate::virtio::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
+    use crate::virtio::{MmioTransport, VirtioSubscriber};
+
+    let tmp = disk_file(SECTORS);
+    let mem = guest_memory(MEM);
+    let block = Arc::new(Mutex::new(Block::new(config(&tmp)).unwrap()));
+    let irq = Arc::new(CountingIrq::new());
+    let mut tr = MmioTransport::new(mem.clone(), irq.clone(), block.clone()).unwrap();
+    let mut em = EventManager::<VirtioSubscriber<Block>>::new().unwrap();
+    em.add_subscriber(VirtioSubscriber::new(block.clone()));
+
+    let wreg = |tr: &mut MmioTransport, off: u32, v: u32| tr.write(off.into(), &v.to_le_bytes());
+    let rreg = |tr: &mut MmioTransport, off: u32| {
+        let mut b = [0u8; 4];
+        tr.read(off.into(), &mut b);
+        u32::from_le_bytes(b)
+    };
+    assert_eq!(rreg(&mut tr, VIRTIO_MMIO_DEVICE_ID), 2);
+    wreg(&mut tr, VIRTIO_MMIO_STATUS, ACKNOWLEDGE);
+    wreg(&mut tr, VIRTIO_MMIO_STATUS, ACKNOWLEDGE | DRIVER);
+    wreg(&mut tr, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+    let hi = rreg(&mut tr, VIRTIO_MMIO_DEVICE_FEATURES);
+    wreg(&mut tr, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    wreg(&mut tr, VIRTIO_MMIO_DRIVER_FEATURES, hi);
+    wreg(
+        &mut tr,
+        VIRTIO_MMIO_STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK,
+    );
+    let q = TestQueue::new(&mem, 0, 64);
+    wreg(&mut tr, VIRTIO_MMIO_QUEUE_SEL, 0);
+    wreg(&mut tr, VIRTIO_MMIO_QUEUE_NUM, 64);
+    wreg(&mut tr, VIRTIO_MMIO_QUEUE_DESC_LOW, 0);
+    wreg(
+        &mut tr,
+        VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+        u32::try_from(q.avail_addr().0).unwrap(),
+    );
+    wreg(
+        &mut tr,
+        VIRTIO_MMIO_QUEUE_USED_LOW,
+        u32::try_from(q.used_addr().0).unwrap(),
+    );
+    wreg(&mut tr, VIRTIO_MMIO_QUEUE_READY, 1);
+    wreg(
+        &mut tr,
+        VIRTIO_MMIO_STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    );
+    assert_eq!(rreg(&mut tr, VIRTIO_MMIO_STATUS) & DRIVER_OK, DRIVER_OK);
+    // Capacity through config space.
+    let mut cap = [0u8; 8];
+    tr.read(0x100, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), SECTORS);
+
+    let mut h = H {
+        mem: mem.clone(),
+        q,
+        dev: Block::new(config(&tmp)).unwrap(),
+        irq: RecordingInterrupt::new(),
+        tmp,
+        slot: 0,
+    };
+    let s = h.submit(T_IN, 3, &[wr(DATA, 512)]);
+    wreg(&mut tr, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    // Dispatches the queue eventfd to the device (blocks until it is readable).
+    assert_eq!(em.run_with_timeout(10_000).unwrap(), 1);
+    assert_eq!(h.status(s), S_OK);
+    assert_eq!(
+        h.bytes(DATA, 512),
+        (1536..2048).map(pattern).collect::<Vec<_>>()
+    );
+    assert_eq!(rreg(&mut tr, VIRTIO_MMIO_INTERRUPT_STATUS), 1);
+    assert_eq!(irq.count(), 1);
+    wreg(&mut tr, VIRTIO_MMIO_INTERRUPT_ACK, 1);
+    assert_eq!(rreg(&mut tr, VIRTIO_MMIO_INTERRUPT_STATUS), 0);
+    // A config update is seen through the transport.
+    let bigger = disk_file(32);
+    block.lock().unwrap().update_disk(bigger.as_path()).unwrap();
+    assert_eq!(rreg(&mut tr, VIRTIO_MMIO_CONFIG_GENERATION), 1);
+    assert_eq!(rreg(&mut tr, VIRTIO_MMIO_INTERRUPT_STATUS), 2);
+    tr.read(0x100, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), 32);
+}
