@@ -45,7 +45,7 @@ use virtio_bindings::virtio_mmio::{
     VIRTIO_MMIO_SHM_SEL, VIRTIO_MMIO_STATUS, VIRTIO_MMIO_VENDOR_ID, VIRTIO_MMIO_VERSION,
 };
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
@@ -171,6 +171,18 @@ impl QueueRegs {
         q.set_ready(self.ready);
         Some(q)
     }
+}
+
+/// Whether the descriptor table and both rings of `q` lie in `mem` (what `is_valid` checks).
+fn rings_in_memory(q: &Queue, mem: &GuestMemoryMmap) -> bool {
+    let n = usize::from(q.size());
+    [
+        (q.desc_table(), 16 * n),
+        (q.avail_ring(), 6 + 2 * n),
+        (q.used_ring(), 6 + 8 * n),
+    ]
+    .into_iter()
+    .all(|(addr, len)| mem.check_range(GuestAddress(addr), len))
 }
 
 /// The low 32 bits of `v`.
@@ -451,7 +463,8 @@ impl MmioTransport {
             .iter()
             .map(|regs| {
                 regs.build(event_idx)
-                    .filter(|q| q.ready() && q.is_valid(&self.mem))
+                    // is_valid logs (unthrottled) on failure, so check the ranges first.
+                    .filter(|q| q.ready() && rings_in_memory(q, &self.mem) && q.is_valid(&self.mem))
             })
             .collect();
         let result = match queues {

@@ -41,6 +41,7 @@
 pub mod block;
 mod chain;
 pub mod mmio;
+mod queue;
 pub mod rng;
 pub mod subscriber;
 #[cfg(test)]

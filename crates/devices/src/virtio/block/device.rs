@@ -4,8 +4,8 @@
 //! available chain is walked ([`Chain::walk`]), parsed ([`Request::parse`]), charged to the rate
 //! limiter (one op, plus the data length in bytes for reads and writes), executed synchronously
 //! on the backing file, and returned on the used ring with its status byte. A refused charge
-//! puts the chain back (`go_to_previous_position`), arms the rate-limiter timer and stops; the
-//! timer event resumes processing. Malformed requests get `IOERR` when the chain has a status
+//! puts the chain back, arms the rate-limiter timer and stops; the timer event resumes
+//! processing. The ring handling itself is [`queue::drain`]. Malformed requests get `IOERR` when the chain has a status
 //! byte (and are still returned, with length 0 otherwise), are counted in `invalid_reqs_count`
 //! and logged through a rate-limited log. The driver is interrupted once per batch, subject to
 //! `VIRTIO_RING_F_EVENT_IDX` suppression.
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
@@ -32,6 +32,7 @@ use super::{BlockConfig, BlockError, CacheType, ID_BYTES, IoEngine};
 use crate::log::RateLimitedLog;
 use crate::rate_limiter::{BucketUpdate, RateLimiter};
 use crate::virtio::chain::Chain;
+use crate::virtio::queue::{self, Step};
 use crate::virtio::throttle::Throttle;
 use crate::virtio::{
     ActivateError, InterruptKind, MAX_QUEUE_SIZE, VirtioDevice, VirtioInterrupt, device_type,
@@ -44,14 +45,6 @@ struct Active {
     mem: GuestMemoryMmap,
     interrupt: Arc<dyn VirtioInterrupt>,
     queue: Queue,
-}
-
-/// What became of one chain.
-enum Outcome {
-    /// Return it on the used ring with this many bytes written.
-    Used(u32),
-    /// The rate limiter refused it; put it back.
-    Throttled,
 }
 
 /// The request-executing half, split from the queue so both can be borrowed at once.
@@ -220,61 +213,23 @@ impl Block {
         };
         let backend = &mut self.backend;
         let mem = &active.mem;
-        let mut used_any = false;
-        let mut popped_any = false;
-        'batches: loop {
-            let mut popped = false;
-            while let Some(desc_chain) = active.queue.pop_descriptor_chain(mem) {
-                popped = true;
-                let head = desc_chain.head_index();
-                let chain = Chain::walk(desc_chain, mem);
-                let len = match backend.handle(mem, &chain) {
-                    Outcome::Used(len) => len,
-                    Outcome::Throttled => {
-                        active.queue.go_to_previous_position();
-                        break 'batches;
-                    }
-                };
-                if head >= active.queue.size() {
-                    // Nothing to return: the driver published a bogus head.
-                    continue;
-                }
-                match active.queue.add_used(mem, head, len) {
-                    Ok(()) => used_any = true,
-                    Err(err) => {
-                        backend.metrics.event_fails.inc();
-                        rl_error!(backend.log, "virtio-blk: failed to return a chain: {err}");
-                    }
-                }
-            }
-            popped_any |= popped;
-            match active.queue.enable_notification(mem) {
-                Ok(true) if popped => {}
-                Ok(false) => break,
-                Ok(true) => {
-                    // avail.idx moved by more than the queue size: a broken driver.
-                    backend.metrics.event_fails.inc();
-                    rl_warn!(backend.log, "virtio-blk: invalid available ring index");
-                    break;
-                }
-                Err(err) => {
-                    backend.metrics.event_fails.inc();
-                    rl_error!(
-                        backend.log,
-                        "virtio-blk: failed to enable notifications: {err}"
-                    );
-                    break;
-                }
-            }
+        let run = queue::drain(&mut active.queue, mem, |chain| backend.handle(mem, &chain));
+        let metrics = &backend.metrics;
+        if !run.popped && !run.broken_ring {
+            metrics.no_avail_buffer.inc();
         }
-        if !popped_any {
-            backend.metrics.no_avail_buffer.inc();
+        if run.broken_ring {
+            metrics.event_fails.inc();
+            rl_warn!(backend.log, "virtio-blk: invalid available ring index");
         }
-        if used_any
-            && active.queue.needs_notification(mem).unwrap_or(true)
-            && let Err(err) = active.interrupt.trigger(InterruptKind::Queue(0))
+        if run.ring_errors > 0 {
+            metrics.event_fails.add(u64::from(run.ring_errors));
+            rl_error!(backend.log, "virtio-blk: failed to update the used ring");
+        }
+        if run.used
+            && let Err(err) = queue::signal_used(&mut active.queue, mem, &*active.interrupt, 0)
         {
-            backend.metrics.event_fails.inc();
+            metrics.event_fails.inc();
             rl_error!(
                 backend.log,
                 "virtio-blk: failed to signal used buffers: {err}"
@@ -285,14 +240,14 @@ impl Block {
 
 impl Backend {
     /// Parses, charges and executes one chain.
-    fn handle(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Outcome {
+    fn handle(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Step {
         let req = match Request::parse(chain, mem, self.disk.nsectors(), self.read_only) {
             Ok(req) => req,
             Err(err) => {
                 self.metrics.invalid_reqs_count.inc();
                 rl_warn!(self.log, "virtio-blk: invalid request: {err}");
                 let status = chain.last_writable_byte(mem);
-                return Outcome::Used(u32::from(
+                return Step::Used(u32::from(
                     status.is_some_and(|addr| write_status(mem, addr, S_IOERR)),
                 ));
             }
@@ -305,7 +260,7 @@ impl Backend {
             Ok(true) => {}
             Ok(false) => {
                 self.metrics.rate_limiter_throttled_events.inc();
-                return Outcome::Throttled;
+                return Step::Throttled;
             }
             Err(err) => {
                 // Without the timer the queue resumes on the next notification only.
@@ -314,15 +269,15 @@ impl Backend {
                     self.log,
                     "virtio-blk: failed to arm the rate limiter timer: {err}"
                 );
-                return Outcome::Throttled;
+                return Step::Throttled;
             }
         }
         let (status, used) = self.execute(mem, &req);
         if !write_status(mem, req.status, status) {
             self.metrics.execute_fails.inc();
-            return Outcome::Used(0);
+            return Step::Used(0);
         }
-        Outcome::Used(used)
+        Step::Used(used)
     }
 
     /// Runs a parsed request; returns the status byte and the used length (data + status).

@@ -17,18 +17,16 @@ mod tests;
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
 pub use self::metrics::EntropyMetrics;
 use super::chain::Chain;
+use super::queue::{self, Step};
 use super::throttle::Throttle;
-use super::{
-    ActivateError, InterruptKind, MAX_QUEUE_SIZE, VirtioDevice, VirtioInterrupt, device_type,
-    features,
-};
+use super::{ActivateError, MAX_QUEUE_SIZE, VirtioDevice, VirtioInterrupt, device_type, features};
 use crate::log::RateLimitedLog;
 use crate::metrics::len_u64;
 use crate::rate_limiter::{BucketUpdate, RateLimiter};
@@ -49,11 +47,6 @@ struct Active {
     mem: GuestMemoryMmap,
     interrupt: Arc<dyn VirtioInterrupt>,
     queue: Queue,
-}
-
-enum Outcome {
-    Used(u32),
-    Throttled,
 }
 
 /// The virtio-rng device (see the [module docs](self)).
@@ -111,55 +104,23 @@ impl Entropy {
             return;
         };
         let mem = &active.mem;
-        let mut used_any = false;
-        'batches: loop {
-            let mut popped = false;
-            while let Some(desc_chain) = active.queue.pop_descriptor_chain(mem) {
-                popped = true;
-                let head = desc_chain.head_index();
-                let chain = Chain::walk(desc_chain, mem);
-                let len = match handle(mem, &chain, &mut self.throttle, &self.metrics, &self.log) {
-                    Outcome::Used(len) => len,
-                    Outcome::Throttled => {
-                        active.queue.go_to_previous_position();
-                        break 'batches;
-                    }
-                };
-                if head >= active.queue.size() {
-                    continue;
-                }
-                match active.queue.add_used(mem, head, len) {
-                    Ok(()) => used_any = true,
-                    Err(err) => {
-                        self.metrics.entropy_event_fails.inc();
-                        rl_error!(self.log, "virtio-rng: failed to return a chain: {err}");
-                    }
-                }
-            }
-            match active.queue.enable_notification(mem) {
-                Ok(true) if popped => {}
-                Ok(false) => break,
-                Ok(true) => {
-                    self.metrics.entropy_event_fails.inc();
-                    rl_warn!(self.log, "virtio-rng: invalid available ring index");
-                    break;
-                }
-                Err(err) => {
-                    self.metrics.entropy_event_fails.inc();
-                    rl_error!(
-                        self.log,
-                        "virtio-rng: failed to enable notifications: {err}"
-                    );
-                    break;
-                }
-            }
+        let (throttle, metrics, log) = (&mut self.throttle, &self.metrics, &self.log);
+        let run = queue::drain(&mut active.queue, mem, |chain| {
+            handle(mem, &chain, throttle, metrics, log)
+        });
+        if run.broken_ring {
+            metrics.entropy_event_fails.inc();
+            rl_warn!(log, "virtio-rng: invalid available ring index");
         }
-        if used_any
-            && active.queue.needs_notification(mem).unwrap_or(true)
-            && let Err(err) = active.interrupt.trigger(InterruptKind::Queue(0))
+        if run.ring_errors > 0 {
+            metrics.entropy_event_fails.add(u64::from(run.ring_errors));
+            rl_error!(log, "virtio-rng: failed to update the used ring");
+        }
+        if run.used
+            && let Err(err) = queue::signal_used(&mut active.queue, mem, &*active.interrupt, 0)
         {
-            self.metrics.entropy_event_fails.inc();
-            rl_error!(self.log, "virtio-rng: failed to signal used buffers: {err}");
+            metrics.entropy_event_fails.inc();
+            rl_error!(log, "virtio-rng: failed to signal used buffers: {err}");
         }
     }
 }
@@ -171,26 +132,26 @@ fn handle(
     throttle: &mut Throttle,
     metrics: &EntropyMetrics,
     log: &RateLimitedLog,
-) -> Outcome {
+) -> Step {
     if let Some(err) = chain.error {
         metrics.entropy_event_fails.inc();
         rl_warn!(log, "virtio-rng: malformed request: {err}");
-        return Outcome::Used(0);
+        return Step::Used(0);
     }
     if !chain.readable.is_empty() {
         metrics.entropy_event_fails.inc();
         rl_warn!(log, "virtio-rng: request has a device-readable buffer");
-        return Outcome::Used(0);
+        return Step::Used(0);
     }
     let total = chain.writable_len();
     if total == 0 {
-        return Outcome::Used(0);
+        return Step::Used(0);
     }
     match throttle.consume(total) {
         Ok(true) => {}
         Ok(false) => {
             metrics.entropy_rate_limiter_throttled.inc();
-            return Outcome::Throttled;
+            return Step::Throttled;
         }
         Err(err) => {
             metrics.entropy_event_fails.inc();
@@ -198,7 +159,7 @@ fn handle(
                 log,
                 "virtio-rng: failed to arm the rate limiter timer: {err}"
             );
-            return Outcome::Throttled;
+            return Step::Throttled;
         }
     }
     let mut buf = [0u8; CHUNK];
@@ -214,7 +175,7 @@ fn handle(
                     log,
                     "virtio-rng: host random number generator failed: {err}"
                 );
-                return Outcome::Used(written);
+                return Step::Used(written);
             }
             let written_ok = seg
                 .addr
@@ -223,7 +184,7 @@ fn handle(
             if !written_ok {
                 // The chain walk checked the range; memory cannot shrink under us.
                 metrics.entropy_event_fails.inc();
-                return Outcome::Used(written);
+                return Step::Used(written);
             }
             done += n;
             // n <= CHUNK, and the chain's total length fits in u32.
@@ -231,7 +192,7 @@ fn handle(
             metrics.entropy_bytes.add(len_u64(n));
         }
     }
-    Outcome::Used(written)
+    Step::Used(written)
 }
 
 impl VirtioDevice for Entropy {
