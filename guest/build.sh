@@ -51,9 +51,12 @@ esac
 
 # Sources, in link order (explicit, so the output does not depend on readdir order).
 C_SRCS="main.c util.c serial.c platform.c paging.c trap.c bootinfo.c cmdline.c tables.c smp.c virtio_mmio.c
-	scenarios/hello.c scenarios/smp.c scenarios/counter.c scenarios/fault.c scenarios/exception.c scenarios/cad.c"
+	virtio_drv.c virtio_blk.c
+	scenarios/hello.c scenarios/smp.c scenarios/counter.c scenarios/fault.c scenarios/exception.c scenarios/cad.c
+	scenarios/blk_read.c scenarios/blk_write.c scenarios/blk_ro.c scenarios/blk_flush.c
+	scenarios/blk_throughput.c scenarios/blk_patch.c scenarios/rng.c"
 
-CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra
+CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra -Werror
 	-ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone -mgeneral-regs-only
 	-march=x86-64 -mtune=generic
 	-fno-stack-protector -fno-asynchronous-unwind-tables -fno-unwind-tables -fcf-protection=none

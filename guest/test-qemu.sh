@@ -295,6 +295,167 @@ expect_re '^TEST fail unknown-scenario no-such-thing '
 expect_line "SQUIBTEST END no-such-thing"
 verdict "unknown scenario fails cleanly (q35, tcg)"
 
+# ---- virtio-blk and virtio-rng on microvm (acpi=off: QEMU appends virtio_mmio.device= itself) ----
+# Modern (version 2) virtio-mmio transports; QEMU's default is legacy.
+uvm="-machine microvm,acpi=off -global virtio-mmio.force-legacy=false"
+# fnv1a64 FILE SECTORS [START]: 64-bit FNV-1a of SECTORS 512-byte sectors from sector START, as 16 hex digits
+fnv1a64() {
+	python3 - "$@" <<'PY'
+import sys
+f, n, start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0
+with open(f, "rb") as fh:
+    fh.seek(start * 512)
+    data = fh.read(n * 512)
+h = 0xcbf29ce484222325
+for b in data:
+    h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+print("%016x" % h)
+PY
+}
+# check_pattern FILE START N ORIG: sectors [START, START+N) hold blk-write's pattern, the rest equals ORIG
+check_pattern() {
+	python3 - "$@" <<'PY'
+import sys
+f, start, n, orig = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+d, o = open(f, "rb").read(), open(orig, "rb").read()
+want = bytes((s * 31 + i) & 0xFF for s in range(start, start + n) for i in range(512))
+lo, hi = start * 512, (start + n) * 512
+if d[lo:hi] != want:
+    sys.exit("pattern mismatch in sectors [%d, %d)" % (start, start + n))
+if len(d) != len(o) or d[:lo] != o[:lo] or d[hi:] != o[hi:]:
+    sys.exit("bytes outside the written range changed")
+PY
+}
+# blkdev ID FILE [OPTS]: -drive/-device arguments for one virtio-blk device
+blkdev() { echo "-drive if=none,id=$1,file=$2,format=raw${3:-} -device virtio-blk-device,drive=$1"; }
+
+if command -v python3 >/dev/null 2>&1; then
+	disk="$work/disk.img"   # 16 MiB = 32768 sectors of random bytes
+	head -c $((16 << 20)) /dev/urandom >"$disk"
+	disk2="$work/disk2.img" # 1 MiB = 2048 sectors
+	head -c $((1 << 20)) /dev/urandom >"$disk2"
+
+	run_qemu blk-read 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") -append "squibtest=blk-read"
+	expect_how matched
+	expect_re '^TEST info virtio-blk index=0 base=0x[0-9a-f]+ irq=[0-9]+ features=0x1[0-9a-f]{8} .* queue_size=16 capacity=32768 '
+	expect_line "TEST ok blk-read sectors=64 capacity=32768 sum=$(fnv1a64 "$disk" 64)"
+	expect_line "SQUIBTEST END blk-read"
+	verdict "blk-read 64 sectors, FNV-1a matches the file (microvm, tcg)"
+
+	run_qemu blk-read-segs 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") \
+		-append "squibtest=blk-read squibtest.sectors=1000 squibtest.seg_bytes=4096"
+	expect_how matched
+	expect_re '^TEST info virtio-blk .* max_request=57344 segs=14$'
+	expect_line "TEST ok blk-read sectors=1000 capacity=32768 sum=$(fnv1a64 "$disk" 1000)"
+	verdict "blk-read 1000 sectors in 16-descriptor chains (SEG_MAX, seg_bytes=4096) (microvm, tcg)"
+
+	run_qemu blk-read-second 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") $(blkdev d1 "$disk2") \
+		-append "squibtest=blk-read squibtest.blk=1 squibtest.sectors=5000"
+	expect_how matched
+	expect_line "TEST info blk-read sectors=5000 clamped-to capacity=2048"
+	expect_line "TEST ok blk-read sectors=2048 capacity=2048 sum=$(fnv1a64 "$disk2" 2048)"
+	verdict "blk-read squibtest.blk=1 picks the second disk; sectors clamped to capacity (microvm, tcg)"
+
+	cp "$disk" "$work/w.img"
+	run_qemu blk-write 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$work/w.img") -append "squibtest=blk-write"
+	expect_how matched
+	expect_line "TEST info blk-write flushed=1"
+	expect_line "TEST ok blk-write sectors=8 start=8"
+	msg=$(check_pattern "$work/w.img" 8 8 "$disk" 2>&1) || errs="$errs; file: $msg"
+	verdict "blk-write 8 sectors at 8, flush, read back; the file holds the pattern (microvm, tcg)"
+
+	cp "$disk" "$work/w2.img"
+	run_qemu blk-write-big 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$work/w2.img") \
+		-append "squibtest=blk-write squibtest.start=1000 squibtest.sectors=333 squibtest.seg_bytes=1024"
+	expect_how matched
+	expect_line "TEST ok blk-write sectors=333 start=1000"
+	msg=$(check_pattern "$work/w2.img" 1000 333 "$disk" 2>&1) || errs="$errs; file: $msg"
+	verdict "blk-write 333 sectors at 1000 in multi-request, multi-descriptor chains (microvm, tcg)"
+
+	run_qemu blk-write-range 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk2") \
+		-append "squibtest=blk-write squibtest.start=2040 squibtest.sectors=9"
+	expect_how matched
+	expect_line "TEST fail blk-write range start=2040 sectors=9 capacity=2048"
+	verdict "blk-write beyond the capacity is refused by the guest (microvm, tcg)"
+
+	cp "$disk" "$work/ro.img"
+	run_qemu blk-ro 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$work/ro.img" ,readonly=on) \
+		-append "squibtest=blk-ro"
+	expect_how matched
+	expect_line "TEST ok blk-ro status=1 ro_offered=1"
+	cmp -s "$disk" "$work/ro.img" || errs="$errs; the read-only file changed"
+	verdict "blk-ro: write to a readonly=on drive -> IOERR, RO offered (microvm, tcg)"
+
+	run_qemu blk-ro-rw 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$work/ro.img") -append "squibtest=blk-ro"
+	expect_how matched
+	expect_line "TEST fail blk-ro status=0 ro_offered=0"
+	cmp -s "$disk" "$work/ro.img" || errs="$errs; blk-ro changed the file (it writes sector 0 back unchanged)"
+	verdict "blk-ro on a writable drive fails (status=0) and leaves the file unchanged (microvm, tcg)"
+
+	run_qemu blk-flush 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") -append "squibtest=blk-flush"
+	expect_how matched
+	expect_line "TEST ok blk-flush status=0 flush_offered=1"
+	verdict "blk-flush (microvm, tcg)"
+
+	run_qemu blk-throughput 120 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") \
+		-append "squibtest=blk-throughput"
+	expect_how matched
+	expect_line "TEST info tsc_khz=0 source=none"
+	expect_re '^TEST info blk-throughput phase=seq bytes=8388608 requests=128 tsc_cycles=[1-9][0-9]*$'
+	expect_re '^TEST info blk-throughput phase=rand ops=2048 bytes=8388608 tsc_cycles=[1-9][0-9]*$'
+	expect_re '^TEST ok blk-throughput bytes=8388608 tsc_cycles=[1-9][0-9]* tsc_khz=0 mib_s=0 iops=0 ops=2048 ops_tsc_cycles=[1-9][0-9]*$'
+	[ "$(grep -a '^BLK-T' "$out" | tr '\n' ' ')" = "BLK-T0 seq BLK-T1 seq BLK-T0 rand BLK-T1 rand " ] ||
+		errs="$errs; BLK-T0/BLK-T1 markers missing or out of order"
+	verdict "blk-throughput 8 MiB + 2048 random 4 KiB reads, markers, raw TSC counts (microvm, tcg)"
+
+	run_qemu rng 30 '^SQUIBTEST END' -- $tcg $uvm -device virtio-rng-device $(blkdev d0 "$disk2") \
+		-append "squibtest=rng"
+	expect_how matched
+	expect_re '^TEST ok rng bytes=4096 distinct=(2[0-4][0-9]|25[0-6]) nonzero=1$'
+	expect_line "SQUIBTEST END rng"
+	verdict "rng 4 KiB, >= 200 distinct byte values (microvm, tcg)"
+
+	run_qemu blk-none 30 '^SQUIBTEST END' -- $tcg $uvm -device virtio-rng-device -append "squibtest=blk-read"
+	expect_how matched
+	expect_line "TEST fail blk-read no-virtio-blk index=0"
+	verdict "blk-read without a virtio-blk device fails cleanly (microvm, tcg)"
+
+	run_qemu blk-legacy 30 '^SQUIBTEST END' -- $tcg -machine microvm,acpi=off $(blkdev d0 "$disk2") \
+		-append "squibtest=blk-read"
+	expect_how matched
+	expect_re '^TEST fail blk-read init legacy-transport base=0x[0-9a-f]+ '
+	verdict "blk-read refuses a legacy (version 1) virtio-mmio transport (microvm, tcg)"
+
+	# blk-patch: HMP block_resize changes the capacity and sends a config-change notification.
+	cp "$disk2" "$work/p.img"
+	out="$work/blk-patch.out"
+	: >"$out"
+	"$QEMU" -nodefaults -display none -no-reboot -serial "file:$out" -kernel "$pvh" $tcg $uvm \
+		$(blkdev d0 "$work/p.img") -append "squibtest=blk-patch squibtest.timeout_ms=20000" \
+		-monitor "pipe:$work/mon" >"$work/blk-patch.qemu.log" 2>&1 &
+	qpid=$!
+	exec 3<>"$work/mon.out" 4>"$work/mon.in"
+	for _ in $(seq 200); do grep -aq '^TEST info blk-patch capacity=' "$out" && break; sleep 0.1; done
+	echo "block_resize d0 2M" >&4
+	for _ in $(seq 200); do grep -aq '^SQUIBTEST END' "$out" && break; sleep 0.1; done
+	echo quit >&4
+	for _ in $(seq 50); do kill -0 "$qpid" 2>/dev/null || break; sleep 0.1; done
+	kill "$qpid" 2>/dev/null
+	wait "$qpid" 2>/dev/null
+	qpid=
+	exec 3<&- 4>&-
+	[ "$VERBOSE" = 1 ] && sed "s/^/    | /" "$out"
+	expect_line "TEST info blk-patch capacity=2048"
+	expect_line "TEST info blk-patch config_irq=1 generation=0->1"
+	expect_line "TEST info blk-patch read sector=4095 sum=$(fnv1a64 "$work/p.img" 1 4095)"
+	expect_line "TEST ok blk-patch old=2048 new=4096"
+	expect_line "SQUIBTEST END blk-patch"
+	verdict "blk-patch sees HMP block_resize: capacity 2048 -> 4096, config interrupt (microvm, tcg)"
+else
+	echo "SKIP virtio-blk cases (python3 not found: it computes the host-side FNV-1a hashes)"
+	skip=$((skip + 1))
+fi
+
 # ---- KVM (on kvm_pvm hosts guest code runs through KVM's emulator: slow but works) ----
 if [ "$kvm_ok" = 1 ]; then
 	# (No -cpu host: on kvm_pvm QEMU then fails to set MSR 0x10a and aborts.)

@@ -44,7 +44,8 @@ uint64_t strtou64(const char *s, const char **end, int base);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void kvprintf(const char *fmt, va_list ap);
 void spin_delay(uint64_t iterations);
-uint64_t tsc_khz(void);
+uint64_t tsc_khz_cpuid(const char **source);  /* 0 if the CPU/hypervisor does not say */
+uint64_t tsc_khz(void);                        /* tsc_khz_cpuid(), else a 3 GHz guess */
 void udelay(uint64_t us);
 
 /* ---- serial.c ---- */
@@ -139,6 +140,13 @@ int scenario_counter(void);
 int scenario_fault(void);
 int scenario_exception(void);
 int scenario_cad(void);
+int scenario_blk_read(void);
+int scenario_blk_write(void);
+int scenario_blk_ro(void);
+int scenario_blk_flush(void);
+int scenario_blk_throughput(void);
+int scenario_blk_patch(void);
+int scenario_rng(void);
 
 extern const char *g_scenario_name;
 

@@ -21,7 +21,13 @@ static const struct scenario scenarios[] = {
 	{ "fault",   scenario_fault,   "triple fault (empty IDT + ud2)" },
 	{ "exception", scenario_exception, "ud2 with the IDT installed: exception report, then reset" },
 	{ "cad",     scenario_cad,     "wait for Ctrl-Alt-Del scancodes on the i8042, then reset" },
-	/* Device scenarios (blk-read, rng, ...) go here. */
+	{ "blk-read",  scenario_blk_read,  "read squibtest.sectors from virtio-blk, print their FNV-1a" },
+	{ "blk-write", scenario_blk_write, "write a pattern, flush, read back and compare" },
+	{ "blk-ro",    scenario_blk_ro,    "a write to a read-only drive must fail with IOERR" },
+	{ "blk-flush", scenario_blk_flush, "one FLUSH request" },
+	{ "blk-throughput", scenario_blk_throughput, "timed sequential and random 4 KiB reads" },
+	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
+	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

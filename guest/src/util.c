@@ -116,32 +116,53 @@ void spin_delay(uint64_t iterations)
 }
 
 /*
- * TSC frequency in kHz: CPUID 0x16 (base MHz), else the hypervisor timing
- * leaf 0x40000010 (EAX = TSC kHz, KVM/VMware convention), else assume 3 GHz.
- * Only used for bounded waits, so a guess is good enough.
+ * TSC frequency in kHz as the CPU or hypervisor announces it, 0 if unknown:
+ * CPUID 0x15 (crystal clock x ratio, exact, if the crystal frequency is given),
+ * else the hypervisor timing leaf 0x40000010 (EAX = TSC kHz, KVM/VMware
+ * convention), else CPUID 0x16 (processor base MHz, nominal).
  */
-uint64_t tsc_khz(void)
+uint64_t tsc_khz_cpuid(const char **source)
 {
 	static uint64_t khz;
-	if (khz)
-		return khz;
-	uint32_t a, b, c, d;
-	cpuid(0, 0, &a, &b, &c, &d);
-	if (a >= 0x16) {
-		cpuid(0x16, 0, &a, &b, &c, &d);
-		if (a & 0xFFFF)
-			khz = (uint64_t)(a & 0xFFFF) * 1000;
-	}
-	if (!khz) {
-		cpuid(0x40000000, 0, &a, &b, &c, &d);
-		if (a >= 0x40000010 && a < 0x40000100) {
-			cpuid(0x40000010, 0, &a, &b, &c, &d);
-			khz = a;
+	static const char *src = "none";
+	static bool done;
+	if (!done) {
+		uint32_t max, a, b, c, d;
+		cpuid(0, 0, &max, &b, &c, &d);
+		if (max >= 0x15) {
+			cpuid(0x15, 0, &a, &b, &c, &d);
+			if (a && b && c) {
+				khz = (uint64_t)c * b / a / 1000;
+				src = "cpuid-0x15";
+			}
 		}
+		if (!khz) {
+			cpuid(0x40000000, 0, &a, &b, &c, &d);
+			if (a >= 0x40000010 && a < 0x40000100) {
+				cpuid(0x40000010, 0, &a, &b, &c, &d);
+				khz = a;
+				src = "cpuid-0x40000010";
+			}
+		}
+		if (!khz && max >= 0x16) {
+			cpuid(0x16, 0, &a, &b, &c, &d);
+			khz = (uint64_t)(a & 0xFFFF) * 1000;
+			src = "cpuid-0x16";
+		}
+		if (!khz)
+			src = "none";
+		done = true;
 	}
-	if (!khz)
-		khz = 3000000;
+	if (source)
+		*source = src;
 	return khz;
+}
+
+/* The TSC frequency for bounded waits: as announced, else assume 3 GHz. */
+uint64_t tsc_khz(void)
+{
+	uint64_t khz = tsc_khz_cpuid(NULL);
+	return khz ? khz : 3000000;
 }
 
 /* Wait about `us` microseconds of TSC time, however slowly we are executed. */
