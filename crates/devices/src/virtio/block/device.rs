@@ -1,14 +1,14 @@
 //! [`Block`]: the virtio-blk device model.
 //!
 //! Queue processing runs on the VMM's event loop ([`VirtioDevice::process_queue_event`]): every
-//! available chain is walked ([`Chain::walk`]), parsed ([`Request::parse`]), charged to the rate
-//! limiter (one op, plus the data length in bytes for reads and writes), executed synchronously
-//! on the backing file, and returned on the used ring with its status byte. A refused charge
-//! puts the chain back, arms the rate-limiter timer and stops; the timer event resumes
-//! processing. The ring handling itself is [`queue::drain`]. Malformed requests get `IOERR` when the chain has a status
-//! byte (and are still returned, with length 0 otherwise), are counted in `invalid_reqs_count`
-//! and logged through a rate-limited log. The driver is interrupted once per batch, subject to
-//! `VIRTIO_RING_F_EVENT_IDX` suppression.
+//! available chain is walked (`Chain::walk`), parsed ([`Request`]), charged to the rate limiter
+//! (one op, plus the data length in bytes for reads and writes), executed synchronously on the
+//! backing file, and returned on the used ring with its status byte. A refused charge puts the
+//! chain back, arms the rate-limiter timer and stops; the timer event resumes processing. The
+//! ring handling itself is shared with the other devices (`virtio::queue::drain`). Malformed
+//! requests get `IOERR` when the chain has a status byte (and are still returned, with length 0
+//! otherwise), are counted in `invalid_reqs_count` and logged through a rate-limited log. The
+//! driver is interrupted once per batch, subject to `VIRTIO_RING_F_EVENT_IDX` suppression.
 //!
 //! Threading: `Send`, used behind `Arc<Mutex<Block>>` by the transport (vCPU threads) and the
 //! event loop (VMM thread); see the [`virtio`](crate::virtio) module docs.

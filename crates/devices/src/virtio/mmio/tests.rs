@@ -1,3 +1,6 @@
+//! MMIO transport tests: a fake two-queue device behind the register file, poked through
+//! `BusDevice` the way Linux's virtio-mmio driver does.
+
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;

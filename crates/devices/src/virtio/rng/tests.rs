@@ -1,3 +1,6 @@
+//! virtio-rng tests: a mock driver publishes buffers, the device fills them; plus a property test
+//! over random descriptor tables (20 000 cases by default, `PROPTEST_CASES` overrides).
+
 use std::sync::Arc;
 use std::time::Duration;
 
