@@ -338,6 +338,7 @@ if command -v python3 >/dev/null 2>&1; then
 	run_qemu blk-read 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") -append "squibtest=blk-read"
 	expect_how matched
 	expect_re '^TEST info virtio-blk index=0 base=0x[0-9a-f]+ irq=[0-9]+ features=0x1[0-9a-f]{8} .* queue_size=16 capacity=32768 '
+	expect_line "TEST info blk-read requests=1 used_irq_missing=0 status=0xf"
 	expect_line "TEST ok blk-read sectors=64 capacity=32768 sum=$(fnv1a64 "$disk" 64)"
 	expect_line "SQUIBTEST END blk-read"
 	verdict "blk-read 64 sectors, FNV-1a matches the file (microvm, tcg)"
@@ -360,6 +361,7 @@ if command -v python3 >/dev/null 2>&1; then
 	run_qemu blk-write 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$work/w.img") -append "squibtest=blk-write"
 	expect_how matched
 	expect_line "TEST info blk-write flushed=1"
+	expect_line "TEST info blk-write requests=3 used_irq_missing=0 status=0xf"
 	expect_line "TEST ok blk-write sectors=8 start=8"
 	msg=$(check_pattern "$work/w.img" 8 8 "$disk" 2>&1) || errs="$errs; file: $msg"
 	verdict "blk-write 8 sectors at 8, flush, read back; the file holds the pattern (microvm, tcg)"
@@ -382,6 +384,7 @@ if command -v python3 >/dev/null 2>&1; then
 	run_qemu blk-ro 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$work/ro.img" ,readonly=on) \
 		-append "squibtest=blk-ro"
 	expect_how matched
+	expect_line "TEST info blk-ro requests=2 used_irq_missing=0 status=0xf"
 	expect_line "TEST ok blk-ro status=1 ro_offered=1"
 	cmp -s "$disk" "$work/ro.img" || errs="$errs; the read-only file changed"
 	verdict "blk-ro: write to a readonly=on drive -> IOERR, RO offered (microvm, tcg)"
@@ -394,6 +397,7 @@ if command -v python3 >/dev/null 2>&1; then
 
 	run_qemu blk-flush 30 '^SQUIBTEST END' -- $tcg $uvm $(blkdev d0 "$disk") -append "squibtest=blk-flush"
 	expect_how matched
+	expect_line "TEST info blk-flush requests=1 used_irq_missing=0 status=0xf"
 	expect_line "TEST ok blk-flush status=0 flush_offered=1"
 	verdict "blk-flush (microvm, tcg)"
 
@@ -403,6 +407,7 @@ if command -v python3 >/dev/null 2>&1; then
 	expect_line "TEST info tsc_khz=0 source=none"
 	expect_re '^TEST info blk-throughput phase=seq bytes=8388608 requests=128 tsc_cycles=[1-9][0-9]*$'
 	expect_re '^TEST info blk-throughput phase=rand ops=2048 bytes=8388608 tsc_cycles=[1-9][0-9]*$'
+	expect_line "TEST info blk-throughput requests=2176 used_irq_missing=0 status=0xf"
 	expect_re '^TEST ok blk-throughput bytes=8388608 tsc_cycles=[1-9][0-9]* tsc_khz=0 mib_s=0 iops=0 ops=2048 ops_tsc_cycles=[1-9][0-9]*$'
 	[ "$(grep -a '^BLK-T' "$out" | tr '\n' ' ')" = "BLK-T0 seq BLK-T1 seq BLK-T0 rand BLK-T1 rand " ] ||
 		errs="$errs; BLK-T0/BLK-T1 markers missing or out of order"
@@ -411,6 +416,7 @@ if command -v python3 >/dev/null 2>&1; then
 	run_qemu rng 30 '^SQUIBTEST END' -- $tcg $uvm -device virtio-rng-device $(blkdev d0 "$disk2") \
 		-append "squibtest=rng"
 	expect_how matched
+	expect_re '^TEST info rng requests=[1-9][0-9]* used_irq_missing=0 status=0xf$'
 	expect_re '^TEST ok rng bytes=4096 distinct=(2[0-4][0-9]|25[0-6]) nonzero=1$'
 	expect_line "SQUIBTEST END rng"
 	verdict "rng 4 KiB, >= 200 distinct byte values (microvm, tcg)"
@@ -479,6 +485,36 @@ if [ "$kvm_ok" = 1 ]; then
 	run_qemu kvm-counter 120 '^TICK 2$' -- $kvm -machine q35 -append "squibtest=counter squibtest.tick_shift=14"
 	expect_how matched
 	verdict "counter ticks (q35, kvm, tick_shift=14)"
+
+	if command -v python3 >/dev/null 2>&1; then
+		# microvm (qboot) boots in well under a second even where KVM emulates the guest.
+		cp "$disk" "$work/kw.img"
+		run_qemu kvm-blk-write 120 '^SQUIBTEST END' -- $kvm $uvm $(blkdev d0 "$work/kw.img") \
+			-append "squibtest=blk-write squibtest.start=64 squibtest.sectors=200"
+		expect_how matched
+		expect_line "TEST ok blk-write sectors=200 start=64"
+		msg=$(check_pattern "$work/kw.img" 64 200 "$disk" 2>&1) || errs="$errs; file: $msg"
+		verdict "blk-write 200 sectors, file checked (microvm, kvm)"
+
+		run_qemu kvm-blk-read 120 '^SQUIBTEST END' -- $kvm $uvm $(blkdev d0 "$work/kw.img") \
+			-append "squibtest=blk-read squibtest.sectors=300"
+		expect_how matched
+		expect_line "TEST ok blk-read sectors=300 capacity=32768 sum=$(fnv1a64 "$work/kw.img" 300)"
+		verdict "blk-read 300 sectors (microvm, kvm)"
+
+		run_qemu kvm-rng 120 '^SQUIBTEST END' -- $kvm $uvm -device virtio-rng-device -append "squibtest=rng"
+		expect_how matched
+		expect_re '^TEST ok rng bytes=4096 distinct=(2[0-4][0-9]|25[0-6]) nonzero=1$'
+		verdict "rng (microvm, kvm)"
+
+		# +invtsc,vmware-cpuid-freq=on: KVM's TSC frequency in CPUID 0x40000010, so the guest gives rates.
+		run_qemu kvm-blk-throughput 120 '^SQUIBTEST END' -- $kvm -cpu qemu64,+invtsc,vmware-cpuid-freq=on \
+			$uvm $(blkdev d0 "$disk") -append "squibtest=blk-throughput squibtest.mib=4 squibtest.iops_ops=256"
+		expect_how matched
+		expect_re '^TEST info tsc_khz=[1-9][0-9]* source=cpuid-0x40000010$'
+		expect_re '^TEST ok blk-throughput bytes=4194304 tsc_cycles=[1-9][0-9]* tsc_khz=[1-9][0-9]* mib_s=[0-9]+\.[0-9][0-9] iops=[1-9][0-9]* ops=256 ops_tsc_cycles=[1-9][0-9]*$'
+		verdict "blk-throughput with a known TSC frequency gives MiB/s and IOPS (microvm, kvm)"
+	fi
 else
 	echo "SKIP kvm cases (/dev/kvm not usable or SQUIB_TEST_KVM=0)"
 	skip=$((skip + 1))

@@ -50,6 +50,7 @@
 #define IO_TIMEOUT_MS_DEFAULT   10000
 #define RESET_TIMEOUT_MS        1000
 #define STATUS_CHECK_MS         10          /* while polling, look at Status this often */
+#define IRQ_WAIT_US             1000        /* wait for InterruptStatus after a completion */
 
 /* .noinit: zeroing these at boot would cost real time where KVM emulates the guest. */
 static uint8_t vq_pages[VQ_PAGES][4096] __attribute__((noinit, aligned(4096)));
@@ -307,12 +308,35 @@ int virtq_submit_wait(struct virtio_dev *d, const struct virtq_seg *segs, uint32
 	volatile struct virtq_used_elem *e = &q->used->ring[q->used_idx % q->size];
 	uint32_t id = e->id, len = e->len;
 	q->used_idx++;
-	virtio_ack_interrupts(d);
+	d->requests++;
+	/* Without VIRTIO_F_EVENT_IDX and with avail->flags = 0 the device must notify. It
+	 * may set InterruptStatus just after publishing the used entry: give it a moment,
+	 * so the bit is acknowledged here and not left pending. */
+	uint64_t t0 = rdtsc(), irq_budget = IRQ_WAIT_US * tsc_khz() / 1000;
+	while (!(virtio_ack_interrupts(d) & VIRTIO_INT_USED_RING)) {
+		if (rdtsc() - t0 > irq_budget) {
+			d->irq_missing++;
+			break;
+		}
+		udelay(10);
+	}
 	if (used_len)
 		*used_len = len;
 	if (id != 0) {
 		d->broken = VIRTIO_E_USED;
 		return -VIRTIO_E_USED;
+	}
+	return 0;
+}
+
+int virtio_report(const char *name, const struct virtio_dev *d)
+{
+	uint32_t status = virtio_status(d);
+	kprintf("TEST info %s requests=%u used_irq_missing=%u status=%#x\n", name, d->requests,
+		d->irq_missing, status);
+	if (status & VIRTIO_STATUS_DEVICE_NEEDS_RESET) {
+		kprintf("TEST fail %s device-needs-reset\n", name);
+		return 1;
 	}
 	return 0;
 }

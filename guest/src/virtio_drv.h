@@ -101,6 +101,8 @@ struct virtio_dev {
 	uint64_t features;          /* negotiated */
 	uint32_t queue_num_max;
 	uint32_t isr_seen;          /* OR of every InterruptStatus value acknowledged */
+	uint32_t requests;          /* completed chains */
+	uint32_t irq_missing;       /* completions without InterruptStatus bit 0 within 1 ms */
 	int broken;                 /* a request timed out or the device needs a reset: the
 				       queue's descriptors may still be in use, stop submitting */
 	struct virtq vq;
@@ -132,6 +134,10 @@ uint32_t virtio_config_read32(const struct virtio_dev *d, uint32_t offset);
 /* A 64-bit config field as two 32-bit reads, retried until ConfigGeneration is stable. */
 uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset);
 const char *virtio_strerror(int err);
+/* End-of-scenario check: prints `TEST info <name> requests=<n> used_irq_missing=<m>
+ * status=<hex>`, and `TEST fail <name> device-needs-reset` (returning 1) if the device
+ * set DEVICE_NEEDS_RESET. */
+int virtio_report(const char *name, const struct virtio_dev *d);
 /* Request timeout from squibtest.io_timeout_ms (default 10 s), in TSC cycles. */
 uint64_t virtio_io_timeout(void);
 

@@ -15,6 +15,8 @@ int scenario_blk_flush(void)
 		return 1;
 	unsigned offered = b.v.offered & FEATURE(VIRTIO_BLK_F_FLUSH) ? 1 : 0;
 	int st = blk_request(&b, VIRTIO_BLK_T_FLUSH, 0, NULL, 0);
+	if (virtio_report(name, &b.v))
+		return 1;
 	if (st < 0) {
 		kprintf("TEST fail blk-flush %s flush_offered=%u\n", virtio_strerror(st), offered);
 		return 1;

@@ -56,6 +56,8 @@ int scenario_blk_patch(void)
 		return 1;
 	kprintf("TEST info blk-patch read sector=%lu sum=%016lx\n", cap - 1,
 		fnv1a64(FNV1A64_INIT, virtio_io_buf, SECTOR_SIZE));
+	if (virtio_report(name, &b.v))
+		return 1;
 	kprintf("TEST ok blk-patch old=%lu new=%lu\n", old, cap);
 	return 0;
 }

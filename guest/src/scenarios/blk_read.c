@@ -30,6 +30,8 @@ int scenario_blk_read(void)
 			return 1;
 		h = fnv1a64(h, virtio_io_buf, (size_t)k * SECTOR_SIZE);
 	}
+	if (virtio_report(name, &b.v))
+		return 1;
 	kprintf("TEST ok blk-read sectors=%lu capacity=%lu sum=%016lx\n", n, b.capacity, h);
 	return 0;
 }

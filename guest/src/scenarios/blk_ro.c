@@ -22,6 +22,8 @@ int scenario_blk_ro(void)
 	if (blk_check(name, "read", 0, blk_request(&b, VIRTIO_BLK_T_IN, 0, virtio_io_buf, SECTOR_SIZE)))
 		return 1;
 	int st = blk_request(&b, VIRTIO_BLK_T_OUT, 0, virtio_io_buf, SECTOR_SIZE);
+	if (virtio_report(name, &b.v))
+		return 1;
 	if (st < 0) {
 		kprintf("TEST fail blk-ro write %s ro_offered=%u\n", virtio_strerror(st), ro);
 		return 1;

@@ -84,6 +84,8 @@ int scenario_blk_throughput(void)
 		if (rand_us)
 			iops = ops * 1000000 / rand_us;
 	}
+	if (virtio_report(name, &b.v))
+		return 1;
 	kprintf("TEST ok blk-throughput bytes=%lu tsc_cycles=%lu tsc_khz=%lu ", bytes, seq_cycles, khz);
 	if (mib_s_x100)
 		kprintf("mib_s=%lu.%02lu", mib_s_x100 / 100, mib_s_x100 % 100);

@@ -66,6 +66,8 @@ int scenario_blk_write(void)
 				}
 			}
 	}
+	if (virtio_report(name, &b.v))
+		return 1;
 	kprintf("TEST ok blk-write sectors=%lu start=%lu\n", n, start);
 	return 0;
 }

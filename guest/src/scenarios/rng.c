@@ -53,7 +53,8 @@ int scenario_rng(void)
 		}
 		nonzero |= buf[i] != 0;
 	}
-	kprintf("TEST info rng requests=%u\n", requests);
+	if (virtio_report("rng", &d))
+		return 1;
 	if (got < RNG_BYTES || distinct < MIN_DISTINCT) {
 		kprintf("TEST fail rng bytes=%u distinct=%u nonzero=%u\n", got, distinct, nonzero);
 		return 1;
