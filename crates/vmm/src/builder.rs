@@ -17,12 +17,12 @@ use squib_arch::{
     BootConfig, BootProtocol, BootStateConfig, CpuidConfig, DEFAULT_BOOT_ARGS, configure_system,
     create_guest_memory, layout, load_initrd, load_kernel, write_cmdline, x86_boot_state,
 };
-use squib_config::vm_config::VmConfig;
+use squib_config::{schemas::drive::DriveUpdate, vm_config::VmConfig};
 use squib_devices::{
     Bus, BusDevice, EventFdIrq, IrqLine,
     legacy::{I8042Device, SerialDevice},
     pseudo::{BootTimer, BootTimestamp, SystemBootClock},
-    rate_limiter::TokenBucket,
+    rate_limiter::{BucketUpdate, TokenBucket},
 };
 use squib_hv::{Hypervisor, Vm, VmConfig as HvVmConfig};
 use vm_memory::GuestMemoryMmap;
@@ -30,6 +30,8 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{
     error::StartMicrovmError,
+    mmio_layout::MmioAllocator,
+    virtio_devices::{AttachContext, Subscriber, VirtioDevices},
     vcpu::{BusIo, ExitSignal, VcpuEvent, VcpuHandle, VcpuResponse, VcpuSetup},
     vmm::{BootProtocolChoice, VmmOptions},
 };
@@ -50,6 +52,7 @@ pub struct Microvm {
     exit: Arc<ExitSignal>,
     i8042: Arc<Mutex<I8042Device>>,
     boot_timer: Option<Arc<Mutex<BootTimer>>>,
+    virtio: VirtioDevices,
     paused: bool,
 }
 
@@ -97,6 +100,36 @@ impl Microvm {
         self.boot_timer.as_ref()
     }
 
+    /// Event-loop subscribers of the virtio devices (taken once by the VMM loop).
+    pub fn take_subscribers(&mut self) -> Vec<Subscriber> {
+        std::mem::take(&mut self.virtio.subscribers)
+    }
+
+    /// `PATCH /drives/{id}`: swap the backing file and/or update the rate limiter.
+    pub fn update_drive(&self, update: &DriveUpdate) -> Result<(), String> {
+        let (_, block) = self
+            .virtio
+            .blocks
+            .iter()
+            .find(|(id, _)| id == &update.drive_id)
+            .ok_or_else(|| format!("Drive config error: No block device with id {} found.", update.drive_id))?;
+        let mut block = block.lock().map_err(|_| "block device lock poisoned".to_owned())?;
+        if let Some(path) = &update.path_on_host {
+            block
+                .update_disk(std::path::Path::new(path))
+                .map_err(|e| format!("Drive config error: Unable to patch the block device: {e}"))?;
+        }
+        if let Some(rl) = &update.rate_limiter {
+            let clock: Arc<dyn squib_devices::rate_limiter::Clock> =
+                Arc::new(squib_devices::rate_limiter::MonotonicClock);
+            block.update_rate_limiter(
+                BucketUpdate::from_config(rl.bandwidth.as_ref().map(to_bucket_cfg).as_ref(), Arc::clone(&clock)),
+                BucketUpdate::from_config(rl.ops.as_ref().map(to_bucket_cfg).as_ref(), clock),
+            );
+        }
+        Ok(())
+    }
+
     /// Stop and join every vCPU thread.
     pub fn stop(&mut self) {
         if self.vcpus.is_empty() {
@@ -142,7 +175,7 @@ impl IrqLine for VmIrq {
     }
 }
 
-fn irq_line(vm: &Arc<dyn Vm>, gsi: u32) -> Result<Arc<dyn IrqLine>, StartMicrovmError> {
+pub(crate) fn irq_line(vm: &Arc<dyn Vm>, gsi: u32) -> Result<Arc<dyn IrqLine>, StartMicrovmError> {
     let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| StartMicrovmError::Device(e.to_string()))?;
     match vm.register_irqfd(&evt, gsi) {
         Ok(()) => Ok(Arc::new(EventFdIrq::new(evt))),
@@ -248,6 +281,15 @@ pub fn build_microvm(
         None
     };
 
+    // virtio devices (block with the root first, then rng), announced on the command line.
+    let virtio = AttachContext { vm: &vm, memory: &memory, mmio: &mmio, slots: MmioAllocator::default() }
+        .attach_all(
+            &config.drives,
+            config.entropy.as_ref().and_then(|e| e.rate_limiter.as_ref()),
+            config.entropy.is_some(),
+        )
+        .map_err(StartMicrovmError::Device)?;
+
     // Kernel, initrd, command line, boot structures.
     let open = |what: &'static str, path: &str| {
         File::open(path).map_err(|source| StartMicrovmError::OpenFile { what, source })
@@ -275,7 +317,11 @@ pub fn build_microvm(
         }
         None => None,
     };
-    let cmdline = kernel_cmdline(config);
+    let mut cmdline = kernel_cmdline(config);
+    for token in &virtio.cmdline {
+        cmdline.push(' ');
+        cmdline.push_str(token);
+    }
     let cmdline_size = write_cmdline(&memory, &cmdline).map_err(StartMicrovmError::Configure)?;
     configure_system(
         &memory,
@@ -334,6 +380,7 @@ pub fn build_microvm(
         exit,
         i8042,
         boot_timer,
+        virtio,
         paused: true,
     };
     microvm
@@ -350,4 +397,14 @@ fn insert(
 ) -> Result<(), StartMicrovmError> {
     bus.insert(dev, base, len)
         .map_err(|e| StartMicrovmError::Device(e.to_string()))
+}
+
+fn to_bucket_cfg(
+    b: &squib_config::schemas::rate_limiter::TokenBucketConfig,
+) -> squib_devices::rate_limiter::TokenBucketConfig {
+    squib_devices::rate_limiter::TokenBucketConfig {
+        size: b.size,
+        one_time_burst: b.one_time_burst,
+        refill_time: b.refill_time,
+    }
 }

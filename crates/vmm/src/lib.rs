@@ -20,6 +20,7 @@ pub mod error;
 pub mod exit_code;
 pub mod mmio_layout;
 pub mod vcpu;
+pub mod virtio_devices;
 pub mod vmm;
 
 pub use error::StartMicrovmError;

@@ -32,15 +32,9 @@ impl MmioSlot {
 }
 
 /// Hands out slots in attach order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MmioAllocator {
     next: u32,
-}
-
-impl Default for MmioAllocator {
-    fn default() -> Self {
-        Self { next: 0 }
-    }
 }
 
 impl MmioAllocator {

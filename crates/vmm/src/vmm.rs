@@ -11,12 +11,14 @@
 //! reconfiguration) are refused with an explicit 400, never accepted and ignored.
 
 use std::{
-    os::fd::AsRawFd,
     sync::{
-        Arc,
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
         mpsc::{Receiver, TryRecvError},
     },
 };
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 
 use squib_config::{
     action::{ApiAction, ApiResponse},
@@ -26,14 +28,12 @@ use squib_config::{
 use squib_core::{CapabilityProfile, LifecyclePhase};
 use squib_devices::pseudo::BootTimestamp;
 use squib_hv::Hypervisor;
-use vmm_sys_util::{
-    epoll::{ControlOperation, Epoll, EpollEvent, EventSet},
-    eventfd::EventFd,
-};
+use vmm_sys_util::{epoll::EventSet, eventfd::EventFd};
 
 use crate::{
     builder::{Microvm, build_microvm},
     exit_code::ExitCode,
+    virtio_devices::{Subscriber, block_config, block_error},
 };
 
 /// Receives lifecycle changes for the API's read mirror.
@@ -97,8 +97,31 @@ impl std::fmt::Debug for Vmm {
     }
 }
 
-const WAKE: u64 = 1;
-const EXIT: u64 = 2;
+/// Watches one eventfd for the event loop and raises a flag the loop checks after each round.
+struct FlagSubscriber {
+    fd: EventFd,
+    flag: Arc<AtomicBool>,
+}
+
+impl MutEventSubscriber for FlagSubscriber {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.fd, EventSet::IN)) {
+            tracing::error!("cannot watch a VMM eventfd: {e:?}");
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.fd.read();
+        self.flag.store(true, Ordering::Release);
+    }
+}
+
+fn flag_subscriber(fd: &EventFd) -> Option<(Subscriber, Arc<AtomicBool>)> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let sub: Subscriber =
+        Arc::new(Mutex::new(FlagSubscriber { fd: fd.try_clone().ok()?, flag: Arc::clone(&flag) }));
+    Some((sub, flag))
+}
 
 impl Vmm {
     /// A VMM with no configuration.
@@ -168,6 +191,25 @@ impl Vmm {
                     ));
                 }
                 self.apply(action)
+            }
+            ApiAction::PutDrive(d) if self.phase.is_pre_boot() => {
+                // Firecracker creates the device (opens the file) at PUT time.
+                match block_config(d).and_then(|c| {
+                    squib_devices::virtio::Block::new(c).map(drop).map_err(|e| block_error(&e))
+                }) {
+                    Ok(()) => self.apply(action),
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
+            ApiAction::PutDrive(_) => ApiResponse::bad_request("Drive config error: PCI is not enabled"),
+            ApiAction::PatchDrive(update) => {
+                let Some(vm) = self.microvm.as_ref() else {
+                    return ApiResponse::bad_request(squib_config::action::NOT_SUPPORTED_BEFORE_START);
+                };
+                match vm.update_drive(update) {
+                    Ok(()) => self.apply(action),
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
             }
             a => match unsupported(a) {
                 Some(msg) => ApiResponse::bad_request(msg),
@@ -239,82 +281,64 @@ impl Vmm {
     }
 
     /// Run the event loop until the microVM ends (or a `Shutdown` action). Requests arrive on
-    /// `requests`; `wake` is written once per request.
+    /// `requests`; `wake` is written once per request. Devices are driven by the same
+    /// `event-manager` loop on this thread, as in Firecracker.
     pub fn run(mut self, requests: &Receiver<VmmRequest>, wake: &EventFd) -> ExitCode {
-        let Ok(epoll) = Epoll::new() else {
+        let Ok(mut events) = EventManager::<Subscriber>::new() else {
             return ExitCode::UnexpectedError;
         };
-        if epoll
-            .ctl(
-                ControlOperation::Add,
-                wake.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, WAKE),
-            )
-            .is_err()
-        {
+        let Some((wake_sub, woken)) = flag_subscriber(wake) else {
             return ExitCode::UnexpectedError;
-        }
-        let mut exit_watched = false;
+        };
+        events.add_subscriber(wake_sub);
+        let mut exited: Option<Arc<AtomicBool>> = None;
         let mut api_gone = false;
         loop {
-            if !exit_watched && let Some(vm) = &self.microvm {
-                let fd = vm.exit_signal().event().as_raw_fd();
-                if epoll
-                    .ctl(
-                        ControlOperation::Add,
-                        fd,
-                        EpollEvent::new(EventSet::IN, EXIT),
-                    )
-                    .is_err()
-                {
-                    return self.finish(ExitCode::UnexpectedError);
-                }
-                exit_watched = true;
-            }
             if api_gone && self.microvm.is_none() {
                 return self.finish(ExitCode::Ok);
             }
-            let mut events = [EpollEvent::default(); 4];
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return self.finish(ExitCode::UnexpectedError),
-            };
-            for ev in &events[..n] {
-                match ev.data() {
-                    WAKE => {
-                        let _ = wake.read();
-                        loop {
-                            match requests.try_recv() {
-                                Ok(req) => {
-                                    let resp = self.handle(&req.action);
-                                    (req.reply)(resp);
-                                    if let Some(code) = self.shutdown.take() {
-                                        return self.finish(code);
-                                    }
-                                }
-                                Err(TryRecvError::Empty) => break,
-                                Err(TryRecvError::Disconnected) => {
-                                    api_gone = true;
-                                    let _ = epoll.ctl(
-                                        ControlOperation::Delete,
-                                        wake.as_raw_fd(),
-                                        EpollEvent::default(),
-                                    );
-                                    break;
-                                }
-                            }
+            if let Err(e) = events.run() {
+                if matches!(e, event_manager::Error::Epoll(errno) if errno.errno() == libc_eintr()) {
+                    continue;
+                }
+                tracing::error!("VMM event loop failed: {e:?}");
+                return self.finish(ExitCode::UnexpectedError);
+            }
+            if exited.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
+                let code = self.microvm.as_ref().map_or(ExitCode::Ok, |vm| vm.exit_signal().code());
+                return self.finish(code);
+            }
+            if !woken.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            loop {
+                match requests.try_recv() {
+                    Ok(req) => {
+                        let resp = self.handle(&req.action);
+                        (req.reply)(resp);
+                        if let Some(code) = self.shutdown.take() {
+                            return self.finish(code);
                         }
                     }
-                    EXIT => {
-                        let code = self.microvm.as_ref().map_or(ExitCode::Ok, |vm| {
-                            let _ = vm.exit_signal().event().read();
-                            vm.exit_signal().code()
-                        });
-                        return self.finish(code);
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        api_gone = true;
+                        break;
                     }
-                    _ => {}
                 }
+            }
+            // A microVM was just built: drive its devices and watch its exit eventfd.
+            if exited.is_none()
+                && let Some(vm) = self.microvm.as_mut()
+            {
+                for sub in vm.take_subscribers() {
+                    events.add_subscriber(sub);
+                }
+                let Some((exit_sub, flag)) = flag_subscriber(vm.exit_signal().event()) else {
+                    return self.finish(ExitCode::UnexpectedError);
+                };
+                events.add_subscriber(exit_sub);
+                exited = Some(flag);
             }
         }
     }
@@ -331,9 +355,7 @@ impl Vmm {
 /// Resources this build cannot realise yet: refused explicitly.
 fn unsupported(action: &ApiAction) -> Option<String> {
     let (category, what) = match action {
-        ApiAction::PutDrive(_) | ApiAction::PatchDrive(_) | ApiAction::DeleteDrive(_) => {
-            ("Drive config", "virtio-block")
-        }
+        ApiAction::DeleteDrive(_) => ("Drive config", "hot-unplug (it needs PCI)"),
         ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
             ("Pmem config", "virtio-pmem")
         }
@@ -347,7 +369,6 @@ fn unsupported(action: &ApiAction) -> Option<String> {
         | ApiAction::StartBalloonHinting(_)
         | ApiAction::BalloonHintingStatus
         | ApiAction::StopBalloonHinting => ("Balloon config", "virtio-balloon"),
-        ApiAction::PutEntropy(_) => ("Entropy device config", "virtio-rng"),
         ApiAction::PutMmdsConfig(_) => ("MMDS config", "MMDS on virtio-net"),
         ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
             ("Memory hotplug config", "virtio-mem")
@@ -365,4 +386,9 @@ fn unsupported(action: &ApiAction) -> Option<String> {
     Some(format!(
         "{category} error: {what} is not supported by this squib build yet."
     ))
+}
+
+/// `EINTR`, without a libc dependency (Linux value).
+const fn libc_eintr() -> i32 {
+    4
 }
