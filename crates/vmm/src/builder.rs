@@ -253,8 +253,15 @@ pub fn build_microvm(
         .as_ref()
         .and_then(|s| s.rate_limiter.as_ref())
         .and_then(|tb| TokenBucket::new(tb.size, tb.one_time_burst.unwrap_or(0), tb.refill_time));
-    let serial = SerialDevice::new(irq_line(&vm, COM1_GSI)?, serial_sink(config)?, serial_limit);
-    insert(&pio, COM1_PORT, 8, Arc::new(Mutex::new(serial)))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        irq_line(&vm, COM1_GSI)?,
+        serial_sink(config)?,
+        serial_limit,
+    )));
+    insert(&pio, COM1_PORT, 8, Arc::clone(&serial) as Arc<Mutex<dyn BusDevice>>)?;
+    if config.serial.as_ref().and_then(|s| s.serial_out_path.as_ref()).is_none() {
+        spawn_stdin_reader(serial);
+    }
     let i8042 = Arc::new(Mutex::new(I8042Device::new(
         reset_evt,
         irq_line(&vm, I8042_GSI)?,
@@ -406,5 +413,30 @@ fn to_bucket_cfg(
         size: b.size,
         one_time_burst: b.one_time_burst,
         refill_time: b.refill_time,
+    }
+}
+
+/// The console's input side, as in Firecracker: when the serial port writes to stdout, bytes
+/// read from stdin are fed to the UART (bounded by its input queue). A detached thread
+/// (`fc_stdin`) does blocking reads and ends at EOF (e.g. stdin is /dev/null).
+fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
+    let spawned = std::thread::Builder::new().name("fc_stdin".into()).spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            match serial.lock() {
+                Ok(mut s) => {
+                    s.enqueue_input(&buf[..n]);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("serial input from stdin is unavailable: {e}");
     }
 }
