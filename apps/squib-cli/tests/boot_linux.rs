@@ -1,14 +1,15 @@
 //! End-to-end: `squib` boots the minimal Linux guest (`../shared/guest`, or `$SQUIB_GUEST_DIR`)
 //! driven exactly as a Firecracker user would: vmlinux through the 64-bit entry (API), vmlinux
-//! through PVH with 2 vCPUs (`--no-api --config-file`), and bzImage with Ctrl-Alt-Del (API).
+//! through PVH with 2 vCPUs and its root on virtio-blk (`--no-api --config-file`), and bzImage
+//! (API).
 //!
 //! These are slow on nested-PVM hosts (20–90 s each) and run one at a time.
 
 mod common;
 
-use std::{sync::Mutex, time::Duration};
+use std::{io::Write, sync::Mutex, time::Duration};
 
-use common::{Squib, kvm_or_skip, linux_guest_dir, pvm_args, tmp_path};
+use common::{Squib, kvm_or_skip, linux_guest_dir, pvm_args, tmp_path, wait_for};
 
 /// Linux boots are serialised: in parallel they would only slow each other down.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -85,8 +86,11 @@ fn test_should_boot_linux_vmlinux_64bit_entry_via_api() {
     );
 }
 
+/// PVH entry, 2 vCPUs, `--no-api --config-file`, root on a copy of `rootfs.ext4` served by
+/// squib's virtio-blk, a second read-only drive, an entropy device; the console's stdin is used
+/// to ask Linux itself whether it sees the second drive read-only.
 #[test]
-fn test_should_boot_linux_vmlinux_pvh_smp_via_config_file() {
+fn test_should_boot_linux_pvh_smp_from_virtio_root_via_config_file() {
     if !kvm_or_skip() {
         return;
     }
@@ -94,22 +98,50 @@ fn test_should_boot_linux_vmlinux_pvh_smp_via_config_file() {
     let _serial_boots = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = tmp_path("rootfs.ext4");
+    let data = tmp_path("data.ext4");
+    for copy in [&root, &data] {
+        std::fs::copy(dir.join("rootfs.ext4"), copy).expect("copy rootfs");
+        std::fs::set_permissions(copy, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
+    }
     let cfg = tmp_path("linux.json");
     let doc = serde_json::json!({
-        "boot-source": {
-            "kernel_image_path": dir.join("vmlinux"),
-            "initrd_path": dir.join("initramfs.cpio"),
-            "boot_args": cmdline(""),
-        },
-        "drives": [],
+        "boot-source": {"kernel_image_path": dir.join("vmlinux"), "boot_args": cmdline(" squib.mode=shell")},
+        "drives": [
+            {"drive_id": "rootfs", "path_on_host": root, "is_root_device": true, "is_read_only": false},
+            {"drive_id": "data", "path_on_host": data, "is_root_device": false, "is_read_only": true},
+        ],
+        "entropy": {},
         "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
     });
     std::fs::write(&cfg, doc.to_string()).expect("config");
-    let mut vm = Squib::spawn(
-        &["--no-api", "--config-file", cfg.to_str().expect("utf8")],
-        None,
+    let (mut vm, mut stdin) =
+        Squib::spawn_with_stdin(&["--no-api", "--config-file", cfg.to_str().expect("utf8")]);
+    let shell = wait_for(BOOT_LIMIT, || {
+        let out = vm.output();
+        if out.contains("SQUIB-SHELL") {
+            Some(true)
+        } else if out.contains("exiting") {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    assert_eq!(shell, Some(true), "no shell:\n{}", vm.output());
+    stdin
+        .write_all(b"echo RO=$(cat /sys/block/vdb/ro) RW=$(cat /sys/block/vda/ro)\n")
+        .expect("stdin");
+    let answered = wait_for(Duration::from_secs(120), || {
+        vm.output().contains("RO=1 RW=0").then_some(())
+    });
+    assert!(
+        answered.is_some(),
+        "Linux did not report vdb read-only:\n{}",
+        vm.output()
     );
-    let code = vm.wait(BOOT_LIMIT);
+    stdin.write_all(b"reboot -f\n").expect("stdin");
+    let code = vm.wait(Duration::from_secs(120));
     let out = vm.output();
     assert_eq!(code, Some(0), "{out}");
     assert!(
@@ -117,7 +149,12 @@ fn test_should_boot_linux_vmlinux_pvh_smp_via_config_file() {
         "{out}"
     );
     check_markers(&out, 2);
-    assert!(out.contains("SQUIB-GUEST-DONE"), "{out}");
+    assert!(out.contains("root=/dev/vda rw"), "{out}");
+    assert!(
+        out.contains("SQUIB-DISK root marker=SQUIB-ROOTFS-OK"),
+        "{out}"
+    );
+    assert!(out.contains("SQUIB-RNG virtio_rng"), "{out}");
     assert!(
         out.contains("Firecracker exiting successfully. exit_code=0"),
         "{out}"

@@ -31,8 +31,8 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use crate::{
     error::StartMicrovmError,
     mmio_layout::MmioAllocator,
-    virtio_devices::{AttachContext, Subscriber, VirtioDevices},
     vcpu::{BusIo, ExitSignal, VcpuEvent, VcpuHandle, VcpuResponse, VcpuSetup},
+    virtio_devices::{AttachContext, Subscriber, VirtioDevices},
     vmm::{BootProtocolChoice, VmmOptions},
 };
 
@@ -112,18 +112,28 @@ impl Microvm {
             .blocks
             .iter()
             .find(|(id, _)| id == &update.drive_id)
-            .ok_or_else(|| format!("Drive config error: No block device with id {} found.", update.drive_id))?;
-        let mut block = block.lock().map_err(|_| "block device lock poisoned".to_owned())?;
+            .ok_or_else(|| {
+                format!(
+                    "Drive config error: No block device with id {} found.",
+                    update.drive_id
+                )
+            })?;
+        let mut block = block
+            .lock()
+            .map_err(|_| "block device lock poisoned".to_owned())?;
         if let Some(path) = &update.path_on_host {
-            block
-                .update_disk(std::path::Path::new(path))
-                .map_err(|e| format!("Drive config error: Unable to patch the block device: {e}"))?;
+            block.update_disk(std::path::Path::new(path)).map_err(|e| {
+                format!("Drive config error: Unable to patch the block device: {e}")
+            })?;
         }
         if let Some(rl) = &update.rate_limiter {
             let clock: Arc<dyn squib_devices::rate_limiter::Clock> =
                 Arc::new(squib_devices::rate_limiter::MonotonicClock);
             block.update_rate_limiter(
-                BucketUpdate::from_config(rl.bandwidth.as_ref().map(to_bucket_cfg).as_ref(), Arc::clone(&clock)),
+                BucketUpdate::from_config(
+                    rl.bandwidth.as_ref().map(to_bucket_cfg).as_ref(),
+                    Arc::clone(&clock),
+                ),
                 BucketUpdate::from_config(rl.ops.as_ref().map(to_bucket_cfg).as_ref(), clock),
             );
         }
@@ -258,8 +268,18 @@ pub fn build_microvm(
         serial_sink(config)?,
         serial_limit,
     )));
-    insert(&pio, COM1_PORT, 8, Arc::clone(&serial) as Arc<Mutex<dyn BusDevice>>)?;
-    if config.serial.as_ref().and_then(|s| s.serial_out_path.as_ref()).is_none() {
+    insert(
+        &pio,
+        COM1_PORT,
+        8,
+        Arc::clone(&serial) as Arc<Mutex<dyn BusDevice>>,
+    )?;
+    if config
+        .serial
+        .as_ref()
+        .and_then(|s| s.serial_out_path.as_ref())
+        .is_none()
+    {
         spawn_stdin_reader(serial);
     }
     let i8042 = Arc::new(Mutex::new(I8042Device::new(
@@ -289,13 +309,21 @@ pub fn build_microvm(
     };
 
     // virtio devices (block with the root first, then rng), announced on the command line.
-    let virtio = AttachContext { vm: &vm, memory: &memory, mmio: &mmio, slots: MmioAllocator::default() }
-        .attach_all(
-            &config.drives,
-            config.entropy.as_ref().and_then(|e| e.rate_limiter.as_ref()),
-            config.entropy.is_some(),
-        )
-        .map_err(StartMicrovmError::Device)?;
+    let virtio = AttachContext {
+        vm: &vm,
+        memory: &memory,
+        mmio: &mmio,
+        slots: MmioAllocator::default(),
+    }
+    .attach_all(
+        &config.drives,
+        config
+            .entropy
+            .as_ref()
+            .and_then(|e| e.rate_limiter.as_ref()),
+        config.entropy.is_some(),
+    )
+    .map_err(StartMicrovmError::Device)?;
 
     // Kernel, initrd, command line, boot structures.
     let open = |what: &'static str, path: &str| {
@@ -420,22 +448,24 @@ fn to_bucket_cfg(
 /// read from stdin are fed to the UART (bounded by its input queue). A detached thread
 /// (`fc_stdin`) does blocking reads and ends at EOF (e.g. stdin is /dev/null).
 fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
-    let spawned = std::thread::Builder::new().name("fc_stdin".into()).spawn(move || {
-        use std::io::Read;
-        let mut buf = [0u8; 256];
-        let mut stdin = std::io::stdin().lock();
-        while let Ok(n) = stdin.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            match serial.lock() {
-                Ok(mut s) => {
-                    s.enqueue_input(&buf[..n]);
+    let spawned = std::thread::Builder::new()
+        .name("fc_stdin".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
                 }
-                Err(_) => break,
+                match serial.lock() {
+                    Ok(mut s) => {
+                        s.enqueue_input(&buf[..n]);
+                    }
+                    Err(_) => break,
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::warn!("serial input from stdin is unavailable: {e}");
     }

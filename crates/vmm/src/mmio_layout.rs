@@ -69,9 +69,21 @@ mod tests {
     fn test_should_allocate_firecracker_slots_in_order() {
         let mut a = MmioAllocator::default();
         let first = a.allocate().unwrap();
-        assert_eq!(first, MmioSlot { base: 0xc000_1000, gsi: 5 });
+        assert_eq!(
+            first,
+            MmioSlot {
+                base: 0xc000_1000,
+                gsi: 5
+            }
+        );
         assert_eq!(first.cmdline_token(), "virtio_mmio.device=4K@0xc0001000:5");
-        assert_eq!(a.allocate().unwrap(), MmioSlot { base: 0xc000_2000, gsi: 6 });
+        assert_eq!(
+            a.allocate().unwrap(),
+            MmioSlot {
+                base: 0xc000_2000,
+                gsi: 6
+            }
+        );
         let mut n = 2;
         while a.allocate().is_some() {
             n += 1;
@@ -82,6 +94,9 @@ mod tests {
     #[test]
     fn test_should_compose_root_args_like_firecracker() {
         assert_eq!(root_block_args(None, false), "root=/dev/vda rw");
-        assert_eq!(root_block_args(Some("abcd-01"), true), "root=PARTUUID=abcd-01 ro");
+        assert_eq!(
+            root_block_args(Some("abcd-01"), true),
+            "root=PARTUUID=abcd-01 ro"
+        );
     }
 }

@@ -107,7 +107,9 @@ pub fn block_config(d: &DriveConfig) -> Result<BlockConfig, String> {
 
 /// The error text Firecracker gives when a block device cannot be created.
 pub fn block_error(e: &impl std::fmt::Display) -> String {
-    format!("Drive config error: Unable to create the virtio block device: Virtio backend error: {e}")
+    format!(
+        "Drive config error: Unable to create the virtio block device: Virtio backend error: {e}"
+    )
 }
 
 impl AttachContext<'_> {
@@ -116,13 +118,20 @@ impl AttachContext<'_> {
         device: Arc<Mutex<D>>,
         out: &mut VirtioDevices,
     ) -> Result<(), String> {
-        let slot = self.slots.allocate().ok_or("no free virtio-mmio slot (GSIs exhausted)")?;
+        let slot = self
+            .slots
+            .allocate()
+            .ok_or("no free virtio-mmio slot (GSIs exhausted)")?;
         let irq = crate::builder::irq_line(self.vm, slot.gsi).map_err(|e| e.to_string())?;
         let dyn_dev: Arc<Mutex<dyn VirtioDevice>> = device.clone();
         let transport =
             MmioTransport::new(self.memory.clone(), irq, dyn_dev).map_err(|e| e.to_string())?;
         self.mmio
-            .insert(Arc::new(Mutex::new(transport)), slot.base, crate::mmio_layout::MMIO_SLOT_SIZE)
+            .insert(
+                Arc::new(Mutex::new(transport)),
+                slot.base,
+                crate::mmio_layout::MMIO_SLOT_SIZE,
+            )
             .map_err(|e| e.to_string())?;
         {
             let dev = device.lock().map_err(|_| "device lock poisoned")?;
@@ -135,7 +144,8 @@ impl AttachContext<'_> {
                 }
             }
         }
-        out.subscribers.push(Arc::new(Mutex::new(VirtioSubscriber::new(device))));
+        out.subscribers
+            .push(Arc::new(Mutex::new(VirtioSubscriber::new(device))));
         out.cmdline.push(slot.cmdline_token());
         Ok(())
     }
@@ -153,7 +163,8 @@ impl AttachContext<'_> {
         for d in ordered {
             let block = Block::new(block_config(d)?).map_err(|e| block_error(&e))?;
             if d.is_root_device {
-                out.cmdline.push(root_block_args(d.partuuid.as_deref(), d.read_only()));
+                out.cmdline
+                    .push(root_block_args(d.partuuid.as_deref(), d.read_only()));
             }
             let block = Arc::new(Mutex::new(block));
             self.attach(Arc::clone(&block), &mut out)?;

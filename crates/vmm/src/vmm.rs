@@ -10,12 +10,10 @@
 //! Resources squib cannot realise yet (virtio devices, snapshots, logger/metrics
 //! reconfiguration) are refused with an explicit 400, never accepted and ignored.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-        mpsc::{Receiver, TryRecvError},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
+    mpsc::{Receiver, TryRecvError},
 };
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
@@ -118,8 +116,10 @@ impl MutEventSubscriber for FlagSubscriber {
 
 fn flag_subscriber(fd: &EventFd) -> Option<(Subscriber, Arc<AtomicBool>)> {
     let flag = Arc::new(AtomicBool::new(false));
-    let sub: Subscriber =
-        Arc::new(Mutex::new(FlagSubscriber { fd: fd.try_clone().ok()?, flag: Arc::clone(&flag) }));
+    let sub: Subscriber = Arc::new(Mutex::new(FlagSubscriber {
+        fd: fd.try_clone().ok()?,
+        flag: Arc::clone(&flag),
+    }));
     Some((sub, flag))
 }
 
@@ -195,16 +195,22 @@ impl Vmm {
             ApiAction::PutDrive(d) if self.phase.is_pre_boot() => {
                 // Firecracker creates the device (opens the file) at PUT time.
                 match block_config(d).and_then(|c| {
-                    squib_devices::virtio::Block::new(c).map(drop).map_err(|e| block_error(&e))
+                    squib_devices::virtio::Block::new(c)
+                        .map(drop)
+                        .map_err(|e| block_error(&e))
                 }) {
                     Ok(()) => self.apply(action),
                     Err(msg) => ApiResponse::bad_request(msg),
                 }
             }
-            ApiAction::PutDrive(_) => ApiResponse::bad_request("Drive config error: PCI is not enabled"),
+            ApiAction::PutDrive(_) => {
+                ApiResponse::bad_request("Drive config error: PCI is not enabled")
+            }
             ApiAction::PatchDrive(update) => {
                 let Some(vm) = self.microvm.as_ref() else {
-                    return ApiResponse::bad_request(squib_config::action::NOT_SUPPORTED_BEFORE_START);
+                    return ApiResponse::bad_request(
+                        squib_config::action::NOT_SUPPORTED_BEFORE_START,
+                    );
                 };
                 match vm.update_drive(update) {
                     Ok(()) => self.apply(action),
@@ -298,14 +304,18 @@ impl Vmm {
                 return self.finish(ExitCode::Ok);
             }
             if let Err(e) = events.run() {
-                if matches!(e, event_manager::Error::Epoll(errno) if errno.errno() == libc_eintr()) {
+                if matches!(e, event_manager::Error::Epoll(errno) if errno.errno() == libc_eintr())
+                {
                     continue;
                 }
                 tracing::error!("VMM event loop failed: {e:?}");
                 return self.finish(ExitCode::UnexpectedError);
             }
             if exited.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
-                let code = self.microvm.as_ref().map_or(ExitCode::Ok, |vm| vm.exit_signal().code());
+                let code = self
+                    .microvm
+                    .as_ref()
+                    .map_or(ExitCode::Ok, |vm| vm.exit_signal().code());
                 return self.finish(code);
             }
             if !woken.swap(false, Ordering::AcqRel) {

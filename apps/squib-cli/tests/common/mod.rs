@@ -101,8 +101,24 @@ impl Squib {
         Self::spawn_env(args, socket, &[])
     }
 
+    /// [`Squib::spawn`] with a piped stdin (the guest console's input).
+    pub fn spawn_with_stdin(args: &[&str]) -> (Self, std::process::ChildStdin) {
+        let mut me = Self::spawn_inner(args, None, &[], Stdio::piped());
+        let stdin = me.child.stdin.take().expect("piped stdin");
+        (me, stdin)
+    }
+
     /// [`Squib::spawn`] with extra environment variables for the child.
     pub fn spawn_env(args: &[&str], socket: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        Self::spawn_inner(args, socket, env, Stdio::null())
+    }
+
+    fn spawn_inner(
+        args: &[&str],
+        socket: Option<&Path>,
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Self {
         let stdout_path = tmp_path("stdout");
         let out = std::fs::File::create(&stdout_path).expect("stdout file");
         let err = out.try_clone().expect("clone");
@@ -110,7 +126,7 @@ impl Squib {
         cmd.args(args)
             .stdout(out)
             .stderr(err)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .envs(env.iter().copied());
         if let Some(s) = socket {
             cmd.arg("--api-sock").arg(s);
@@ -205,4 +221,27 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// FNV-1a 64 over `bytes` (the test guest's checksum).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A file of `len` pseudo-random bytes (deterministic per `seed`).
+pub fn random_file(tag: &str, len: usize, seed: u64) -> PathBuf {
+    let mut x = seed | 1;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24).to_le_bytes()[0]
+        })
+        .collect();
+    let p = tmp_path(tag);
+    std::fs::write(&p, bytes).expect("write disk");
+    p
 }
