@@ -27,13 +27,21 @@ fn api(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, out.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default())
+    (
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1.to_owned())
+            .unwrap_or_default(),
+    )
 }
 
 fn wait_marker(serial: &Path, marker: &str) -> Instant {
     let start = Instant::now();
     loop {
-        if std::fs::read_to_string(serial).unwrap_or_default().contains(marker) {
+        if std::fs::read_to_string(serial)
+            .unwrap_or_default()
+            .contains(marker)
+        {
             return Instant::now();
         }
         assert!(start.elapsed() < Duration::from_secs(300), "no {marker}");
@@ -44,8 +52,14 @@ fn wait_marker(serial: &Path, marker: &str) -> Instant {
 /// One run: Ok((MiB/s, IOPS)) or Err(the API's refusal).
 fn run(engine: &str, guest: &Path, disk: &Path, i: usize) -> Result<(f64, f64), String> {
     let tmp = std::env::temp_dir();
-    let sock = tmp.join(format!("squib-blkbench-{}-{engine}-{i}.sock", std::process::id()));
-    let serial = tmp.join(format!("squib-blkbench-{}-{engine}-{i}.serial", std::process::id()));
+    let sock = tmp.join(format!(
+        "squib-blkbench-{}-{engine}-{i}.sock",
+        std::process::id()
+    ));
+    let serial = tmp.join(format!(
+        "squib-blkbench-{}-{engine}-{i}.serial",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&serial);
     let mut child = Command::new(env!("CARGO_BIN_EXE_squib"))
         .args(["--api-sock", sock.to_str().expect("utf8"), "--no-seccomp"])
@@ -65,15 +79,31 @@ fn run(engine: &str, guest: &Path, disk: &Path, i: usize) -> Result<(f64, f64), 
         if code != 204 {
             return Err(body);
         }
-        api(&sock, "PUT", "/serial", &format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()));
+        api(
+            &sock,
+            "PUT",
+            "/serial",
+            &format!(r#"{{"serial_out_path":"{}"}}"#, serial.display()),
+        );
         let bs = format!(
             r#"{{"kernel_image_path":"{}","boot_args":"console=ttyS0 squibtest=blk-throughput squibtest.mib={MIB} squibtest.iops_ops={OPS}"}}"#,
             guest.display()
         );
         api(&sock, "PUT", "/boot-source", &bs);
-        api(&sock, "PUT", "/actions", r#"{"action_type":"InstanceStart"}"#);
-        let (s0, s1) = (wait_marker(&serial, "BLK-T0 seq"), wait_marker(&serial, "BLK-T1 seq"));
-        let (r0, r1) = (wait_marker(&serial, "BLK-T0 rand"), wait_marker(&serial, "BLK-T1 rand"));
+        api(
+            &sock,
+            "PUT",
+            "/actions",
+            r#"{"action_type":"InstanceStart"}"#,
+        );
+        let (s0, s1) = (
+            wait_marker(&serial, "BLK-T0 seq"),
+            wait_marker(&serial, "BLK-T1 seq"),
+        );
+        let (r0, r1) = (
+            wait_marker(&serial, "BLK-T0 rand"),
+            wait_marker(&serial, "BLK-T1 rand"),
+        );
         let mib = f64::from(u32::try_from(MIB).unwrap_or(0));
         let ops = f64::from(u32::try_from(OPS).unwrap_or(0));
         Ok((mib / (s1 - s0).as_secs_f64(), ops / (r1 - r0).as_secs_f64()))
@@ -92,13 +122,23 @@ fn main() {
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = repo.join("target/guest");
-    let built = Command::new("sh").arg(repo.join("guest/build.sh")).arg(&out).stdout(Stdio::null()).status();
+    let built = Command::new("sh")
+        .arg(repo.join("guest/build.sh"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status();
     assert!(built.is_ok_and(|s| s.success()), "guest build failed");
     let guest = out.join("squib-test-guest.elf");
     let disk = std::env::temp_dir().join(format!("squib-blkbench-{}.img", std::process::id()));
-    std::fs::write(&disk, vec![0x5au8; usize::try_from(MIB + 1).unwrap_or(0) << 20]).expect("disk");
+    std::fs::write(
+        &disk,
+        vec![0x5au8; usize::try_from(MIB + 1).unwrap_or(0) << 20],
+    )
+    .expect("disk");
 
-    println!("virtio-blk as seen by the test guest ({MIB} MiB sequential in 64 KiB requests, {OPS} random 4 KiB reads, queue depth 1, {RUNS} runs)");
+    println!(
+        "virtio-blk as seen by the test guest ({MIB} MiB sequential in 64 KiB requests, {OPS} random 4 KiB reads, queue depth 1, {RUNS} runs)"
+    );
     println!("{:<8} {:>14} {:>14}", "engine", "seq MiB/s", "4K rand IOPS");
     for engine in ["Sync", "Async"] {
         let mut rows = Vec::new();
