@@ -28,9 +28,11 @@
 //!   the `IoUring` first waits for every outstanding operation; if waiting fails, the keep-alives
 //!   are leaked (the memory stays mapped for the life of the process) rather than released early.
 //!
-//! Guest memory is shared with the guest and is only ever accessed through vm-memory's volatile
-//! accessors, which already assume that another agent (the guest's vCPUs) may write it at any
-//! time; the kernel writing it asynchronously is one more such agent. No Rust reference to guest
+//! Guest memory is `GuestMemoryMmap<()>` (no dirty bitmap: squib does not track dirty pages yet;
+//! with one, reads would have to mark their buffers dirty). It is shared with the guest and is
+//! only ever accessed through vm-memory's volatile accessors, which already assume that another
+//! agent (the guest's vCPUs) may write it at any time; the kernel writing it asynchronously is
+//! one more such agent. No Rust reference to guest
 //! memory exists for it to invalidate. Which bytes the kernel writes is the caller's business:
 //! the block device only submits the device-writable buffers of a descriptor chain.
 //!
@@ -42,10 +44,15 @@
 //!
 //! # Threading
 //!
-//! `IoUring` is `Send` but every method takes `&mut self`: one owner at a time (the block device,
-//! behind its mutex). Completions may be posted by kernel worker threads at any time; they are
-//! only consumed under `&mut self`. Waiting ([`IoUring::wait`], `Drop`) blocks the calling thread
-//! until the kernel completes at least one operation.
+//! `IoUring` is `Send`, and everything that submits, waits or reaps takes `&mut self`: one owner
+//! at a time (the block device, behind its mutex). Completions may be posted by kernel worker
+//! threads at any time; they are only consumed under `&mut self`. Waiting ([`IoUring::wait`],
+//! `Drop`) blocks the calling thread until the kernel completes at least one operation.
+//!
+//! The kernel finishes some operations (buffered reads that waited for a page) as *task work* on
+//! the thread that submitted them: it interrupts that thread's blocking system calls, which then
+//! fail with `EINTR` (an event loop's `epoll_wait` must retry), and posts the completion, and
+//! signals the registered eventfd, as that thread returns to user space.
 
 use std::fs::File;
 use std::io;
@@ -280,13 +287,19 @@ impl IoUring {
     fn push(&mut self, entry: squeue::Entry, op: Op) -> Result<(), SubmitError> {
         let slot = self.free.pop().ok_or(SubmitError::Full)?;
         let entry = entry.user_data(slot as u64);
-        // SAFETY: every address `entry` carries is kept valid until its completion is reaped:
-        // the iovec array (a heap allocation that does not move when `op` moves), the guest
-        // memory mappings the iovecs point into (`op` holds a clone of the `GuestMemoryMmap`,
-        // whose regions are reference-counted and unmapped only when the last clone drops), and
-        // the file descriptor (`op` holds an `Arc<File>`). `op` is stored in `self.ops[slot]`
-        // just below and removed only in `reap` once the kernel has posted the completion for
-        // this `user_data`, or never (leaked) if `Drop` cannot wait for it.
+        // SAFETY: `push` requires every address the entry carries to stay valid until the
+        // operation completes. They are all owned by `op`: the iovec array (a boxed slice, whose
+        // heap address does not change when `op` moves), the guest memory the iovecs point into
+        // (`op` holds a clone of the `GuestMemoryMmap`; its regions are reference-counted and
+        // unmapped only when the last clone drops; the host addresses came from vm-memory's
+        // `get_slices` on that same memory, and without vm-memory's `xen` feature, which squib
+        // does not enable, the pointer guards are plain addresses that stay valid while the
+        // region is mapped), and the file descriptor (`op` holds an `Arc<File>`, so the number
+        // cannot be closed and reused). `op` is stored in `self.ops[slot]` right below, and is
+        // taken out only by `Completions::next` after the kernel posted the completion carrying
+        // `slot` as its `user_data`, or never (leaked) if `Drop` cannot wait for it. The guest
+        // memory is only ever accessed through volatile accessors, so the kernel writing it
+        // concurrently invalidates no Rust reference.
         let pushed = unsafe { self.ring.submission().push(&entry) };
         if pushed.is_err() {
             // Unreachable: the submission queue has `capacity()` entries and every queued entry
@@ -365,16 +378,15 @@ impl Iterator for Completions<'_> {
     fn next(&mut self) -> Option<Completion> {
         loop {
             let cqe = self.cq.next()?;
-            let slot = usize::try_from(cqe.user_data()).ok();
             // Every entry this module queues carries the index of an occupied slot; anything else
             // (impossible) is skipped rather than trusted.
-            let Some(op) = slot
-                .and_then(|s| self.ops.get_mut(s))
-                .and_then(Option::take)
-            else {
+            let Ok(slot) = usize::try_from(cqe.user_data()) else {
                 continue;
             };
-            self.free.push(slot.unwrap_or_default());
+            let Some(op) = self.ops.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            self.free.push(slot);
             return Some(Completion {
                 user_data: op.user_data,
                 result: cqe.result(),
