@@ -1039,3 +1039,90 @@ fn test_truncated_backing_file_reads_are_ioerr() {
         assert_eq!(h.m().invalid_reqs_count.count(), 0);
     }
 }
+
+/// Reads `ops` random 4 KiB blocks of `path` (of `blocks` blocks) through a fresh device, `depth`
+/// requests per queue notification; returns IOPS. Completions are handled as the event loop
+/// would: pumped while any are in flight, then one more completion event for the eventfd
+/// wake-up that inline completions leave behind.
+fn random_read_iops(
+    engine: IoEngine,
+    path: &std::path::Path,
+    blocks: u64,
+    depth: u64,
+    ops: u64,
+) -> f64 {
+    let mut h = H::engine_with(engine, |c| c.path = path.to_path_buf());
+    let mut x = 0x5eed_u64 ^ depth;
+    let batches = ops / depth;
+    let start = std::time::Instant::now();
+    for _ in 0..batches {
+        h.slot = 0;
+        for i in 0..depth {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let sector = ((x >> 16) % blocks) * 8;
+            h.submit(T_IN, sector, &[wr(DATA + i * 0x1000, 4096)]);
+        }
+        h.dev.queue_events()[0].write(1).unwrap();
+        h.dev.process_queue_event(0);
+        if h.dev.in_flight() > 0 {
+            h.pump();
+        } else if engine == IoEngine::Async {
+            h.dev.process_completion_event(0);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(h.m().execute_fails.count(), 0);
+    assert_eq!(h.m().read_count.count(), batches * depth);
+    #[expect(clippy::cast_precision_loss, reason = "a printed rate")]
+    let iops = (batches * depth) as f64 / secs;
+    iops
+}
+
+/// Drops `path`'s pages from the page cache (GNU dd's `nocache`; this crate has no libc).
+fn evict(path: &std::path::Path) {
+    let of = format!("of={}", path.display());
+    let ok = std::process::Command::new("dd")
+        .args([
+            of.as_str(),
+            "oflag=nocache",
+            "conv=notrunc,fdatasync",
+            "count=0",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "dd nocache failed");
+}
+
+/// Not a test: device-only 4 KiB random-read IOPS per engine at queue depth 1 and 16, no guest
+/// and no event loop, on a 256 MiB file in the page cache (hot) and evicted from it before each
+/// run (cold). Prints, asserts nothing about speed. Run: `cargo test -p squib-devices --release
+/// --lib -- --ignored bench_engines --nocapture`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn bench_engines_random_4k_reads() {
+    let big = TempFile::new_in(std::path::Path::new("/var/tmp")).unwrap();
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    for _ in 0..256 {
+        big.as_file().write_all(&chunk).unwrap();
+    }
+    big.as_file().sync_all().unwrap();
+    let blocks = (256u64 << 20) / 4096;
+    for (label, cold) in [("hot", false), ("cold", true)] {
+        let ops = if cold { 2048 } else { 32_768 };
+        for depth in [1u64, 16] {
+            for engine in ENGINES {
+                if cold {
+                    evict(big.as_path());
+                }
+                let iops = random_read_iops(engine, big.as_path(), blocks, depth, ops);
+                println!(
+                    "{label:<4} {engine:<5?} depth {depth:>2}: {iops:>9.0} IOPS ({:>7.1} MiB/s)",
+                    iops / 256.0
+                );
+            }
+        }
+    }
+}
