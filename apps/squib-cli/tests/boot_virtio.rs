@@ -41,16 +41,38 @@ fn drive(id: &str, path: &std::path::Path, read_only: bool, cache: &str) -> serd
            "is_read_only": read_only, "cache_type": cache})
 }
 
+/// `drive` with an explicit `io_engine` ("Sync" or "Async").
+fn drive_on(
+    engine: &str,
+    path: &std::path::Path,
+    read_only: bool,
+    cache: &str,
+) -> serde_json::Value {
+    let mut d = drive("d0", path, read_only, cache);
+    d["io_engine"] = json!(engine);
+    d
+}
+
 #[test]
 fn test_should_read_known_sectors_from_virtio_blk() {
+    read_known_sectors("Sync");
+}
+
+/// The same guest reads through the io_uring engine.
+#[test]
+fn test_should_read_known_sectors_from_virtio_blk_with_async_engine() {
+    read_known_sectors("Async");
+}
+
+fn read_known_sectors(engine: &str) {
     if !kvm_or_skip() {
         return;
     }
-    let disk = random_file("read.img", 4 << 20, 7);
+    let disk = random_file(&format!("read-{engine}.img"), 4 << 20, 7);
     let (code, out) = run(
         "blk-read",
         "",
-        &json!([drive("d0", &disk, true, "Unsafe")]),
+        &json!([drive_on(engine, &disk, true, "Unsafe")]),
         false,
     );
     assert_eq!(code, Some(0), "{out}");
@@ -65,15 +87,25 @@ fn test_should_read_known_sectors_from_virtio_blk() {
 
 #[test]
 fn test_should_write_pattern_and_flush_through_virtio_blk() {
+    write_pattern_and_flush("Sync");
+}
+
+/// The same writes and flush through the io_uring engine (flush = io_uring fsync).
+#[test]
+fn test_should_write_pattern_and_flush_through_virtio_blk_with_async_engine() {
+    write_pattern_and_flush("Async");
+}
+
+fn write_pattern_and_flush(engine: &str) {
     if !kvm_or_skip() {
         return;
     }
-    let disk = tmp_path("write.img");
+    let disk = tmp_path(&format!("write-{engine}.img"));
     std::fs::write(&disk, vec![0u8; 1 << 20]).expect("disk");
     let (code, out) = run(
         "blk-write",
         "",
-        &json!([drive("d0", &disk, false, "Writeback")]),
+        &json!([drive_on(engine, &disk, false, "Writeback")]),
         false,
     );
     assert_eq!(code, Some(0), "{out}");

@@ -1,10 +1,18 @@
 //! squib's OS shim: host facilities `std` lacks, behind safe functions.
 //!
-//! Owns the `unsafe` FFI for them, each block with a `// SAFETY:` comment. No state, no threads;
-//! every function may be called from any thread. A macOS port provides the same functions.
+//! Owns the `unsafe` FFI for them, each block with a `// SAFETY:` comment stating the invariant
+//! that makes it sound. A macOS port provides the same functions.
+//!
+//! - [`process_cpu_time_us`]: stateless, callable from any thread.
+//! - [`io_uring`] (Linux): [`io_uring::IoUring`], a safe submission/completion API over io_uring
+//!   for the block device's `Async` engine. It owns the ring and keeps everything an outstanding
+//!   operation points at alive until its completion is reaped; one owner at a time (`&mut self`).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
+
+#[cfg(target_os = "linux")]
+pub mod io_uring;
 
 /// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
 /// Returns 0 if the clock is unavailable.

@@ -22,6 +22,11 @@
 //! fallback). Either way the event loop sees the eventfd readable and calls
 //! [`VirtioDevice::process_queue_event`]; queues are never processed on a vCPU thread.
 //!
+//! A device may also hand requests to the host kernel and complete them later (virtio-blk's
+//! `Async` engine, io_uring): it then exposes [`VirtioDevice::completion_events`], and the event
+//! loop calls [`VirtioDevice::process_completion_event`] when one is readable. Rate-limiter timers
+//! work the same way through [`VirtioDevice::timer_events`].
+//!
 //! # Threading
 //!
 //! A device is shared as `Arc<Mutex<D>>` between its transport (vCPU threads, through the bus:
@@ -29,7 +34,9 @@
 //! and timer events, host-side updates such as `PATCH /drives`). Lock order is always
 //! bus → transport → device; the device never calls back into its transport (interrupts go
 //! through [`VirtioInterrupt`], which is lock-free). No device owns a thread or blocks on
-//! anything but its backing file.
+//! anything but its backing file (and, for a block device with the `Async` engine, on a reset
+//! that waits for the kernel to finish the requests still in flight; the kernel's io_uring
+//! workers are the kernel's threads, not the device's).
 //!
 //! # Guest input is hostile
 //!
@@ -215,6 +222,19 @@ pub trait VirtioDevice: Send {
 
     /// Called by the event loop when timer `idx` is readable.
     fn process_timer(&mut self, idx: usize) {
+        let _ = idx;
+    }
+
+    /// Eventfds signalled when asynchronous I/O the device submitted completes (the block
+    /// device's io_uring), one per index; the event loop watches them like queue events. Fixed
+    /// for the device's life, like the queue and timer fds.
+    fn completion_events(&self) -> &[EventFd] {
+        &[]
+    }
+
+    /// Called by the event loop when completion event `idx` is readable: clears it, completes
+    /// the finished requests on their queue and interrupts the driver.
+    fn process_completion_event(&mut self, idx: usize) {
         let _ = idx;
     }
 }

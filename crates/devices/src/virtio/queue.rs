@@ -1,8 +1,10 @@
 //! The device side of split-queue processing, shared by every device.
 //!
-//! [`drain`] pops every available chain, walks it ([`Chain::walk`]), hands it to the device's
-//! handler and returns it on the used ring; a chain the handler cannot take yet (rate limiter)
-//! is put back and draining stops. It re-enables driver notifications (`avail_event` with
+//! [`drain`] pops every available chain, walks it ([`Chain::walk`]), hands it with its head index
+//! to the device's handler and returns it on the used ring; a chain the handler cannot take yet
+//! (rate limiter, full I/O engine) is put back and draining stops, and a chain the handler
+//! submitted for asynchronous completion ([`Step::Pending`]) is left for the device to return
+//! later with `Queue::add_used`. It re-enables driver notifications (`avail_event` with
 //! `VIRTIO_RING_F_EVENT_IDX`) and loops while the driver keeps adding chains, up to
 //! [`MAX_BATCHES`] rounds so that a driver racing `avail.idx` cannot pin the event loop.
 //!
@@ -27,8 +29,10 @@ pub(crate) const MAX_BATCHES: usize = 64;
 pub(crate) enum Step {
     /// Return the chain with this many bytes written into it.
     Used(u32),
-    /// Not now (rate limited): put it back and stop draining.
+    /// Not now (rate limited, I/O engine full): put it back and stop draining.
     Throttled,
+    /// Submitted for asynchronous completion: the device returns it on the used ring itself.
+    Pending,
 }
 
 /// What [`drain`] saw.
@@ -57,7 +61,7 @@ fn pending(queue: &Queue, mem: &GuestMemoryMmap) -> Option<u16> {
 pub(crate) fn drain(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
-    mut handle: impl FnMut(Chain) -> Step,
+    mut handle: impl FnMut(u16, Chain) -> Step,
 ) -> Drain {
     let mut out = Drain::default();
     'batches: for _ in 0..MAX_BATCHES {
@@ -73,7 +77,8 @@ pub(crate) fn drain(
             pending -= 1;
             out.popped = true;
             let head = desc_chain.head_index();
-            match handle(Chain::walk(desc_chain, mem)) {
+            match handle(head, Chain::walk(desc_chain, mem)) {
+                Step::Pending => {}
                 Step::Throttled => {
                     queue.go_to_previous_position();
                     out.throttled = true;
@@ -115,6 +120,8 @@ pub(crate) fn signal_used(
 
 #[cfg(test)]
 mod tests {
+    use virtio_queue::QueueT;
+
     use super::*;
     use crate::virtio::test_utils::{TestQueue, guest_memory, wr};
 
@@ -127,7 +134,7 @@ mod tests {
             tq.add_chain(&[wr(0x4000, 8)]);
         }
         let mut n = 0;
-        let d = drain(&mut q, &mem, |c| {
+        let d = drain(&mut q, &mem, |_, c| {
             n += 1;
             assert_eq!(c.writable_len(), 8);
             if n == 3 {
@@ -139,11 +146,41 @@ mod tests {
         assert!(d.popped && d.used && d.throttled && !d.broken_ring);
         assert_eq!(tq.used_idx(), 2);
         // The throttled chain is offered again.
-        let d = drain(&mut q, &mem, |_| Step::Used(1));
+        let d = drain(&mut q, &mem, |head, _| {
+            assert_eq!(head, 2);
+            Step::Used(1)
+        });
         assert!(d.used && !d.throttled);
         assert_eq!(tq.used_elem(2), (2, 1));
-        let d = drain(&mut q, &mem, |_| Step::Used(1));
+        let d = drain(&mut q, &mem, |_, _| Step::Used(1));
         assert_eq!(d, Drain::default());
+    }
+
+    #[test]
+    fn test_drain_leaves_pending_chains_to_the_device() {
+        let mem = guest_memory(0x10000);
+        let mut tq = TestQueue::new(&mem, 0, 8);
+        let mut q = tq.create_queue();
+        let heads = [
+            tq.add_chain(&[wr(0x4000, 8)]),
+            tq.add_chain(&[wr(0x5000, 8)]),
+        ];
+        let mut seen = Vec::new();
+        let d = drain(&mut q, &mem, |head, _| {
+            seen.push(head);
+            if head == heads[0] {
+                Step::Pending
+            } else {
+                Step::Used(3)
+            }
+        });
+        assert_eq!(seen, heads);
+        assert!(d.popped && d.used && !d.throttled);
+        assert_eq!(tq.used_idx(), 1);
+        assert_eq!(tq.used_elem(0), (u32::from(heads[1]), 3));
+        // The device completes the pending chain later, out of order.
+        q.add_used(&mem, heads[0], 5).unwrap();
+        assert_eq!(tq.used_elem(1), (u32::from(heads[0]), 5));
     }
 
     #[test]
@@ -152,12 +189,12 @@ mod tests {
         let tq = TestQueue::new(&mem, 0, 8);
         let mut q = tq.create_queue();
         tq.set_avail_idx(9);
-        let d = drain(&mut q, &mem, |_| unreachable!());
+        let d = drain(&mut q, &mem, |_, _| unreachable!());
         assert!(d.broken_ring && !d.popped);
         // A head outside the table is consumed but never returned.
         tq.set_avail_idx(0);
         tq.publish(200);
-        let d = drain(&mut q, &mem, |c| {
+        let d = drain(&mut q, &mem, |_, c| {
             assert!(c.error.is_some());
             Step::Used(0)
         });

@@ -1,9 +1,10 @@
 //! Running a virtio device in an `event-manager` `EventManager` (the VMM's event loop).
 //!
 //! [`VirtioSubscriber`] is written once for every [`VirtioDevice`]: `init` registers the device's
-//! queue eventfds (token = queue index) and its timer fds (token = [`TIMER_TOKEN_BASE`] + index);
-//! `process` locks the device and calls [`VirtioDevice::process_queue_event`] or
-//! [`VirtioDevice::process_timer`]. The fds never change over the device's life (a reset keeps
+//! queue eventfds (token = queue index), its timer fds (token = [`TIMER_TOKEN_BASE`] + index) and
+//! its I/O completion eventfds (token = [`COMPLETION_TOKEN_BASE`] + index); `process` locks the
+//! device and calls [`VirtioDevice::process_queue_event`], [`VirtioDevice::process_timer`] or
+//! [`VirtioDevice::process_completion_event`]. The fds never change over the device's life (a reset keeps
 //! them), so registration happens once.
 //!
 //! Threading: the subscriber lives in the `EventManager` on the VMM thread and shares the device
@@ -18,6 +19,8 @@ use super::VirtioDevice;
 
 /// Event token of timer 0; queue events use their queue index.
 pub const TIMER_TOKEN_BASE: u32 = 1 << 16;
+/// Event token of completion event 0.
+pub const COMPLETION_TOKEN_BASE: u32 = 2 << 16;
 
 /// An `event-manager` subscriber that drives one virtio device.
 pub struct VirtioSubscriber<D: VirtioDevice + ?Sized> {
@@ -54,11 +57,20 @@ impl<D: VirtioDevice + ?Sized> MutEventSubscriber for VirtioSubscriber<D> {
         let device = self.device.lock().unwrap_or_else(PoisonError::into_inner);
         let queues = device.queue_events().iter().map(AsRawFd::as_raw_fd);
         let timers = device.timer_events().iter().map(AsRawFd::as_raw_fd);
-        let fds = queues.enumerate().map(|(i, fd)| (token(i, 0), fd)).chain(
-            timers
-                .enumerate()
-                .map(|(i, fd)| (token(i, TIMER_TOKEN_BASE), fd)),
-        );
+        let completions = device.completion_events().iter().map(AsRawFd::as_raw_fd);
+        let fds = queues
+            .enumerate()
+            .map(|(i, fd)| (token(i, 0), fd))
+            .chain(
+                timers
+                    .enumerate()
+                    .map(|(i, fd)| (token(i, TIMER_TOKEN_BASE), fd)),
+            )
+            .chain(
+                completions
+                    .enumerate()
+                    .map(|(i, fd)| (token(i, COMPLETION_TOKEN_BASE), fd)),
+            );
         for (token, fd) in fds {
             let Some(token) = token else {
                 tracing::error!("virtio device has too many queues or timers to register");
@@ -73,9 +85,12 @@ impl<D: VirtioDevice + ?Sized> MutEventSubscriber for VirtioSubscriber<D> {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         let data = events.data();
         let mut device = self.device.lock().unwrap_or_else(PoisonError::into_inner);
-        match data.checked_sub(TIMER_TOKEN_BASE) {
-            None => device.process_queue_event(data as usize),
-            Some(timer) => device.process_timer(timer as usize),
+        if let Some(completion) = data.checked_sub(COMPLETION_TOKEN_BASE) {
+            device.process_completion_event(completion as usize);
+        } else if let Some(timer) = data.checked_sub(TIMER_TOKEN_BASE) {
+            device.process_timer(timer as usize);
+        } else {
+            device.process_queue_event(data as usize);
         }
     }
 }
@@ -137,5 +152,9 @@ mod tests {
         assert_eq!(token(3, 0), Some(3));
         assert_eq!(token(0, TIMER_TOKEN_BASE), Some(TIMER_TOKEN_BASE));
         assert_eq!(token(1 << 20, 0), None);
+        assert_eq!(
+            token(2, COMPLETION_TOKEN_BASE),
+            Some(COMPLETION_TOKEN_BASE + 2)
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The backing file and the synchronous I/O engine.
 //!
-//! [`Disk`] owns the open file and its size in sectors. Reads and writes seek to the request's
+//! [`Disk`] owns the open file (shared, as an `Arc<File>`, with the `Async` engine's outstanding
+//! operations, which keep it open until they complete) and its size in sectors. Sync reads and
+//! writes seek to the request's
 //! byte offset and move data directly between the file and guest memory with vm-memory's
 //! `read_exact_volatile_from` / `write_all_volatile_to` (no unsafe here, no bounce buffer). A
 //! short read (a file truncated behind our back) is an error, so the guest never sees stale
@@ -12,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestMemoryError, GuestMemoryMmap};
 
@@ -35,7 +38,7 @@ pub enum DiskIoError {
 /// An open backing file.
 #[derive(Debug)]
 pub struct Disk {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     nsectors: u64,
 }
@@ -61,7 +64,7 @@ impl Disk {
             );
         }
         Ok(Self {
-            file,
+            file: Arc::new(file),
             path: path.to_path_buf(),
             nsectors: size >> SECTOR_SHIFT,
         })
@@ -70,6 +73,11 @@ impl Disk {
     /// Capacity in 512-byte sectors.
     pub fn nsectors(&self) -> u64 {
         self.nsectors
+    }
+
+    /// The open file.
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
     }
 
     /// The path the file was opened from.
@@ -84,12 +92,12 @@ impl Disk {
         offset: u64,
         segs: &[Segment],
     ) -> Result<u64, DiskIoError> {
-        self.file
-            .seek(SeekFrom::Start(offset))
+        let mut file = &*self.file;
+        file.seek(SeekFrom::Start(offset))
             .map_err(DiskIoError::Seek)?;
         let mut total = 0;
         for seg in segs {
-            mem.read_exact_volatile_from(seg.addr, &mut self.file, len_usize(seg.len))
+            mem.read_exact_volatile_from(seg.addr, &mut file, len_usize(seg.len))
                 .map_err(DiskIoError::Transfer)?;
             total += u64::from(seg.len);
         }
@@ -103,12 +111,12 @@ impl Disk {
         offset: u64,
         segs: &[Segment],
     ) -> Result<u64, DiskIoError> {
-        self.file
-            .seek(SeekFrom::Start(offset))
+        let mut file = &*self.file;
+        file.seek(SeekFrom::Start(offset))
             .map_err(DiskIoError::Seek)?;
         let mut total = 0;
         for seg in segs {
-            mem.write_all_volatile_to(seg.addr, &mut self.file, len_usize(seg.len))
+            mem.write_all_volatile_to(seg.addr, &mut file, len_usize(seg.len))
                 .map_err(DiskIoError::Transfer)?;
             total += u64::from(seg.len);
         }

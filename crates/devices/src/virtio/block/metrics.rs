@@ -13,8 +13,8 @@
 //!  "io_engine_throttled_events":0,"remaining_reqs_count":0}
 //! ```
 //!
-//! `io_engine_throttled_events` and `remaining_reqs_count` belong to Firecracker's io_uring engine
-//! and stay 0 here.
+//! `io_engine_throttled_events` and `remaining_reqs_count` belong to the `Async` (io_uring) engine
+//! and stay 0 with `Sync`.
 
 use serde::Serialize;
 
@@ -32,7 +32,7 @@ pub struct BlockMetrics {
     /// Queue or timer events that could not be handled (bad ring index, used-ring write failure,
     /// interrupt failure, timer failure).
     pub event_fails: Counter,
-    /// Valid requests whose I/O on the backing file failed.
+    /// Valid requests whose I/O on the backing file failed (including short transfers).
     pub execute_fails: Counter,
     /// Malformed requests (bad chains, directions, lengths, sectors, writes to a read-only disk).
     pub invalid_reqs_count: Counter,
@@ -60,9 +60,9 @@ pub struct BlockMetrics {
     pub write_agg: LatencyAggregate,
     /// Times the rate limiter stopped queue processing.
     pub rate_limiter_throttled_events: Counter,
-    /// io_uring submission-queue throttling (always 0: there is no async engine).
+    /// Times a full `Async` in-flight table stopped queue processing until a completion.
     pub io_engine_throttled_events: Counter,
-    /// Requests left in flight by the async engine (always 0).
+    /// `Async` requests still in flight when the device was reset (waited for, then discarded).
     pub remaining_reqs_count: Counter,
 }
 

@@ -9,14 +9,20 @@
 //! - [`request`]: parsing a descriptor chain into a request (pure, no I/O).
 //! - [`io`]: the backing file and the synchronous engine (seek + `read`/`write` straight between
 //!   the file and guest memory through vm-memory's volatile I/O; no bounce buffer).
+//! - `async_io`: the `Async` engine (io_uring) and its bounded in-flight table.
 //! - [`metrics`]: the `block` metric group.
 //!
 //! # The `Async` engine
 //!
-//! Firecracker's `Async` engine is io_uring. Driving io_uring needs `unsafe` (the kernel reads and
-//! writes guest memory behind the compiler's back), which this crate forbids, so
-//! [`Block::new`] refuses `IoEngine::Async` with [`BlockError::UnsupportedEngine`], whose text is
-//! Firecracker's for a host that cannot run the engine. It never falls back to `Sync` silently.
+//! Firecracker's `Async` engine is io_uring, and so is squib's. Driving io_uring needs `unsafe`
+//! (the kernel reads and writes guest memory after the submitting call returns), which this crate
+//! forbids; `squib_sys::io_uring` owns that `unsafe` behind a safe API that keeps guest memory
+//! and the file alive until each completion is reaped. The device submits a batch per queue
+//! event and completes requests from the ring's eventfd, exposed as a
+//! [`completion event`](super::VirtioDevice::completion_events) that the generic
+//! [`VirtioSubscriber`](super::VirtioSubscriber) registers. [`Block::new`] creates the ring; on a
+//! host without a usable io_uring it fails with [`BlockError::UnsupportedEngine`] (Firecracker's
+//! text) and never falls back to `Sync` silently.
 //!
 //! # Deviations from Firecracker
 //!
@@ -26,6 +32,7 @@
 //!   writable byte), so any descriptor layout works; Firecracker requires exactly one data
 //!   descriptor.
 
+mod async_io;
 pub mod device;
 pub mod io;
 pub mod metrics;
@@ -67,7 +74,7 @@ pub enum IoEngine {
     /// Blocking I/O on the VMM thread.
     #[default]
     Sync,
-    /// io_uring (not available in squib; see the module docs).
+    /// io_uring (see the module docs).
     Async,
 }
 
@@ -104,9 +111,13 @@ pub enum BlockError {
         /// The path.
         path: String,
     },
-    /// The engine cannot run on this host (always the case for `Async` in squib).
-    #[error("Unsupported engine type: {0:?}")]
+    /// The engine cannot run on this host: io_uring is missing (`ENOSYS`), disabled (`EPERM`) or
+    /// lacks an opcode the engine needs. Firecracker's text for a host that cannot run `Async`.
+    #[error("Error coming from the IO engine: Unsupported engine type: {0:?}")]
     UnsupportedEngine(IoEngine),
+    /// Creating the io_uring failed for another reason (for example `ENOMEM`, `EMFILE`).
+    #[error("Error coming from the IO engine: Async error: IoUring: {0}")]
+    AsyncEngine(#[source] std::io::Error),
     /// Creating the queue eventfd or the rate-limiter timer failed.
     #[error("Error creating the device's event or timer fd: {0}")]
     EventFd(#[source] std::io::Error),

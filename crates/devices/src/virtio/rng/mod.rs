@@ -105,7 +105,7 @@ impl Entropy {
         };
         let mem = &active.mem;
         let (throttle, metrics, log) = (&mut self.throttle, &self.metrics, &self.log);
-        let run = queue::drain(&mut active.queue, mem, |chain| {
+        let run = queue::drain(&mut active.queue, mem, |_, chain| {
             handle(mem, &chain, throttle, metrics, log)
         });
         if run.broken_ring {
