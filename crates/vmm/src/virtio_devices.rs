@@ -12,17 +12,11 @@
 use std::sync::{Arc, Mutex};
 
 use event_manager::MutEventSubscriber;
-use squib_config::schemas::{
-    drive::{CacheType as CfgCache, DriveConfig, IoEngine as CfgEngine},
-    rate_limiter::RateLimiterConfig,
-};
+use squib_config::schemas::{drive::DriveConfig, rate_limiter::RateLimiterConfig};
 use squib_devices::{
     Bus,
     rate_limiter::{RateLimiter, TokenBucket},
-    virtio::{
-        Block, BlockConfig, CacheType, Entropy, IoEngine, MmioTransport, VirtioDevice,
-        VirtioSubscriber,
-    },
+    virtio::{Block, BlockConfig, Entropy, MmioTransport, VirtioDevice, VirtioSubscriber},
 };
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
 use vm_memory::GuestMemoryMmap;
@@ -93,14 +87,8 @@ pub fn block_config(d: &DriveConfig) -> Result<BlockConfig, String> {
         read_only: d.read_only(),
         root: d.is_root_device,
         partuuid: d.partuuid.clone(),
-        cache_type: match d.cache_type {
-            CfgCache::Unsafe => CacheType::Unsafe,
-            CfgCache::Writeback => CacheType::Writeback,
-        },
-        io_engine: match d.io_engine {
-            CfgEngine::Sync => IoEngine::Sync,
-            CfgEngine::Async => IoEngine::Async,
-        },
+        cache_type: d.cache_type,
+        io_engine: d.io_engine,
         rate_limiter: rate_limiter(d.rate_limiter.as_ref()),
     })
 }

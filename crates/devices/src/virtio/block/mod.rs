@@ -45,8 +45,6 @@ mod tests;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 pub use self::device::Block;
 pub use self::metrics::BlockMetrics;
 use crate::rate_limiter::RateLimiter;
@@ -58,25 +56,9 @@ pub const SECTOR_SHIFT: u32 = 9;
 /// Length of the `GET_ID` answer.
 pub const ID_BYTES: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
-/// Block cache strategy (`cache_type`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CacheType {
-    /// Flushes are not offered to the guest and are no-ops (Firecracker's default).
-    #[default]
-    Unsafe,
-    /// `VIRTIO_BLK_F_FLUSH` is offered and a flush is an `fsync` of the backing file.
-    Writeback,
-}
-
-/// Block I/O engine (`io_engine`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IoEngine {
-    /// Blocking I/O on the VMM thread.
-    #[default]
-    Sync,
-    /// io_uring (see the module docs).
-    Async,
-}
+/// `cache_type` and `io_engine` are the API's own types (plain data from `squib-config`), so
+/// the VMM hands a drive's configuration over without a translation table.
+pub use squib_config::schemas::drive::{CacheType, IoEngine};
 
 /// Everything needed to build a [`Block`]; the VMM maps `PUT /drives` onto it.
 #[derive(Debug)]
