@@ -36,12 +36,12 @@ trap 'kill $pid 2>/dev/null; rm -f "$sock"' EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 
 api() { # METHOD PATH [BODY]
-  local out
+  local out body
   out=$(curl -sS -i --unix-socket "$sock" -X "$1" "http://localhost$2" \
-    -H 'Content-Type: application/json' ${3:+--data-binary "$3"})
+    -H 'Content-Type: application/json' ${3:+--data-binary "$3"}) || true
   printf '%s %s -> %s\n' "$1" "$2" "$(printf '%s' "$out" | head -n 1 | tr -d '\r')"
-  printf '%s' "$out" | sed -n '/^\r$/,$p' | tail -n +2 | sed 's/^/    /'
-  [ -n "$(printf '%s' "$out" | sed -n '/^\r$/,$p' | tail -n +2)" ] && echo
+  body=$(printf '%s' "$out" | sed -n '/^\r$/,$p' | tail -n +2)
+  if [ -n "$body" ]; then printf '    %s\n' "$body"; fi
 }
 
 if [ "${1:-}" = "--linux" ]; then
@@ -64,8 +64,8 @@ api PUT /serial "{\"serial_out_path\":\"$serial\"}"
 api PUT /machine-config '{"vcpu_count":2,"mem_size_mib":256}'
 api PUT /boot-source "$boot"
 api PUT /actions '{"action_type":"InstanceStart"}'
-api GET / || true
-api GET /vm/config || true
+api GET /
+api GET /vm/config
 
 echo "== waiting for the guest (up to ${wait_s}s)"
 for _ in $(seq $((wait_s * 10))); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
