@@ -140,6 +140,22 @@ pub trait VirtioInterrupt: Send + Sync {
     fn trigger(&self, kind: InterruptKind) -> io::Result<()>;
 }
 
+/// The queue of a single-queue device (block, rng): exactly one must be passed, else
+/// `activate_fails` is counted and [`ActivateError::QueueCount`] returned.
+pub(crate) fn single_queue(
+    queues: Vec<Queue>,
+    activate_fails: &crate::metrics::Counter,
+) -> Result<Queue, ActivateError> {
+    let [queue]: [Queue; 1] = queues.try_into().map_err(|q: Vec<Queue>| {
+        activate_fails.inc();
+        ActivateError::QueueCount {
+            expected: 1,
+            got: q.len(),
+        }
+    })?;
+    Ok(queue)
+}
+
 /// Why a device could not be activated.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {

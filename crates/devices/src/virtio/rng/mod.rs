@@ -242,13 +242,7 @@ impl VirtioDevice for Entropy {
             self.metrics.activate_fails.inc();
             return Err(ActivateError::AlreadyActive);
         }
-        let [queue]: [Queue; 1] = queues.try_into().map_err(|q: Vec<Queue>| {
-            self.metrics.activate_fails.inc();
-            ActivateError::QueueCount {
-                expected: 1,
-                got: q.len(),
-            }
-        })?;
+        let queue = super::single_queue(queues, &self.metrics.activate_fails)?;
         self.active = Some(Active {
             mem,
             interrupt,
