@@ -48,6 +48,7 @@ pub mod interrupt;
 pub mod legacy;
 pub mod log;
 pub mod metrics;
+pub mod persist;
 pub mod pseudo;
 pub mod rate_limiter;
 pub mod testing;

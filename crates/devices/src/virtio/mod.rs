@@ -48,6 +48,7 @@
 pub mod block;
 mod chain;
 pub mod mmio;
+pub mod persist;
 mod queue;
 pub mod rng;
 pub mod subscriber;
@@ -156,6 +157,38 @@ pub(crate) fn single_queue(
     Ok(queue)
 }
 
+/// A host-side file descriptor a device wants the VMM's event loop to watch besides its queue,
+/// timer and completion events (a tap device, a listening Unix socket, a vsock connection).
+///
+/// `token` is the device's own name for the source (any value below [`MAX_HOST_TOKEN`]); the
+/// event loop hands it back to [`VirtioDevice::process_host_event`]. `events` is the epoll
+/// interest set, including `EventSet::EDGE_TRIGGERED` where the device wants edge-triggered
+/// readiness (a tap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventSource {
+    /// The file descriptor (owned by the device; it must stay open while registered).
+    pub fd: std::os::fd::RawFd,
+    /// The epoll interest set.
+    pub events: event_manager::EventSet,
+    /// The device's token for this source.
+    pub token: u32,
+}
+
+/// Largest token a device may give an [`EventSource`] (exclusive).
+pub const MAX_HOST_TOKEN: u32 = u32::MAX - subscriber::HOST_TOKEN_BASE;
+
+/// A change to a device's host event sources, made while the device runs (a connection opened or
+/// closed, a tap that must stop being read while the guest's RX queue is full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventSourceChange {
+    /// Start watching a source.
+    Add(EventSource),
+    /// Change the interest set of a watched source (matched by `fd`).
+    Modify(EventSource),
+    /// Stop watching a source (matched by `fd`). Remove before closing the fd.
+    Remove(EventSource),
+}
+
 /// Why a device could not be activated.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
@@ -253,6 +286,28 @@ pub trait VirtioDevice: Send {
     fn process_completion_event(&mut self, idx: usize) {
         let _ = idx;
     }
+
+    /// Host-side sources to watch from the moment the device joins the event loop (see
+    /// [`EventSource`]). Sources that come and go later are reported through
+    /// [`take_event_source_changes`](Self::take_event_source_changes).
+    fn host_event_sources(&self) -> Vec<EventSource> {
+        Vec::new()
+    }
+
+    /// Called by the event loop when host source `token` is ready with `events`.
+    fn process_host_event(&mut self, token: u32, events: event_manager::EventSet) {
+        let _ = (token, events);
+    }
+
+    /// Changes to the watched host sources since the last call, in order. The event loop calls
+    /// this after every event it dispatches to the device.
+    fn take_event_source_changes(&mut self) -> Vec<EventSourceChange> {
+        Vec::new()
+    }
+
+    /// The device's queues while active (empty while inactive), in queue order: what a snapshot
+    /// saves of them (addresses, size, ready, next avail/used indices).
+    fn queues(&self) -> &[Queue];
 }
 
 /// Copies the part of `config` at `offset` into `data`; returns `false` (copying nothing) if the

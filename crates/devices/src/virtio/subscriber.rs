@@ -5,7 +5,10 @@
 //! its I/O completion eventfds (token = [`COMPLETION_TOKEN_BASE`] + index); `process` locks the
 //! device and calls [`VirtioDevice::process_queue_event`], [`VirtioDevice::process_timer`] or
 //! [`VirtioDevice::process_completion_event`]. The fds never change over the device's life (a reset keeps
-//! them), so registration happens once.
+//! them), so registration happens once. Host event sources ([`super::EventSource`]: taps, Unix
+//! sockets) use token [`HOST_TOKEN_BASE`] + the device's token, are registered at `init` from
+//! [`VirtioDevice::host_event_sources`], and change at runtime: after every dispatched event the
+//! subscriber applies [`VirtioDevice::take_event_source_changes`] to the event loop.
 //!
 //! Threading: the subscriber lives in the `EventManager` on the VMM thread and shares the device
 //! (`Arc<Mutex<D>>`) with the device's transport on the bus.
@@ -15,12 +18,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 
-use super::VirtioDevice;
+use super::{EventSource, EventSourceChange, MAX_HOST_TOKEN, VirtioDevice};
 
 /// Event token of timer 0; queue events use their queue index.
 pub const TIMER_TOKEN_BASE: u32 = 1 << 16;
 /// Event token of completion event 0.
 pub const COMPLETION_TOKEN_BASE: u32 = 2 << 16;
+/// Event token of host event source token 0 ([`super::EventSource`]).
+pub const HOST_TOKEN_BASE: u32 = 3 << 16;
 
 /// An `event-manager` subscriber that drives one virtio device.
 pub struct VirtioSubscriber<D: VirtioDevice + ?Sized> {
@@ -80,18 +85,45 @@ impl<D: VirtioDevice + ?Sized> MutEventSubscriber for VirtioSubscriber<D> {
                 tracing::error!("failed to register a virtio device fd: {err}");
             }
         }
+        for source in device.host_event_sources() {
+            apply_change(ops, EventSourceChange::Add(source));
+        }
     }
 
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
         let data = events.data();
         let mut device = self.device.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(completion) = data.checked_sub(COMPLETION_TOKEN_BASE) {
+        if let Some(host) = data.checked_sub(HOST_TOKEN_BASE) {
+            device.process_host_event(host, events.event_set());
+        } else if let Some(completion) = data.checked_sub(COMPLETION_TOKEN_BASE) {
             device.process_completion_event(completion as usize);
         } else if let Some(timer) = data.checked_sub(TIMER_TOKEN_BASE) {
             device.process_timer(timer as usize);
         } else {
             device.process_queue_event(data as usize);
         }
+        for change in device.take_event_source_changes() {
+            apply_change(ops, change);
+        }
+    }
+}
+
+/// Applies one host event-source change to the event loop (errors are logged: the device keeps
+/// running without that source).
+fn apply_change(ops: &mut EventOps, change: EventSourceChange) {
+    let event = |s: EventSource| {
+        (s.token < MAX_HOST_TOKEN)
+            .then(|| Events::with_data_raw(s.fd, HOST_TOKEN_BASE + s.token, s.events))
+    };
+    let result = match change {
+        EventSourceChange::Add(s) => event(s).map(|e| ops.add(e)),
+        EventSourceChange::Modify(s) => event(s).map(|e| ops.modify(e)),
+        EventSourceChange::Remove(s) => event(s).map(|e| ops.remove(e)),
+    };
+    match result {
+        None => tracing::error!("virtio device host event token out of range: {change:?}"),
+        Some(Err(err)) => tracing::error!("virtio device event source {change:?} failed: {err}"),
+        Some(Ok(())) => {}
     }
 }
 

@@ -676,6 +676,12 @@ impl VirtioDevice for Block {
         &self.queue_evts
     }
 
+    fn queues(&self) -> &[Queue] {
+        self.active
+            .as_ref()
+            .map_or(&[], |a| std::slice::from_ref(&a.queue))
+    }
+
     fn process_queue_event(&mut self, idx: usize) {
         let Some(evt) = self.queue_evts.get(idx) else {
             self.backend.metrics.event_fails.inc();

@@ -26,6 +26,7 @@ struct Dummy {
     interrupt: Option<Arc<dyn VirtioInterrupt>>,
     fail_activate: bool,
     resets: u32,
+    queues: Vec<Queue>,
 }
 
 impl Dummy {
@@ -42,6 +43,7 @@ impl Dummy {
             interrupt: None,
             fail_activate: false,
             resets: 0,
+            queues: Vec::new(),
         }
     }
 }
@@ -87,6 +89,7 @@ impl VirtioDevice for Dummy {
             queues.iter().map(QueueT::event_idx_enabled).collect(),
         ));
         self.interrupt = Some(interrupt);
+        self.queues = queues;
         Ok(())
     }
     fn is_activated(&self) -> bool {
@@ -95,6 +98,7 @@ impl VirtioDevice for Dummy {
     fn reset(&mut self) {
         self.activated = None;
         self.interrupt = None;
+        self.queues.clear();
         self.acked = 0;
         self.resets += 1;
     }
@@ -102,6 +106,9 @@ impl VirtioDevice for Dummy {
         &self.evts
     }
     fn process_queue_event(&mut self, _idx: usize) {}
+    fn queues(&self) -> &[Queue] {
+        &self.queues
+    }
 }
 
 struct Env {

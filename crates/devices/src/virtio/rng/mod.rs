@@ -266,6 +266,12 @@ impl VirtioDevice for Entropy {
         &self.queue_evts
     }
 
+    fn queues(&self) -> &[Queue] {
+        self.active
+            .as_ref()
+            .map_or(&[], |a| std::slice::from_ref(&a.queue))
+    }
+
     fn process_queue_event(&mut self, idx: usize) {
         let Some(evt) = self.queue_evts.get(idx) else {
             self.metrics.entropy_event_fails.inc();
