@@ -6,9 +6,8 @@
 
 use linux_loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::error::ArchError;
 use crate::gdt::{write_gdt_idt, write_page_tables};

@@ -4,8 +4,9 @@
 //! (0xa09b), PVH a 32-bit flat one (0xc09b) and a 16-bit-style TSS (0x008b); the data segment is
 //! 0xc093 for both. Page tables identity-map the first 1 GiB with 2 MiB pages.
 
+use squib_core::GuestMemoryMmap;
 use squib_hv::{X86DescriptorTable, X86Segment};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::error::ArchError;
 use crate::layout::{BOOT_GDT_OFFSET, BOOT_IDT_OFFSET, PDE_START, PDPTE_START, PML4_START};

@@ -10,9 +10,9 @@ use std::io::{Read, Seek};
 
 use linux_loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
+use squib_core::GuestMemoryMmap;
 use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    ReadVolatile,
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, ReadVolatile,
 };
 
 use crate::error::ArchError;

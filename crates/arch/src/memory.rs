@@ -3,7 +3,8 @@
 //! RAM up to 3 GiB is one region at 0; anything beyond continues at 4 GiB, leaving the 32-bit
 //! MMIO gap `[3 GiB, 4 GiB)` for devices.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::GuestAddress;
 
 use crate::error::ArchError;
 use crate::layout::{FIRST_ADDR_PAST_32BITS, MMIO32_MEM_START};

@@ -5,7 +5,8 @@
 //! Serialised by hand into little-endian bytes (no `unsafe` `ByteValued` impls). APIC id of vCPU
 //! `i` is `i`; the IOAPIC gets id `vcpu_count + 1`.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::error::ArchError;
 use crate::layout::{APIC_ADDR, IOAPIC_ADDR, MPTABLE_MAX_SIZE, MPTABLE_START};

@@ -6,6 +6,7 @@
 //! - [`lifecycle`]: the six internal [`LifecyclePhase`]s and their collapse onto the three
 //!   Firecracker wire states ([`VmState`]).
 //! - [`ids`]: validated identifiers (instance ids, API resource ids).
+//! - [`memory`]: [`GuestMemoryMmap`], the one guest-memory type (with dirty-page tracking).
 //! - [`profile`]: the host [`CapabilityProfile`], the data through which a hypervisor backend
 //!   tells the API what the platform can do (SMT, Ctrl-Alt-Del, vCPU limits). Platform rules are
 //!   data here, never `cfg` attributes elsewhere.
@@ -17,10 +18,12 @@
 
 pub mod ids;
 pub mod lifecycle;
+pub mod memory;
 pub mod profile;
 
 pub use ids::{IdError, InstanceId, validate_resource_id};
 pub use lifecycle::{LifecyclePhase, VmState};
+pub use memory::{GuestMemoryMmap, GuestRegionMmap};
 pub use profile::{Capability, CapabilityProfile, GuestArch};
 
 /// The Firecracker API version squib speaks on the wire (`GET /version`, `--version`).

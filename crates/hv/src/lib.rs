@@ -33,11 +33,11 @@ pub mod x86;
 pub use error::HvError;
 pub use exit::{InternalError, InternalErrorKind, SystemEventKind, VcpuExit, VcpuIo};
 pub use squib_core::CapabilityProfile;
+pub use squib_core::GuestMemoryMmap;
 pub use traits::{
     DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker, VcpuStateBlob, Vm,
     VmConfig,
 };
-pub use vm_memory::GuestMemoryMmap;
 pub use x86::{
     CpuidEntry, HypervisorX86, LapicDeliveryMode, LapicLints, MsrEntry, VcpuX86, X86BootState,
     X86DescriptorTable, X86Fpu, X86Regs, X86Segment, X86SpecialRegs,

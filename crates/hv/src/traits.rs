@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use squib_core::CapabilityProfile;
-use vm_memory::GuestMemoryMmap;
+use squib_core::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::HvError;

@@ -60,7 +60,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 /// An operation the kernel finished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use squib_arch::{
     create_guest_memory, layout, load_initrd, load_kernel, write_cmdline, x86_boot_state,
 };
 use squib_config::{schemas::drive::DriveUpdate, vm_config::VmConfig};
+use squib_core::GuestMemoryMmap;
 use squib_devices::{
     Bus, BusDevice, EventFdIrq, IrqLine,
     legacy::{I8042Device, SerialDevice},
@@ -25,7 +26,6 @@ use squib_devices::{
     rate_limiter::{BucketUpdate, TokenBucket},
 };
 use squib_hv::{Hypervisor, Vm, VmConfig as HvVmConfig};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use event_manager::MutEventSubscriber;
 use squib_config::schemas::{drive::DriveConfig, rate_limiter::RateLimiterConfig};
+use squib_core::GuestMemoryMmap;
 use squib_devices::{
     Bus,
     rate_limiter::{RateLimiter, TokenBucket},
     virtio::{Block, BlockConfig, Entropy, MmioTransport, VirtioDevice, VirtioSubscriber},
 };
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
-use vm_memory::GuestMemoryMmap;
 
 use crate::mmio_layout::{MmioAllocator, root_block_args};
 

@@ -11,7 +11,8 @@
 //! - no device-readable descriptor may follow a device-writable one;
 //! - every buffer must lie in guest memory.
 
-use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend};
 
 /// One descriptor's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -59,8 +59,8 @@ mod throttle;
 use std::io;
 use std::sync::Arc;
 
+use squib_core::GuestMemoryMmap;
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 

@@ -10,8 +10,8 @@
 //! [`super::mmio::MmioTransportState`].
 
 use serde::{Deserialize, Serialize};
+use squib_core::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueState, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 /// One virtqueue as a snapshot saves it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

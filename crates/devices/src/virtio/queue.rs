@@ -16,8 +16,8 @@
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
+use squib_core::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
 
 use super::chain::Chain;
 use super::{InterruptKind, VirtioInterrupt};

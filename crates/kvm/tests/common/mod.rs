@@ -6,9 +6,10 @@ pub mod vmm;
 
 use std::path::{Path, PathBuf};
 
+use squib_core::GuestMemoryMmap;
 use squib_hv::{Vcpu, VcpuIo};
 use squib_kvm::KvmHypervisor;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Opens KVM, or prints the skip line and returns `None` when the host has no `/dev/kvm`.
 pub fn hypervisor_or_skip() -> Option<KvmHypervisor> {

@@ -32,8 +32,9 @@
 use std::io;
 use std::time::Instant;
 
+use squib_core::GuestMemoryMmap;
 use squib_sys::io_uring::{IoUring, SubmitError};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::io::Disk;

@@ -33,9 +33,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use squib_core::GuestMemoryMmap;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 

@@ -16,7 +16,8 @@ use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vm_memory::{Bytes, GuestMemoryError, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestMemoryError};
 
 use super::{BlockError, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::virtio::chain::Segment;

@@ -16,7 +16,8 @@
 //! Reads and writes must lie inside the disk. A chain that breaks these rules is a
 //! [`RequestError`]; the device then writes `IOERR` to the status byte if the chain has one.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::{ID_BYTES, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::virtio::chain::{Chain, ChainError, Segment, sub_segments};

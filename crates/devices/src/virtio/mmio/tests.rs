@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
+use squib_core::GuestMemoryMmap;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::*;

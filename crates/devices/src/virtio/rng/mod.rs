@@ -17,8 +17,9 @@ mod tests;
 
 use std::sync::Arc;
 
+use squib_core::GuestMemoryMmap;
 use virtio_queue::Queue;
-use vm_memory::{Address, Bytes, GuestMemoryMmap};
+use vm_memory::{Address, Bytes};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use squib_core::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::rate_limiter::{FakeClock, TokenBucket};
