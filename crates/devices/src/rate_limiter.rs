@@ -534,5 +534,7 @@ impl RateLimiter {
     }
 }
 
+pub mod persist;
+
 #[cfg(test)]
 mod tests;

@@ -119,6 +119,19 @@ impl MmioInterrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// A register holding `status` (snapshot restore) on `irq`.
+    pub(crate) fn restored(irq: Arc<dyn IrqLine>, status: u32) -> Self {
+        Self {
+            status: AtomicU32::new(status & (INT_VRING | INT_CONFIG)),
+            irq,
+        }
+    }
+
+    /// The interrupt line.
+    pub(crate) fn irq(&self) -> &Arc<dyn IrqLine> {
+        &self.irq
+    }
+
     fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
@@ -566,6 +579,8 @@ impl BusDevice for MmioTransport {
         }
     }
 }
+
+pub mod persist;
 
 #[cfg(test)]
 mod tests;

@@ -305,6 +305,11 @@ pub trait VirtioDevice: Send {
         Vec::new()
     }
 
+    /// Called on the VMM thread while the vCPUs are paused, right before a snapshot saves the
+    /// device: finish whatever is in flight (a block device's `Async` requests) so the saved
+    /// queues and guest memory are consistent.
+    fn prepare_save(&mut self) {}
+
     /// The device's queues while active (empty while inactive), in queue order: what a snapshot
     /// saves of them (addresses, size, ready, next avail/used indices).
     fn queues(&self) -> &[Queue];

@@ -244,6 +244,11 @@ impl Block {
         Ok(())
     }
 
+    /// Restores the configuration generation (snapshot restore).
+    pub(crate) fn set_config_generation(&mut self, generation: u32) {
+        self.config_generation = generation;
+    }
+
     /// `PATCH /drives {rate_limiter}`: replaces, removes or keeps each bucket.
     pub fn update_rate_limiter(&mut self, bytes: BucketUpdate, ops: BucketUpdate) {
         self.backend.throttle.update(bytes, ops);
@@ -712,6 +717,10 @@ impl VirtioDevice for Block {
             .engine
             .as_ref()
             .map_or(&[], AsyncEngine::events)
+    }
+
+    fn prepare_save(&mut self) {
+        self.complete_all_in_flight();
     }
 
     fn process_completion_event(&mut self, idx: usize) {

@@ -36,6 +36,7 @@ mod async_io;
 pub mod device;
 pub mod io;
 pub mod metrics;
+pub mod persist;
 pub mod request;
 
 #[cfg(test)]

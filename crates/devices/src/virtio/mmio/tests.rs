@@ -491,3 +491,63 @@ proptest! {
         prop_assert_eq!(s & DRIVER_OK != 0, e.dev.lock().unwrap().is_activated());
     }
 }
+
+#[test]
+fn test_persist_round_trip_reactivates_with_saved_queues() {
+    let mut e = env();
+    init(&mut e, features::bit(features::VERSION_1) | FEAT_X);
+    assert!(e.dev.lock().unwrap().is_activated());
+    e.dev.lock().unwrap().queues[0].set_next_avail(3);
+    e.dev.lock().unwrap().queues[0].set_next_used(2);
+    wr32(&mut e.t, VIRTIO_MMIO_QUEUE_SEL, 1);
+    let saved = e.t.save();
+    assert_eq!(saved.active_queues.len(), 2);
+    assert_eq!(saved.active_queues[0].next_avail, 3);
+    let json = serde_json::to_string(&saved).unwrap();
+    let saved: super::persist::MmioTransportState = serde_json::from_str(&json).unwrap();
+
+    let dev = Arc::new(Mutex::new(Dummy::new()));
+    let irq = Arc::new(CountingIrq::new());
+    let mut t = MmioTransport::restore(e.mem.clone(), irq, dev.clone(), &saved).unwrap();
+    assert!(dev.lock().unwrap().is_activated());
+    assert_eq!(dev.lock().unwrap().queues[0].next_avail(), 3);
+    assert_eq!(dev.lock().unwrap().queues[0].next_used(), 2);
+    assert_eq!(t.save(), saved);
+    assert_eq!(rd32(&mut t, VIRTIO_MMIO_STATUS), S_FEAT | DRIVER_OK);
+    assert_eq!(
+        rd32(&mut t, VIRTIO_MMIO_QUEUE_SEL),
+        0,
+        "QueueSel is write-only"
+    );
+    assert_eq!(rd32(&mut t, VIRTIO_MMIO_QUEUE_READY), 1);
+}
+
+#[test]
+fn test_persist_inactive_and_bad_states() {
+    let e = env();
+    let saved = e.t.save();
+    assert!(saved.active_queues.is_empty());
+    let fresh = || Arc::new(Mutex::new(Dummy::new()));
+    let irq = || Arc::new(CountingIrq::new());
+    let t = MmioTransport::restore(e.mem.clone(), irq(), fresh(), &saved).unwrap();
+    assert_eq!(t.save(), saved);
+
+    let mut bad = saved.clone();
+    bad.device_type = 7;
+    assert!(MmioTransport::restore(e.mem.clone(), irq(), fresh(), &bad).is_err());
+    let mut bad = saved.clone();
+    bad.queues.pop();
+    assert!(MmioTransport::restore(e.mem.clone(), irq(), fresh(), &bad).is_err());
+    let mut bad = saved.clone();
+    bad.queues[0].size = 1000;
+    assert!(MmioTransport::restore(e.mem.clone(), irq(), fresh(), &bad).is_err());
+    // Active, but the saved rings lie outside guest memory.
+    let mut e2 = env();
+    init(&mut e2, features::bit(features::VERSION_1));
+    let mut bad = e2.t.save();
+    bad.active_queues[1].desc_table = 0x10_0000;
+    assert!(MmioTransport::restore(e2.mem.clone(), irq(), fresh(), &bad).is_err());
+    let mut bad = e2.t.save();
+    bad.active_queues.pop();
+    assert!(MmioTransport::restore(e2.mem.clone(), irq(), fresh(), &bad).is_err());
+}

@@ -310,3 +310,43 @@ impl VirtioDevice for Entropy {
         self.process_queue();
     }
 }
+
+/// Snapshot state of the entropy device: acked features and the rate limiter's buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntropyState {
+    /// Features the driver accepted.
+    pub acked_features: u64,
+    /// Rate limiter buckets.
+    pub rate_limiter: crate::rate_limiter::persist::RateLimiterState,
+}
+
+/// Why an entropy device cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum EntropyRestoreError {
+    /// Creating the device failed.
+    #[error("{0}")]
+    Entropy(#[from] EntropyError),
+    /// The saved rate limiter is invalid.
+    #[error("{0}")]
+    RateLimiter(#[from] crate::rate_limiter::persist::RateLimiterRestoreError),
+}
+
+impl crate::persist::Persist for Entropy {
+    type State = EntropyState;
+    type ConstructorArgs = ();
+    type Error = EntropyRestoreError;
+
+    fn save(&self) -> EntropyState {
+        EntropyState {
+            acked_features: self.acked_features,
+            rate_limiter: crate::persist::Persist::save(self.rate_limiter()),
+        }
+    }
+
+    fn restore((): (), state: &EntropyState) -> Result<Self, EntropyRestoreError> {
+        let limiter = <RateLimiter as crate::persist::Persist>::restore((), &state.rate_limiter)?;
+        let mut dev = Entropy::new(limiter)?;
+        dev.ack_features(state.acked_features);
+        Ok(dev)
+    }
+}

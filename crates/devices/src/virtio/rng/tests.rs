@@ -194,3 +194,37 @@ proptest! {
         prop_assert!(q.used_idx() <= u16::try_from(heads.len()).unwrap());
     }
 }
+
+#[test]
+fn test_persist_round_trip_continues_the_queue() {
+    use crate::persist::Persist;
+    use crate::virtio::persist::{restore_queues, save_queues};
+    let mut h = H::new(RateLimiter::new(None, TokenBucket::new(100, 0, 1000)));
+    h.dev.ack_features(features::bit(features::VERSION_1));
+    h.q.add_chain(&[wr(0x4000, 16)]);
+    h.run();
+    assert_eq!(h.q.used_idx(), 1);
+    let state = h.dev.save();
+    let queues = save_queues(h.dev.queues());
+    assert_eq!(state.rate_limiter.ops.unwrap().budget, 99);
+    let json = serde_json::to_string(&state).unwrap();
+    let mut dev = Entropy::restore((), &serde_json::from_str(&json).unwrap()).unwrap();
+    assert_eq!(dev.save(), state);
+    assert!(!dev.is_activated());
+    let irq = RecordingInterrupt::new();
+    dev.activate(
+        h.mem.clone(),
+        irq.clone(),
+        restore_queues(&queues, 1, &h.mem).unwrap(),
+    )
+    .unwrap();
+    h.q.add_chain(&[wr(0x5000, 16)]);
+    dev.queue_events()[0].write(1).unwrap();
+    dev.process_queue_event(0);
+    assert_eq!(
+        h.q.used_idx(),
+        2,
+        "the restored device continues from the saved index"
+    );
+    assert_eq!(irq.count(), 1);
+}
