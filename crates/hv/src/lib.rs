@@ -36,7 +36,7 @@ pub use squib_core::CapabilityProfile;
 pub use squib_core::GuestMemoryMmap;
 pub use traits::{
     DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker, VcpuStateBlob, Vm,
-    VmConfig,
+    VmConfig, VmStateBlob,
 };
 pub use x86::{
     CpuidEntry, HypervisorX86, LapicDeliveryMode, LapicLints, MsrEntry, VcpuX86, X86BootState,

@@ -84,6 +84,9 @@ pub struct VcpuStateBlob {
     pub data: Vec<u8>,
 }
 
+/// Opaque VM-level state (x86 KVM: PIC, IOAPIC, PIT, kvmclock); same rules as [`VcpuStateBlob`].
+pub type VmStateBlob = VcpuStateBlob;
+
 /// A hypervisor available on this host. One per process.
 pub trait Hypervisor: Send + Sync + Debug {
     /// The capability profile the API layer admits requests against.
@@ -143,6 +146,31 @@ pub trait Vm: Send + Sync + Debug {
     ) -> Result<(), HvError> {
         let _ = (fd, addr, datamatch);
         Err(HvError::Unsupported("ioeventfd"))
+    }
+
+    /// Saves the VM-level platform state (interrupt controllers, timers, guest clock) for a
+    /// snapshot. Call only while every vCPU is paused.
+    fn save_state(&self) -> Result<VmStateBlob, HvError> {
+        Err(HvError::Unsupported("VM state save"))
+    }
+
+    /// Restores a state from [`Vm::save_state`] of the same backend, after
+    /// [`Vm::setup_platform`] and before any vCPU runs.
+    fn restore_state(&self, state: &VmStateBlob) -> Result<(), HvError> {
+        let _ = state;
+        Err(HvError::Unsupported("VM state restore"))
+    }
+
+    /// Starts logging guest writes to every memory region mapped so far (and mapped later).
+    fn enable_dirty_log(&self) -> Result<(), HvError> {
+        Err(HvError::Unsupported("dirty page logging"))
+    }
+
+    /// Pages the guest wrote since the last call (or since logging started), and clears the log:
+    /// one bitmap per mapped region in mapping order (bit `i` of word `i / 64` = page `i`, 4 KiB
+    /// pages). Requires [`Vm::enable_dirty_log`].
+    fn dirty_log(&self) -> Result<Vec<Vec<u64>>, HvError> {
+        Err(HvError::Unsupported("dirty page logging"))
     }
 
     /// Undoes [`Vm::register_ioeventfd`] (same arguments).

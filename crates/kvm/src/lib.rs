@@ -34,6 +34,7 @@ mod kick;
 mod state;
 mod vcpu;
 mod vm;
+mod vm_state;
 
 pub use hypervisor::{KvmHypervisor, KvmOptions, is_pvm};
 pub use kick::KvmKicker;

@@ -6,7 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_bindings::{
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
 use squib_hv::{DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
@@ -24,6 +26,10 @@ struct Memslots {
     next_slot: u32,
     /// Kept alive for the VM's lifetime: KVM holds raw pointers into these mappings.
     memories: Vec<GuestMemoryMmap>,
+    /// Every registered slot, in mapping order (re-registered to toggle dirty logging).
+    regions: Vec<kvm_userspace_memory_region>,
+    /// `KVM_MEM_LOG_DIRTY_PAGES` on every slot.
+    dirty_log: bool,
 }
 
 /// A KVM virtual machine.
@@ -92,11 +98,16 @@ impl Vm for KvmVm {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Keep the mappings alive before KVM learns about them.
         slots.memories.push(memory.clone());
+        let flags = if slots.dirty_log {
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        };
         for region in memory.iter() {
             let slot = slots.next_slot;
             let mem_region = kvm_userspace_memory_region {
                 slot,
-                flags: 0,
+                flags,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
                 userspace_addr: region.as_ptr() as u64,
@@ -106,9 +117,60 @@ impl Vm for KvmVm {
             // above, so the mapping outlives the VM fd's use of it.
             unsafe { self.fd.set_user_memory_region(mem_region) }
                 .map_err(|e| HvError::errno("KVM_SET_USER_MEMORY_REGION", e.errno()))?;
+            slots.regions.push(mem_region);
             slots.next_slot += 1;
         }
         Ok(())
+    }
+
+    fn save_state(&self) -> Result<squib_hv::VmStateBlob, HvError> {
+        crate::vm_state::save(&self.fd)
+    }
+
+    fn restore_state(&self, state: &squib_hv::VmStateBlob) -> Result<(), HvError> {
+        crate::vm_state::restore(&self.fd, state)
+    }
+
+    fn enable_dirty_log(&self) -> Result<(), HvError> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slots.dirty_log {
+            return Ok(());
+        }
+        for region in &mut slots.regions {
+            region.flags |= KVM_MEM_LOG_DIRTY_PAGES;
+            // SAFETY: the same live mapping registered by `map_memory` (kept alive in
+            // `slots.memories`); only the flags change.
+            unsafe { self.fd.set_user_memory_region(*region) }
+                .map_err(|e| HvError::errno("KVM_SET_USER_MEMORY_REGION", e.errno()))?;
+        }
+        slots.dirty_log = true;
+        Ok(())
+    }
+
+    fn dirty_log(&self) -> Result<Vec<Vec<u64>>, HvError> {
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !slots.dirty_log {
+            return Err(HvError::InvalidArgument(
+                "dirty page logging is not enabled".to_owned(),
+            ));
+        }
+        slots
+            .regions
+            .iter()
+            .map(|r| {
+                let size = usize::try_from(r.memory_size)
+                    .map_err(|_| HvError::InvalidArgument("memslot size".to_owned()))?;
+                self.fd
+                    .get_dirty_log(r.slot, size)
+                    .map_err(|e| HvError::errno("KVM_GET_DIRTY_LOG", e.errno()))
+            })
+            .collect()
     }
 
     fn create_vcpu(&self, index: u32) -> Result<Box<dyn Vcpu>, HvError> {
