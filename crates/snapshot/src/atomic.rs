@@ -90,12 +90,11 @@ pub(crate) fn replace_file<R>(
     }
     // Make the rename itself durable. Some filesystems refuse fsync on a directory; the
     // data is already safe then, so that is not an error.
-    if let Ok(d) = File::open(&dir) {
-        if let Err(e) = d.sync_all() {
-            if e.kind() != io::ErrorKind::InvalidInput && e.raw_os_error() != Some(22) {
-                return Err(err("sync_all", &dir, e));
-            }
-        }
+    if let Ok(d) = File::open(&dir)
+        && let Err(e) = d.sync_all()
+        && e.kind() != io::ErrorKind::InvalidInput
+    {
+        return Err(err("sync_all", &dir, e));
     }
     Ok(out)
 }

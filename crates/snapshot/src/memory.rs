@@ -66,7 +66,9 @@ pub enum MemoryFileError {
     #[error("Cannot perform {0} on the memory backing file: {1}")]
     Io(&'static str, #[source] io::Error),
     /// A dirty range lies outside the files being merged.
-    #[error("Dirty range at offset {offset:#x} of {len:#x} bytes lies outside the memory file of {file_len:#x} bytes")]
+    #[error(
+        "Dirty range at offset {offset:#x} of {len:#x} bytes lies outside the memory file of {file_len:#x} bytes"
+    )]
     DirtyRangeOutOfFile {
         /// Range start.
         offset: u64,
@@ -169,7 +171,10 @@ impl MemoryLayout {
             if r.size == 0 {
                 return bad(format!("region {i} has zero size"));
             }
-            if r.guest_addr % PAGE_SIZE != 0 || r.size % PAGE_SIZE != 0 || r.file_offset % PAGE_SIZE != 0 {
+            if r.guest_addr % PAGE_SIZE != 0
+                || r.size % PAGE_SIZE != 0
+                || r.file_offset % PAGE_SIZE != 0
+            {
                 return bad(format!("region {i} is not page-aligned"));
             }
             if usize::try_from(r.size).is_err() {
@@ -287,8 +292,7 @@ pub fn save_memory_diff<B: Bitmap>(
                     continue;
                 }
                 let start = page;
-                while page < pages && is_dirty(ri, usize::try_from(page).unwrap_or(usize::MAX))
-                {
+                while page < pages && is_dirty(ri, usize::try_from(page).unwrap_or(usize::MAX)) {
                     page += 1;
                 }
                 let offset = start * PAGE_SIZE;
@@ -336,8 +340,14 @@ pub fn merge_diff_into(
             dirty.len()
         )));
     }
-    let base_len = base_file.metadata().map_err(|e| MemoryFileError::Io("get_metadata", e))?.len();
-    let diff_len = diff_file.metadata().map_err(|e| MemoryFileError::Io("get_metadata", e))?.len();
+    let base_len = base_file
+        .metadata()
+        .map_err(|e| MemoryFileError::Io("get_metadata", e))?
+        .len();
+    let diff_len = diff_file
+        .metadata()
+        .map_err(|e| MemoryFileError::Io("get_metadata", e))?
+        .len();
     let file_len = base_len.min(diff_len);
     for r in dirty {
         if r.offset.checked_add(r.len).is_none_or(|end| end > file_len) {

@@ -101,7 +101,9 @@ pub enum SnapshotError {
     #[error("Cannot serialize the microVM state: {0}")]
     Serialize(#[source] bitcode::Error),
     /// The encoded state is over [`STATE_SIZE_LIMIT`]; it would not load.
-    #[error("Cannot serialize the microVM state: {0} bytes exceed the snapshot limit of {STATE_SIZE_LIMIT} bytes")]
+    #[error(
+        "Cannot serialize the microVM state: {0} bytes exceed the snapshot limit of {STATE_SIZE_LIMIT} bytes"
+    )]
     TooLargeToSave(usize),
     /// Writing the file failed; the previous file (if any) is intact.
     #[error("Cannot perform {} on the snapshot backing file: {}", .0.op, .0.source)]
@@ -230,10 +232,11 @@ fn decode_header(body: &[u8]) -> Option<SnapshotHdr> {
 /// Reads a whole state file, refusing oversize files before reading them.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, SnapshotError> {
     let file = File::open(path).map_err(SnapshotError::Open)?;
-    if let Ok(meta) = file.metadata() {
-        if meta.is_file() && meta.len() > STATE_SIZE_LIMIT as u64 {
-            return Err(SnapshotError::SizeLimitExceeded(STATE_SIZE_LIMIT));
-        }
+    if let Ok(meta) = file.metadata()
+        && meta.is_file()
+        && meta.len() > STATE_SIZE_LIMIT as u64
+    {
+        return Err(SnapshotError::SizeLimitExceeded(STATE_SIZE_LIMIT));
     }
     let mut buf = Vec::new();
     // The file may grow or lie about its size (a pipe, /proc): stop one byte past the limit.

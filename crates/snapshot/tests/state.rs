@@ -73,10 +73,17 @@ fn test_should_match_reference_binary_describe_and_version() {
             .args(args)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_owned()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
     };
     assert_eq!(run(&["--snapshot-version"]), SNAPSHOT_VERSION_TEXT);
-    assert_eq!(run(&["--describe-snapshot", FIXTURE]), describe(FIXTURE).unwrap());
+    assert_eq!(
+        run(&["--describe-snapshot", FIXTURE]),
+        describe(FIXTURE).unwrap()
+    );
 }
 
 #[test]
@@ -107,9 +114,15 @@ fn test_should_refuse_oversize_file_before_reading() {
     let f = fs::File::create(&p).unwrap();
     f.set_len(64 << 30).unwrap(); // sparse 64 GiB: reading it would take minutes
     let e = load_state::<TestState>(&p).unwrap_err();
-    assert_eq!(e.to_string(), "Snapshot size exceeds limit of 10000000 bytes");
+    assert_eq!(
+        e.to_string(),
+        "Snapshot size exceeds limit of 10000000 bytes"
+    );
     f.set_len(STATE_SIZE_LIMIT as u64 + 1).unwrap();
-    assert!(matches!(describe(&p), Err(SnapshotError::SizeLimitExceeded(_))));
+    assert!(matches!(
+        describe(&p),
+        Err(SnapshotError::SizeLimitExceeded(_))
+    ));
     let big = vec![0u8; STATE_SIZE_LIMIT + 1];
     assert!(matches!(
         decode_state::<TestState>(&big),
@@ -145,13 +158,19 @@ fn test_should_refuse_short_truncated_garbage_and_crc_damage() {
     assert_eq!(e.to_string(), "CRC64 validation failed");
     let mut flipped = good.clone();
     flipped[100] ^= 0x10;
-    assert!(matches!(decode_state::<TestState>(&flipped), Err(SnapshotError::Crc64)));
+    assert!(matches!(
+        decode_state::<TestState>(&flipped),
+        Err(SnapshotError::Crc64)
+    ));
     // Garbage with a valid CRC reaches the decoder.
-    let mut garbage: Vec<u8> = (0..500u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut garbage: Vec<u8> = (0..500u32).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
     reseal(&mut garbage);
     let e = decode_state::<TestState>(&garbage).unwrap_err();
     assert!(matches!(e, SnapshotError::Bitcode(_)), "{e:?}");
-    assert!(e.to_string().starts_with("An error occurred during bitcode serialization: "));
+    assert!(
+        e.to_string()
+            .starts_with("An error occurred during bitcode serialization: ")
+    );
     // An empty-but-CRC'd body.
     let mut eight = vec![0u8; 8];
     reseal(&mut eight);
@@ -170,7 +189,13 @@ fn test_should_check_magic_and_version_like_firecracker() {
 
     let aarch64 = forged(0x0710_1984_AAAA_0000, "11.0.0", env(payload.clone()));
     let e = decode_state::<TestState>(&aarch64).unwrap_err();
-    assert_eq!(e.to_string(), format!("Magic value does not match arch: {}", 0x0710_1984_AAAA_0000u64));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "Magic value does not match arch: {}",
+            0x0710_1984_AAAA_0000u64
+        )
+    );
 
     let major = forged(SNAPSHOT_MAGIC, "12.0.0", env(payload.clone()));
     let e = decode_state::<TestState>(&major).unwrap_err();
@@ -201,13 +226,24 @@ fn test_should_check_squib_envelope() {
     let other_tag = forged(
         SNAPSHOT_MAGIC,
         "11.0.0",
-        Env { tag: "other".into(), format_version: 1, payload: payload.clone() },
+        Env {
+            tag: "other".into(),
+            format_version: 1,
+            payload: payload.clone(),
+        },
     );
-    assert!(matches!(decode_state::<TestState>(&other_tag), Err(SnapshotError::NotSquib)));
+    assert!(matches!(
+        decode_state::<TestState>(&other_tag),
+        Err(SnapshotError::NotSquib)
+    ));
     let newer = forged(
         SNAPSHOT_MAGIC,
         "11.0.0",
-        Env { tag: "squib".into(), format_version: 2, payload: payload.clone() },
+        Env {
+            tag: "squib".into(),
+            format_version: 2,
+            payload: payload.clone(),
+        },
     );
     let e = decode_state::<TestState>(&newer).unwrap_err();
     assert_eq!(
@@ -217,13 +253,20 @@ fn test_should_check_squib_envelope() {
     let wrong_type = forged(
         SNAPSHOT_MAGIC,
         "11.0.0",
-        Env { tag: "squib".into(), format_version: 1, payload: vec![1, 2, 3] },
+        Env {
+            tag: "squib".into(),
+            format_version: 1,
+            payload: vec![1, 2, 3],
+        },
     );
     let e = decode_state::<TestState>(&wrong_type).unwrap_err();
     assert!(matches!(e, SnapshotError::State(_)), "{e:?}");
     // A squib file holding another state type: a clean error too.
     let other_state = encode_state(&vec!["a".to_string(); 3]).unwrap();
-    assert!(matches!(decode_state::<TestState>(&other_state), Err(SnapshotError::State(_))));
+    assert!(matches!(
+        decode_state::<TestState>(&other_state),
+        Err(SnapshotError::State(_))
+    ));
 }
 
 #[test]
@@ -243,12 +286,16 @@ fn test_should_keep_previous_state_when_save_fails_and_clean_stale_temps() {
     let gone = d.as_path().join("missing-dir").join("vm.state");
     let e = save_state(&gone, &s2).unwrap_err();
     assert!(
-        e.to_string().starts_with("Cannot perform open on the snapshot backing file: "),
+        e.to_string()
+            .starts_with("Cannot perform open on the snapshot backing file: "),
         "{e}"
     );
     // Saving onto a directory is refused.
     let e = save_state(d.as_path(), &s2).unwrap_err();
     assert!(e.to_string().contains("Is a directory"), "{e}");
-    let names: Vec<_> = fs::read_dir(d.as_path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(d.as_path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("vm.state")]);
 }

@@ -6,18 +6,37 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use squib_snapshot::{decode_state, describe_bytes, MemoryLayout, RegionDesc};
+use squib_snapshot::{MemoryLayout, RegionDesc, decode_state, describe_bytes};
 
 #[derive(Debug, Clone)]
 enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    SetByte { at: usize, value: u8 },
-    Truncate { len: usize },
-    Extend { bytes: Vec<u8> },
-    Splice { at: usize, bytes: Vec<u8> },
-    Delete { at: usize, len: usize },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    SetByte {
+        at: usize,
+        value: u8,
+    },
+    Truncate {
+        len: usize,
+    },
+    Extend {
+        bytes: Vec<u8>,
+    },
+    Splice {
+        at: usize,
+        bytes: Vec<u8>,
+    },
+    Delete {
+        at: usize,
+        len: usize,
+    },
     /// Rewrite a byte of the header region (packing byte, magic, version length/text).
-    Header { at: u8, value: u8 },
+    Header {
+        at: u8,
+        value: u8,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -166,7 +185,7 @@ proptest! {
         if layout.validate().is_ok() {
             let total = layout.regions.iter().try_fold(0u64, |a, r| a.checked_add(r.size));
             prop_assert!(total.is_some());
-            prop_assert!(layout.required_file_len() <= i64::MAX as u64);
+            prop_assert!(i64::try_from(layout.required_file_len()).is_ok());
         }
         let _ = layout.restore_ranges();
     }

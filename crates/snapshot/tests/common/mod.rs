@@ -22,8 +22,17 @@ pub struct VcpuState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Device {
-    Serial { ier: u8, lcr: u8, fifo: Vec<u8> },
-    Block { id: String, path: String, read_only: bool, queues: Vec<u16> },
+    Serial {
+        ier: u8,
+        lcr: u8,
+        fifo: Vec<u8>,
+    },
+    Block {
+        id: String,
+        path: String,
+        read_only: bool,
+        queues: Vec<u16>,
+    },
     Rng,
 }
 
@@ -37,7 +46,11 @@ pub fn sample_state() -> TestState {
             .collect(),
         mem_size_mib: 128,
         devices: vec![
-            Device::Serial { ier: 1, lcr: 3, fifo: b"hello".to_vec() },
+            Device::Serial {
+                ier: 1,
+                lcr: 3,
+                fifo: b"hello".to_vec(),
+            },
             Device::Block {
                 id: "rootfs".into(),
                 path: "/tmp/rootfs.ext4".into(),
@@ -82,7 +95,7 @@ pub fn seal<D: Serialize>(snap: &Snap<D>) -> Vec<u8> {
 }
 
 /// Recomputes the CRC trailer of a (mutated) file so the decoders behind it are reached.
-pub fn reseal(bytes: &mut Vec<u8>) {
+pub fn reseal(bytes: &mut [u8]) {
     if bytes.len() < 8 {
         return;
     }
