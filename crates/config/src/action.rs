@@ -42,7 +42,6 @@ pub const VMM_SHUT_DOWN: &str = "VMM is shut down";
 
 /// One mutating API operation, with its validated payload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
 pub enum ApiAction {
     /// `PUT /machine-config`.
     PutMachineConfig(MachineConfig),

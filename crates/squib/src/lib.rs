@@ -63,6 +63,11 @@ impl VmmObserver for MirrorObserver {
     fn phase_changed(&self, phase: LifecyclePhase) {
         self.0.set_phase(phase);
     }
+
+    fn config_changed(&self, config: &squib_config::vm_config::VmConfig) {
+        let config = config.clone();
+        self.0.publish(move |s| s.vm_config = config.clone());
+    }
 }
 
 /// Run one microVM process: API thread + VMM loop on the calling thread. Returns the exit code.

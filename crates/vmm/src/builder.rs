@@ -1,59 +1,70 @@
-//! `InstanceStart`: build and boot a microVM from the configured resources.
+//! `InstanceStart` and snapshot restore: build a microVM from the configuration or from a
+//! saved state.
 //!
-//! Order (Firecracker's `build_microvm_for_boot`): guest memory → VM + platform (irqchip, PIT)
-//! → legacy devices (8250 COM1, i8042, boot timer) → kernel and initrd → command line → boot
-//! structures (zero page or PVH start info, e820, GDT/IDT, page tables, MP table) → vCPU
-//! threads, created paused and configured on their own threads → resume all.
+//! Both paths share the steps (Firecracker's `build_microvm_for_boot` /
+//! `build_microvm_from_snapshot`):
+//!
+//! 1. guest memory (fresh, or mapped from a memory file / served by a UFFD handler) and the VM
+//!    ([`create_vm`]: map memory, platform, dirty log);
+//! 2. devices through the [`DeviceManager`]: from the configuration, or from saved state at the
+//!    same addresses;
+//! 3. boot only: kernel, initrd, command line, boot structures;
+//! 4. vCPU threads ([`spawn_vcpus`]), started from a boot state or from saved vCPU state; a
+//!    boot resumes them all, a restore leaves them paused.
 //!
 //! Runs on the VMM thread. Everything it creates is owned by the returned [`Microvm`].
 
 use std::{
     fs::File,
-    io::Write,
     sync::{Arc, Mutex},
 };
 
 use squib_arch::{
     BootConfig, BootProtocol, BootStateConfig, CpuidConfig, DEFAULT_BOOT_ARGS, configure_system,
-    create_guest_memory, layout, load_initrd, load_kernel, write_cmdline, x86_boot_state,
+    create_guest_memory, load_initrd, load_kernel, write_cmdline, x86_boot_state,
 };
-use squib_config::{schemas::drive::DriveUpdate, vm_config::VmConfig};
+use squib_config::vm_config::VmConfig;
 use squib_core::GuestMemoryMmap;
 use squib_devices::{
-    Bus, BusDevice, EventFdIrq, IrqLine,
-    legacy::{I8042Device, SerialDevice},
-    pseudo::{BootTimer, BootTimestamp, SystemBootClock},
-    rate_limiter::{BucketUpdate, TokenBucket},
+    pseudo::{BootTimer, BootTimestamp},
+    virtio::Block,
 };
 use squib_hv::{Hypervisor, Vm, VmConfig as HvVmConfig};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{
+    device_manager::{DeviceManager, LegacyArgs},
     error::StartMicrovmError,
-    mmio_layout::MmioAllocator,
-    vcpu::{BusIo, ExitSignal, VcpuEvent, VcpuHandle, VcpuResponse, VcpuSetup},
-    virtio_devices::{AttachContext, Subscriber, VirtioDevices},
+    vcpu::{BusIo, ExitSignal, VcpuEvent, VcpuHandle, VcpuResponse, VcpuSetup, VcpuStart},
+    virtio_devices::Subscriber,
     vmm::{BootProtocolChoice, VmmOptions},
 };
 
-/// COM1 port range and GSI.
-const COM1_PORT: u64 = 0x3f8;
-const COM1_GSI: u32 = 4;
-/// i8042 ports 0x60..=0x64 and GSI.
-const I8042_PORT: u64 = 0x60;
-const I8042_GSI: u32 = 1;
+/// Machine parameters a running microVM keeps (for snapshots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineState {
+    /// vCPUs.
+    pub vcpu_count: u8,
+    /// Guest RAM in MiB.
+    pub mem_size_mib: usize,
+    /// SMT as configured.
+    pub smt: bool,
+    /// Dirty-page tracking enabled.
+    pub track_dirty_pages: bool,
+}
 
-/// A built, running microVM.
+/// A built microVM (running after boot, paused after restore).
 #[derive(Debug)]
 pub struct Microvm {
-    vm: Arc<dyn Vm>,
-    _memory: GuestMemoryMmap,
-    vcpus: Vec<VcpuHandle>,
+    pub(crate) vm: Arc<dyn Vm>,
+    pub(crate) memory: GuestMemoryMmap,
+    pub(crate) vcpus: Vec<VcpuHandle>,
     exit: Arc<ExitSignal>,
-    i8042: Arc<Mutex<I8042Device>>,
-    boot_timer: Option<Arc<Mutex<BootTimer>>>,
-    virtio: VirtioDevices,
+    pub(crate) devices: DeviceManager,
     paused: bool,
+    pub(crate) machine: MachineState,
+    /// Keeps a restore's memory backend alive (the UFFD and its handler connection).
+    pub(crate) _backend: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Microvm {
@@ -67,16 +78,32 @@ impl Microvm {
         &self.vm
     }
 
-    /// Pause every vCPU (idempotent).
+    /// The device manager.
+    pub fn devices(&self) -> &DeviceManager {
+        &self.devices
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// Machine parameters.
+    pub fn machine(&self) -> MachineState {
+        self.machine
+    }
+
+    /// Pause every vCPU (idempotent). If one vCPU does not acknowledge, the ones already
+    /// paused are resumed again, so the VM is never left half-paused.
     pub fn pause(&mut self) -> Result<(), String> {
-        self.broadcast(VcpuEvent::Pause, &VcpuResponse::Paused)?;
+        self.broadcast(VcpuEvent::Pause, &VcpuResponse::Paused, VcpuEvent::Resume)?;
         self.paused = true;
         Ok(())
     }
 
-    /// Resume every vCPU (idempotent).
+    /// Resume every vCPU (idempotent); rolls back like [`pause`](Self::pause).
     pub fn resume(&mut self) -> Result<(), String> {
-        self.broadcast(VcpuEvent::Resume, &VcpuResponse::Resumed)?;
+        self.broadcast(VcpuEvent::Resume, &VcpuResponse::Resumed, VcpuEvent::Pause)?;
         self.paused = false;
         Ok(())
     }
@@ -88,56 +115,17 @@ impl Microvm {
 
     /// Inject Ctrl-Alt-Del through the i8042.
     pub fn send_ctrl_alt_del(&self) -> Result<(), String> {
-        self.i8042
-            .lock()
-            .map_err(|_| "i8042 lock poisoned".to_owned())?
-            .trigger_ctrl_alt_del()
-            .map_err(|e| e.to_string())
+        self.devices.send_ctrl_alt_del().map_err(|e| e.to_string())
     }
 
     /// Last measured guest boot time, if the boot timer fired.
     pub fn boot_timer(&self) -> Option<&Arc<Mutex<BootTimer>>> {
-        self.boot_timer.as_ref()
+        self.devices.boot_timer()
     }
 
-    /// Event-loop subscribers of the virtio devices (taken once by the VMM loop).
+    /// Event-loop subscribers of devices registered since the last call.
     pub fn take_subscribers(&mut self) -> Vec<Subscriber> {
-        std::mem::take(&mut self.virtio.subscribers)
-    }
-
-    /// `PATCH /drives/{id}`: swap the backing file and/or update the rate limiter.
-    pub fn update_drive(&self, update: &DriveUpdate) -> Result<(), String> {
-        let (_, block) = self
-            .virtio
-            .blocks
-            .iter()
-            .find(|(id, _)| id == &update.drive_id)
-            .ok_or_else(|| {
-                format!(
-                    "Drive config error: No block device with id {} found.",
-                    update.drive_id
-                )
-            })?;
-        let mut block = block
-            .lock()
-            .map_err(|_| "block device lock poisoned".to_owned())?;
-        if let Some(path) = &update.path_on_host {
-            block.update_disk(std::path::Path::new(path)).map_err(|e| {
-                format!("Drive config error: Unable to patch the block device: {e}")
-            })?;
-        }
-        if let Some(rl) = &update.rate_limiter {
-            let clock: Arc<dyn squib_devices::rate_limiter::Clock> =
-                Arc::new(squib_devices::rate_limiter::MonotonicClock);
-            block.update_rate_limiter(
-                BucketUpdate::from_config(
-                    rl.bandwidth.as_ref().map(to_bucket_cfg).as_ref(),
-                    Arc::clone(&clock),
-                ),
-                BucketUpdate::from_config(rl.ops.as_ref().map(to_bucket_cfg).as_ref(), clock),
-            );
-        }
-        Ok(())
+        self.devices.take_subscribers()
     }
 
     /// Stop and join every vCPU thread.
@@ -152,67 +140,45 @@ impl Microvm {
         self.vcpus.clear();
     }
 
-    fn broadcast(&mut self, event: VcpuEvent, expect: &VcpuResponse) -> Result<(), String> {
-        for (i, v) in self.vcpus.iter_mut().enumerate() {
-            match v.request(event) {
+    fn broadcast(
+        &mut self,
+        event: VcpuEvent,
+        expect: &VcpuResponse,
+        undo: VcpuEvent,
+    ) -> Result<(), String> {
+        for i in 0..self.vcpus.len() {
+            match self.vcpus[i].request(event) {
                 Some(r) if &r == expect => {}
-                other => return Err(format!("vCPU {i} did not acknowledge {event:?}: {other:?}")),
+                other => {
+                    for v in &mut self.vcpus[..i] {
+                        let _ = v.request(undo);
+                    }
+                    return Err(format!("vCPU {i} did not acknowledge {event:?}: {other:?}"));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Saves every vCPU's state (the vCPUs must be paused).
+    pub fn save_vcpus(&mut self) -> Result<Vec<squib_hv::VcpuStateBlob>, String> {
+        let mut out = Vec::with_capacity(self.vcpus.len());
+        for v in &mut self.vcpus {
+            match v.request(VcpuEvent::SaveState) {
+                Some(VcpuResponse::Saved(Ok(blob))) => out.push(*blob),
+                Some(VcpuResponse::Saved(Err(why))) => {
+                    return Err(format!("vCPU {}: {why}", v.index()));
+                }
+                other => return Err(format!("vCPU {} did not save: {other:?}", v.index())),
+            }
+        }
+        Ok(out)
     }
 }
 
 impl Drop for Microvm {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// An interrupt line that pulses a GSI through the VM (when irqfd is unavailable).
-#[derive(Debug)]
-struct VmIrq {
-    vm: Arc<dyn Vm>,
-    gsi: u32,
-}
-
-impl IrqLine for VmIrq {
-    fn trigger(&self) -> std::io::Result<()> {
-        self.vm
-            .set_irq_line(self.gsi, true)
-            .and_then(|()| self.vm.set_irq_line(self.gsi, false))
-            .map_err(std::io::Error::other)
-    }
-}
-
-pub(crate) fn irq_line(vm: &Arc<dyn Vm>, gsi: u32) -> Result<Arc<dyn IrqLine>, StartMicrovmError> {
-    let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| StartMicrovmError::Device(e.to_string()))?;
-    match vm.register_irqfd(&evt, gsi) {
-        Ok(()) => Ok(Arc::new(EventFdIrq::new(evt))),
-        Err(squib_hv::HvError::Unsupported(_)) => Ok(Arc::new(VmIrq {
-            vm: Arc::clone(vm),
-            gsi,
-        })),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The serial output sink: `serial_out_path` (created/appended) or stdout.
-fn serial_sink(config: &VmConfig) -> Result<Box<dyn Write + Send>, StartMicrovmError> {
-    match config
-        .serial
-        .as_ref()
-        .and_then(|s| s.serial_out_path.as_deref())
-    {
-        Some(path) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map(|f| Box::new(f) as Box<dyn Write + Send>)
-            .map_err(|e| {
-                StartMicrovmError::Device(format!("cannot open serial_out_path {path}: {e}"))
-            }),
-        None => Ok(Box::new(std::io::stdout())),
     }
 }
 
@@ -230,100 +196,79 @@ pub fn kernel_cmdline(config: &VmConfig) -> String {
     cmdline
 }
 
+/// Step 1: a VM with `memory` mapped, its platform created and, if asked, dirty logging on.
+pub fn create_vm(
+    hv: &Arc<dyn Hypervisor>,
+    memory: &GuestMemoryMmap,
+    vcpu_count: u8,
+    track_dirty_pages: bool,
+) -> Result<Arc<dyn Vm>, StartMicrovmError> {
+    let vm = hv.create_vm(&HvVmConfig {
+        vcpu_count: u32::from(vcpu_count),
+    })?;
+    vm.map_memory(memory)?;
+    vm.setup_platform()?;
+    if track_dirty_pages {
+        vm.enable_dirty_log()?;
+    }
+    Ok(vm)
+}
+
+fn exit_signal() -> Result<(Arc<ExitSignal>, EventFd), StartMicrovmError> {
+    let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(StartMicrovmError::EventFd)?;
+    let reset_evt = exit_evt.try_clone().map_err(StartMicrovmError::EventFd)?;
+    Ok((Arc::new(ExitSignal::new(exit_evt)), reset_evt))
+}
+
+/// Step 4: one thread per vCPU, each created and initialised (paused) on its own thread.
+pub fn spawn_vcpus(
+    vm: &Arc<dyn Vm>,
+    io: &BusIo,
+    exit: &Arc<ExitSignal>,
+    starts: Vec<VcpuStart>,
+) -> Result<Vec<VcpuHandle>, StartMicrovmError> {
+    let mut vcpus = Vec::with_capacity(starts.len());
+    for (index, start) in (0u32..).zip(starts) {
+        let handle = VcpuHandle::spawn(VcpuSetup {
+            index,
+            vm: Arc::clone(vm),
+            start,
+            io: io.clone(),
+            exit: Arc::clone(exit),
+        })
+        .map_err(|reason| StartMicrovmError::Vcpu { index, reason })?;
+        vcpus.push(handle);
+    }
+    Ok(vcpus)
+}
+
 /// Build and start a microVM. `start` is the boot-timer origin (taken when the VMM began
-/// handling `InstanceStart`).
+/// handling `InstanceStart`); `prepared` are the block devices opened at `PUT /drives`.
 pub fn build_microvm(
     hv: &Arc<dyn Hypervisor>,
     config: &VmConfig,
     opts: &VmmOptions,
     start: BootTimestamp,
+    prepared: &[(String, Arc<Mutex<Block>>)],
 ) -> Result<Microvm, StartMicrovmError> {
     if config.boot_source.kernel_image_path.is_empty() {
         return Err(StartMicrovmError::MissingKernelConfig);
     }
     let mc = &config.machine_config;
     let memory = create_guest_memory(mc.mem_size_mib).map_err(StartMicrovmError::Memory)?;
-    let vm = hv.create_vm(&HvVmConfig {
-        vcpu_count: u32::from(mc.vcpu_count),
-    })?;
-    vm.map_memory(&memory)?;
-    vm.setup_platform()?;
+    let vm = create_vm(hv, &memory, mc.vcpu_count, mc.track_dirty_pages)?;
 
-    // Legacy devices.
-    let exit_evt =
-        EventFd::new(EFD_NONBLOCK).map_err(|e| StartMicrovmError::Device(e.to_string()))?;
-    let reset_evt = exit_evt
-        .try_clone()
-        .map_err(|e| StartMicrovmError::Device(e.to_string()))?;
-    let exit = Arc::new(ExitSignal::new(exit_evt));
-    let pio = Bus::new();
-    let mmio = Bus::new();
-    let serial_limit = config
-        .serial
-        .as_ref()
-        .and_then(|s| s.rate_limiter.as_ref())
-        .and_then(|tb| TokenBucket::new(tb.size, tb.one_time_burst.unwrap_or(0), tb.refill_time));
-    let serial = Arc::new(Mutex::new(SerialDevice::new(
-        irq_line(&vm, COM1_GSI)?,
-        serial_sink(config)?,
-        serial_limit,
-    )));
-    insert(
-        &pio,
-        COM1_PORT,
-        8,
-        Arc::clone(&serial) as Arc<Mutex<dyn BusDevice>>,
+    let (exit, reset_evt) = exit_signal()?;
+    let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    devices.attach_legacy(
+        LegacyArgs {
+            config,
+            reset_evt,
+            boot_timer: opts.boot_timer.then_some(start),
+        },
+        None,
     )?;
-    if config
-        .serial
-        .as_ref()
-        .and_then(|s| s.serial_out_path.as_ref())
-        .is_none()
-    {
-        spawn_stdin_reader(serial);
-    }
-    let i8042 = Arc::new(Mutex::new(I8042Device::new(
-        reset_evt,
-        irq_line(&vm, I8042_GSI)?,
-    )));
-    insert(
-        &pio,
-        I8042_PORT,
-        5,
-        Arc::clone(&i8042) as Arc<Mutex<dyn BusDevice>>,
-    )?;
-    let boot_timer = if opts.boot_timer {
-        let t = Arc::new(Mutex::new(BootTimer::with_clock(
-            start,
-            Box::new(SystemBootClock::new(squib_sys::process_cpu_time_us)),
-        )));
-        insert(
-            &mmio,
-            layout::MMIO32_MEM_START,
-            0x1000,
-            Arc::clone(&t) as Arc<Mutex<dyn BusDevice>>,
-        )?;
-        Some(t)
-    } else {
-        None
-    };
-
-    // virtio devices (block with the root first, then rng), announced on the command line.
-    let virtio = AttachContext {
-        vm: &vm,
-        memory: &memory,
-        mmio: &mmio,
-        slots: MmioAllocator::default(),
-    }
-    .attach_all(
-        &config.drives,
-        config
-            .entropy
-            .as_ref()
-            .and_then(|e| e.rate_limiter.as_ref()),
-        config.entropy.is_some(),
-    )
-    .map_err(StartMicrovmError::Device)?;
+    devices.attach_virtio_from_config(config, prepared)?;
 
     // Kernel, initrd, command line, boot structures.
     let open = |what: &'static str, path: &str| {
@@ -353,7 +298,7 @@ pub fn build_microvm(
         None => None,
     };
     let mut cmdline = kernel_cmdline(config);
-    for token in &virtio.cmdline {
+    for token in devices.cmdline() {
         cmdline.push(' ');
         cmdline.push_str(token);
     }
@@ -370,17 +315,12 @@ pub fn build_microvm(
     )
     .map_err(StartMicrovmError::Configure)?;
 
-    // vCPUs: created and configured paused on their own threads, then resumed together.
     let supported = hv
         .as_x86()
-        .ok_or_else(|| StartMicrovmError::Device("the hypervisor cannot run x86_64 guests".into()))?
+        .ok_or(StartMicrovmError::NoX86)?
         .supported_cpuid()?;
     let caps = hv.capabilities();
-    let io = BusIo {
-        pio: Arc::new(pio),
-        mmio: Arc::new(mmio),
-    };
-    let mut vcpus = Vec::with_capacity(usize::from(mc.vcpu_count));
+    let mut starts = Vec::with_capacity(usize::from(mc.vcpu_count));
     for index in 0..mc.vcpu_count {
         let boot_state = x86_boot_state(&BootStateConfig {
             protocol: entry.protocol,
@@ -395,28 +335,23 @@ pub fn build_microvm(
             lapic: caps.in_kernel_irqchip,
         })
         .map_err(StartMicrovmError::Configure)?;
-        let handle = VcpuHandle::spawn(VcpuSetup {
-            index: u32::from(index),
-            vm: Arc::clone(&vm),
-            boot_state,
-            io: io.clone(),
-            exit: Arc::clone(&exit),
-        })
-        .map_err(|reason| StartMicrovmError::Vcpu {
-            index: u32::from(index),
-            reason,
-        })?;
-        vcpus.push(handle);
+        starts.push(VcpuStart::Boot(Box::new(boot_state)));
     }
+    let vcpus = spawn_vcpus(&vm, &devices.bus_io(), &exit, starts)?;
     let mut microvm = Microvm {
         vm,
-        _memory: memory,
+        memory,
         vcpus,
         exit,
-        i8042,
-        boot_timer,
-        virtio,
+        devices,
         paused: true,
+        machine: MachineState {
+            vcpu_count: mc.vcpu_count,
+            mem_size_mib: mc.mem_size_mib,
+            smt: mc.smt,
+            track_dirty_pages: mc.track_dirty_pages,
+        },
+        _backend: None,
     };
     microvm
         .resume()
@@ -424,49 +359,59 @@ pub fn build_microvm(
     Ok(microvm)
 }
 
-fn insert(
-    bus: &Bus,
-    base: u64,
-    len: u64,
-    dev: Arc<Mutex<dyn BusDevice>>,
-) -> Result<(), StartMicrovmError> {
-    bus.insert(dev, base, len)
-        .map_err(|e| StartMicrovmError::Device(e.to_string()))
+/// What a restore needs besides the saved state.
+#[derive(Debug)]
+pub struct RestoreArgs<'a> {
+    /// Guest memory, from the snapshot's memory backend.
+    pub memory: GuestMemoryMmap,
+    /// Keeps the memory backend alive.
+    pub backend: Option<Box<dyn std::any::Any + Send>>,
+    /// The configuration (serial output; the devices come from the state).
+    pub config: &'a VmConfig,
+    /// Track dirty pages after the restore.
+    pub track_dirty_pages: bool,
 }
 
-fn to_bucket_cfg(
-    b: &squib_config::schemas::rate_limiter::TokenBucketConfig,
-) -> squib_devices::rate_limiter::TokenBucketConfig {
-    squib_devices::rate_limiter::TokenBucketConfig {
-        size: b.size,
-        one_time_burst: b.one_time_burst,
-        refill_time: b.refill_time,
-    }
-}
-
-/// The console's input side, as in Firecracker: when the serial port writes to stdout, bytes
-/// read from stdin are fed to the UART (bounded by its input queue). A detached thread
-/// (`fc_stdin`) does blocking reads and ends at EOF (e.g. stdin is /dev/null).
-fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
-    let spawned = std::thread::Builder::new()
-        .name("fc_stdin".into())
-        .spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 256];
-            let mut stdin = std::io::stdin().lock();
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                match serial.lock() {
-                    Ok(mut s) => {
-                        s.enqueue_input(&buf[..n]);
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("serial input from stdin is unavailable: {e}");
-    }
+/// Rebuilds a microVM from a snapshot; it is left paused.
+pub fn restore_microvm(
+    hv: &Arc<dyn Hypervisor>,
+    state: &crate::snapshot::MicrovmState,
+    args: RestoreArgs<'_>,
+    opts: &VmmOptions,
+) -> Result<Microvm, StartMicrovmError> {
+    let memory = args.memory;
+    let machine = MachineState {
+        track_dirty_pages: args.track_dirty_pages,
+        ..state.machine
+    };
+    let vm = create_vm(hv, &memory, machine.vcpu_count, machine.track_dirty_pages)?;
+    vm.restore_state(&state.vm)?;
+    let (exit, reset_evt) = exit_signal()?;
+    let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    devices.attach_legacy(
+        LegacyArgs {
+            config: args.config,
+            reset_evt,
+            boot_timer: (opts.boot_timer && state.devices.boot_timer)
+                .then(|| BootTimestamp::now_with(squib_sys::process_cpu_time_us)),
+        },
+        Some(&state.devices),
+    )?;
+    devices.restore_virtio(&state.devices)?;
+    let starts = state
+        .vcpus
+        .iter()
+        .map(|b| VcpuStart::Restore(Box::new(b.clone())))
+        .collect();
+    let vcpus = spawn_vcpus(&vm, &devices.bus_io(), &exit, starts)?;
+    Ok(Microvm {
+        vm,
+        memory,
+        vcpus,
+        exit,
+        devices,
+        paused: true,
+        machine,
+        _backend: args.backend,
+    })
 }

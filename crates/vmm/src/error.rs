@@ -33,8 +33,14 @@ pub enum StartMicrovmError {
     #[error("Hypervisor error: {0}")]
     Hypervisor(#[from] HvError),
     /// A device could not be created.
-    #[error("Device error: {0}")]
-    Device(String),
+    #[error("{0}")]
+    Device(#[from] DeviceError),
+    /// An eventfd could not be created.
+    #[error("Cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// The hypervisor has no x86_64 support.
+    #[error("the hypervisor cannot run x86_64 guests")]
+    NoX86,
     /// A vCPU thread could not be started.
     #[error("Cannot start vCPU {index}: {reason}")]
     Vcpu {
@@ -43,4 +49,50 @@ pub enum StartMicrovmError {
         /// Why.
         reason: String,
     },
+}
+
+/// Why a device could not be created, registered, restored or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A configured device cannot be created (Firecracker's per-device text).
+    #[error("{0}")]
+    Config(String),
+    /// The bus refused the device's range.
+    #[error("cannot register the device: {0}")]
+    Bus(String),
+    /// No free virtio-mmio slot / GSI.
+    #[error("no free virtio-mmio slot (GSIs exhausted)")]
+    NoSlot,
+    /// Two devices with one id.
+    #[error("a device with id {0} is already registered")]
+    DuplicateId(String),
+    /// The hypervisor refused an irqfd/ioeventfd.
+    #[error("{0}")]
+    Hypervisor(#[from] HvError),
+    /// An eventfd could not be created.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// `serial_out_path` cannot be opened.
+    #[error("cannot open serial_out_path {path}: {source}")]
+    SerialOut {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A saved device cannot be rebuilt.
+    #[error("{0}")]
+    Restore(String),
+    /// `PATCH /drives` for an unknown drive.
+    #[error("Drive config error: No block device with id {0} found.")]
+    NoDrive(String),
+    /// `PATCH /drives` failed.
+    #[error("Drive config error: Unable to patch the block device: {0}")]
+    PatchDrive(String),
+    /// No i8042 (not booted).
+    #[error("no i8042 device")]
+    NoI8042,
+    /// Ctrl-Alt-Del injection failed.
+    #[error("Failed to send CTRL+ALT+DEL: {0}")]
+    CtrlAltDel(String),
 }

@@ -3,8 +3,12 @@
 //! - [`vmm`]: [`Vmm`], the state the VMM thread owns (pre-boot resources, the running microVM)
 //!   and its event loop, which executes [`squib_config::ApiAction`]s one at a time, as
 //!   Firecracker's VMM thread does.
-//! - [`builder`]: `InstanceStart`: guest memory, VM, legacy devices, kernel/initrd/command line,
-//!   boot structures, vCPU threads.
+//! - [`builder`]: `InstanceStart` and snapshot restore, in shared steps: guest memory + VM,
+//!   devices (from the configuration or from saved state), kernel/initrd/command line and boot
+//!   structures (boot only), vCPU threads (booted or restored).
+//! - [`device_manager`]: [`device_manager::DeviceManager`], the one owner of every device (bus
+//!   ranges, IRQs, event sources, save/restore).
+//! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
 //!
@@ -16,13 +20,15 @@
 #![warn(missing_docs)]
 
 pub mod builder;
+pub mod device_manager;
 pub mod error;
 pub mod exit_code;
 pub mod mmio_layout;
+pub mod snapshot;
 pub mod vcpu;
 pub mod virtio_devices;
 pub mod vmm;
 
-pub use error::StartMicrovmError;
+pub use error::{DeviceError, StartMicrovmError};
 pub use exit_code::ExitCode;
 pub use vmm::{BootProtocolChoice, Vmm, VmmObserver, VmmOptions, VmmRequest};

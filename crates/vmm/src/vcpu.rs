@@ -6,8 +6,11 @@
 //! vCPU runs (or sends an IPI) before all exist.
 //!
 //! States: `Paused` ⇄ `Running` → `Exited`. Requests ([`VcpuEvent`]) arrive over a channel and
-//! are noticed by a running vCPU through a kick ([`squib_hv::VcpuKicker`]); each request is
-//! acknowledged with a [`VcpuResponse`]. Guest-triggered terminations (reset, shutdown, fatal
+//! are noticed by a running vCPU through a kick ([`squib_hv::VcpuKicker`]); each request carries
+//! a sequence number and is acknowledged with a [`VcpuResponse`] carrying the same number, so a
+//! late acknowledgement of a request that timed out can never answer the next request. A paused
+//! vCPU saves its state on request ([`VcpuEvent::SaveState`], on its own thread, as HVF needs);
+//! a vCPU is started either from a boot state or from a saved state ([`VcpuStart`]). Guest-triggered terminations (reset, shutdown, fatal
 //! exits) record an [`ExitCode`] in the shared [`ExitSignal`] and wake the VMM thread.
 
 use std::{
@@ -20,7 +23,9 @@ use std::{
 };
 
 use squib_devices::Bus;
-use squib_hv::{SystemEventKind, Vcpu, VcpuExit, VcpuIo, VcpuKicker, Vm, X86BootState};
+use squib_hv::{
+    SystemEventKind, Vcpu, VcpuExit, VcpuIo, VcpuKicker, VcpuStateBlob, Vm, X86BootState,
+};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::exit_code::ExitCode;
@@ -37,6 +42,17 @@ pub enum VcpuEvent {
     Resume,
     /// Leave the thread.
     Finish,
+    /// Save the vCPU's state (only while paused); answered with [`VcpuResponse::Saved`].
+    SaveState,
+}
+
+/// How a vCPU thread initialises its vCPU.
+#[derive(Debug)]
+pub enum VcpuStart {
+    /// A fresh boot: registers, CPUID, MSRs computed by `squib-arch`.
+    Boot(Box<X86BootState>),
+    /// A snapshot restore: the backend's saved state.
+    Restore(Box<VcpuStateBlob>),
 }
 
 /// Acknowledgements from a vCPU thread.
@@ -50,6 +66,8 @@ pub enum VcpuResponse {
     Paused,
     /// Now running.
     Resumed,
+    /// The saved state, or why it could not be saved (not paused, backend error).
+    Saved(Result<Box<VcpuStateBlob>, String>),
 }
 
 /// The first termination reason wins; the VMM thread is woken through `evt`.
@@ -129,8 +147,8 @@ pub struct VcpuSetup {
     pub index: u32,
     /// The VM.
     pub vm: Arc<dyn Vm>,
-    /// Boot state computed by `squib-arch`.
-    pub boot_state: X86BootState,
+    /// Boot or restore state.
+    pub start: VcpuStart,
     /// Device buses.
     pub io: BusIo,
     /// Where to report termination.
@@ -141,8 +159,9 @@ pub struct VcpuSetup {
 #[derive(Debug)]
 pub struct VcpuHandle {
     index: u32,
-    events: Sender<VcpuEvent>,
-    responses: Receiver<VcpuResponse>,
+    next_seq: u64,
+    events: Sender<(u64, VcpuEvent)>,
+    responses: Receiver<(u64, VcpuResponse)>,
     kicker: Arc<dyn VcpuKicker>,
     thread: Option<JoinHandle<()>>,
 }
@@ -163,12 +182,13 @@ impl VcpuHandle {
             .map_err(|_| "the vCPU thread did not start".to_owned())?;
         let mut handle = Self {
             index,
+            next_seq: 1,
             events: ev_tx,
             responses: resp_rx,
             kicker,
             thread: Some(thread),
         };
-        match handle.await_response() {
+        match handle.await_response(0) {
             Some(VcpuResponse::Ready) => Ok(handle),
             Some(VcpuResponse::SetupFailed(why)) => {
                 handle.join();
@@ -178,20 +198,38 @@ impl VcpuHandle {
         }
     }
 
-    /// Send `event`, kick the vCPU, and wait for the acknowledgement.
+    /// Send `event`, kick the vCPU, and wait for the acknowledgement of this very request
+    /// (acknowledgements of earlier, timed-out requests are discarded).
     pub fn request(&mut self, event: VcpuEvent) -> Option<VcpuResponse> {
-        self.events.send(event).ok()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.send((seq, event)).ok()?;
         self.kicker.kick();
-        self.await_response()
+        self.await_response(seq)
     }
 
-    fn await_response(&self) -> Option<VcpuResponse> {
-        self.responses.recv_timeout(VCPU_ACK_TIMEOUT).ok()
+    fn await_response(&self, seq: u64) -> Option<VcpuResponse> {
+        let deadline = std::time::Instant::now() + VCPU_ACK_TIMEOUT;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match self.responses.recv_timeout(left).ok()? {
+                (s, r) if s == seq => return Some(r),
+                (s, r) => tracing::warn!(
+                    "vCPU {}: discarding a late answer to request {s}: {r:?}",
+                    self.index
+                ),
+            }
+        }
+    }
+
+    /// The vCPU index.
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     /// Ask the thread to finish and join it.
     pub fn finish(&mut self) {
-        let _ = self.events.send(VcpuEvent::Finish);
+        let _ = self.events.send((0, VcpuEvent::Finish));
         self.kicker.kick();
         self.join();
     }
@@ -215,14 +253,14 @@ impl Drop for VcpuHandle {
 
 fn vcpu_thread(
     setup: VcpuSetup,
-    events: &Receiver<VcpuEvent>,
-    responses: &Sender<VcpuResponse>,
+    events: &Receiver<(u64, VcpuEvent)>,
+    responses: &Sender<(u64, VcpuResponse)>,
     kick_tx: &Sender<Arc<dyn VcpuKicker>>,
 ) {
     let VcpuSetup {
         index,
         vm,
-        boot_state,
+        start,
         mut io,
         exit,
     } = setup;
@@ -230,20 +268,23 @@ fn vcpu_thread(
         Ok(v) => v,
         Err(e) => {
             let _ = kick_tx.send(Arc::new(NoKick));
-            let _ = responses.send(VcpuResponse::SetupFailed(e.to_string()));
+            let _ = responses.send((0, VcpuResponse::SetupFailed(e.to_string())));
             return;
         }
     };
     let _ = kick_tx.send(vcpu.kicker());
-    let configured = match vcpu.as_x86() {
-        Some(x86) => x86.apply_boot_state(&boot_state).map_err(|e| e.to_string()),
-        None => Err("the backend has no x86_64 vCPU support".to_owned()),
+    let configured = match start {
+        VcpuStart::Boot(boot_state) => match vcpu.as_x86() {
+            Some(x86) => x86.apply_boot_state(&boot_state).map_err(|e| e.to_string()),
+            None => Err("the backend has no x86_64 vCPU support".to_owned()),
+        },
+        VcpuStart::Restore(state) => vcpu.restore_state(&state).map_err(|e| e.to_string()),
     };
     if let Err(why) = configured {
-        let _ = responses.send(VcpuResponse::SetupFailed(why));
+        let _ = responses.send((0, VcpuResponse::SetupFailed(why)));
         return;
     }
-    let _ = responses.send(VcpuResponse::Ready);
+    let _ = responses.send((0, VcpuResponse::Ready));
     run_state_machine(index, vcpu.as_mut(), events, responses, &mut io, &exit);
 }
 
@@ -261,8 +302,8 @@ enum Next {
 fn run_state_machine(
     index: u32,
     vcpu: &mut dyn Vcpu,
-    events: &Receiver<VcpuEvent>,
-    responses: &Sender<VcpuResponse>,
+    events: &Receiver<(u64, VcpuEvent)>,
+    responses: &Sender<(u64, VcpuResponse)>,
     io: &mut BusIo,
     exit: &ExitSignal,
 ) {
@@ -283,16 +324,26 @@ fn run_state_machine(
             }
         };
         match event {
-            Some(VcpuEvent::Pause) => {
+            Some((seq, VcpuEvent::Pause)) => {
                 running = false;
-                let _ = responses.send(VcpuResponse::Paused);
+                let _ = responses.send((seq, VcpuResponse::Paused));
                 continue;
             }
-            Some(VcpuEvent::Resume) => {
+            Some((seq, VcpuEvent::Resume)) => {
                 running = true;
-                let _ = responses.send(VcpuResponse::Resumed);
+                let _ = responses.send((seq, VcpuResponse::Resumed));
             }
-            Some(VcpuEvent::Finish) => return,
+            Some((seq, VcpuEvent::SaveState)) => {
+                // Only a paused vCPU (stopped after a kick, or never run) has no pending exit.
+                let saved = if running {
+                    Err("the vCPU is running".to_owned())
+                } else {
+                    vcpu.save_state().map(Box::new).map_err(|e| e.to_string())
+                };
+                let _ = responses.send((seq, VcpuResponse::Saved(saved)));
+                continue;
+            }
+            Some((_, VcpuEvent::Finish)) => return,
             None => {}
         }
         if !running {
@@ -300,16 +351,16 @@ fn run_state_machine(
         }
         if let Next::Stop = run_until_event(index, vcpu, io, exit) {
             // Terminated by the guest: wait for Finish (answer pauses so the VMM never blocks).
-            while let Ok(e) = events.recv() {
-                match e {
+            while let Ok((seq, e)) = events.recv() {
+                let answer = match e {
                     VcpuEvent::Finish => return,
-                    VcpuEvent::Pause => {
-                        let _ = responses.send(VcpuResponse::Paused);
+                    VcpuEvent::Pause => VcpuResponse::Paused,
+                    VcpuEvent::Resume => VcpuResponse::Resumed,
+                    VcpuEvent::SaveState => {
+                        VcpuResponse::Saved(Err("the vCPU has exited".to_owned()))
                     }
-                    VcpuEvent::Resume => {
-                        let _ = responses.send(VcpuResponse::Resumed);
-                    }
-                }
+                };
+                let _ = responses.send((seq, answer));
             }
             return;
         }

@@ -7,8 +7,11 @@
 //! waits on the request eventfd and, once booted, on the microVM's exit eventfd, and returns the
 //! process exit code when the guest (or a fatal error) ends the microVM.
 //!
-//! Resources squib cannot realise yet (virtio devices, snapshots, logger/metrics
-//! reconfiguration) are refused with an explicit 400, never accepted and ignored.
+//! Every [`ApiAction`] variant is matched explicitly (no catch-all): resources squib cannot
+//! realise yet are refused with an explicit 400, never accepted and ignored. After every
+//! successful configuration change the VMM publishes its configuration document through
+//! [`VmmObserver::config_changed`], so the API's read mirror follows the VMM even when the API
+//! gave up waiting (504) on an action the VMM executed later.
 
 use std::sync::{
     Arc, Mutex,
@@ -20,16 +23,21 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 
 use squib_config::{
     action::{ApiAction, ApiResponse},
-    schemas::{actions::InstanceAction, vm::VmStateUpdate},
+    schemas::{
+        actions::InstanceAction,
+        snapshot::{SnapshotCreateParams, SnapshotLoadParams},
+        vm::VmStateUpdate,
+    },
     vm_config::VmConfig,
 };
+use squib_devices::virtio::Block;
 use squib_core::{CapabilityProfile, LifecyclePhase};
 use squib_devices::pseudo::BootTimestamp;
 use squib_hv::Hypervisor;
 use vmm_sys_util::{epoll::EventSet, eventfd::EventFd};
 
 use crate::{
-    builder::{Microvm, build_microvm},
+    builder::{Microvm, RestoreArgs, build_microvm, restore_microvm},
     exit_code::ExitCode,
     virtio_devices::{Subscriber, block_config, block_error},
 };
@@ -38,6 +46,11 @@ use crate::{
 pub trait VmmObserver: Send + Sync {
     /// The lifecycle phase changed.
     fn phase_changed(&self, phase: LifecyclePhase);
+
+    /// The configuration document changed (the VMM's copy is authoritative).
+    fn config_changed(&self, config: &VmConfig) {
+        let _ = config;
+    }
 }
 
 /// Which entry point to use for an ELF kernel that offers both.
@@ -85,6 +98,10 @@ pub struct Vmm {
     phase: LifecyclePhase,
     microvm: Option<Microvm>,
     shutdown: Option<ExitCode>,
+    /// Block devices opened at `PUT /drives` (opened once; the boot attaches these).
+    prepared_blocks: Vec<(String, Arc<Mutex<Block>>)>,
+    /// A boot-specific resource was configured: `/snapshot/load` is no longer allowed.
+    boot_path: bool,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -140,6 +157,8 @@ impl Vmm {
             phase: LifecyclePhase::Uninitialized,
             microvm: None,
             shutdown: None,
+            prepared_blocks: Vec::new(),
+            boot_path: false,
         }
     }
 
@@ -165,10 +184,9 @@ impl Vmm {
         }
         match action {
             ApiAction::Instance(InstanceAction::InstanceStart) => self.start(),
-            ApiAction::Instance(InstanceAction::SendCtrlAltDel) => self.with_microvm(|vm| {
-                vm.send_ctrl_alt_del()
-                    .map_err(|e| format!("Failed to send CTRL+ALT+DEL: {e}"))
-            }),
+            ApiAction::Instance(InstanceAction::SendCtrlAltDel) => {
+                self.with_microvm(|vm| vm.send_ctrl_alt_del())
+            }
             // No metrics sink can be configured yet, so there is nothing to flush (Firecracker
             // also answers 204 when metrics are not initialised).
             ApiAction::Instance(InstanceAction::FlushMetrics) => ApiResponse::NoContent,
@@ -193,13 +211,19 @@ impl Vmm {
                 self.apply(action)
             }
             ApiAction::PutDrive(d) if self.phase.is_pre_boot() => {
-                // Firecracker creates the device (opens the file) at PUT time.
-                match block_config(d).and_then(|c| {
-                    squib_devices::virtio::Block::new(c)
-                        .map(drop)
-                        .map_err(|e| block_error(&e))
-                }) {
-                    Ok(()) => self.apply(action),
+                // Firecracker creates the device (opens the file) at PUT time; the boot attaches
+                // this very device, so the file is opened once.
+                let block = block_config(d).and_then(|c| Block::new(c).map_err(|e| block_error(&e)));
+                match block {
+                    Ok(block) => {
+                        let resp = self.apply(action);
+                        if resp.is_success() {
+                            self.prepared_blocks.retain(|(id, _)| id != &d.drive_id);
+                            self.prepared_blocks
+                                .push((d.drive_id.clone(), Arc::new(Mutex::new(block))));
+                        }
+                        resp
+                    }
                     Err(msg) => ApiResponse::bad_request(msg),
                 }
             }
@@ -212,28 +236,129 @@ impl Vmm {
                         squib_config::action::NOT_SUPPORTED_BEFORE_START,
                     );
                 };
-                match vm.update_drive(update) {
+                match vm.devices().update_drive(update) {
                     Ok(()) => self.apply(action),
-                    Err(msg) => ApiResponse::bad_request(msg),
+                    Err(e) => ApiResponse::bad_request(e.to_string()),
                 }
             }
-            a => match unsupported(a) {
-                Some(msg) => ApiResponse::bad_request(msg),
-                None => self.apply(a),
-            },
+            ApiAction::CreateSnapshot(params) => self.create_snapshot(params),
+            ApiAction::LoadSnapshot(params) => self.load_snapshot(params),
+            ApiAction::PutMachineConfig(_)
+            | ApiAction::PatchMachineConfig(_)
+            | ApiAction::PutSerial(_)
+            | ApiAction::PutEntropy(_)
+            | ApiAction::PutMmds(_)
+            | ApiAction::PatchMmds(_) => self.apply(action),
+            ApiAction::DeleteDrive(_)
+            | ApiAction::PutPmem(_)
+            | ApiAction::PatchPmem(_)
+            | ApiAction::DeletePmem(_)
+            | ApiAction::PutNetworkInterface(_)
+            | ApiAction::PatchNetworkInterface(_)
+            | ApiAction::DeleteNetworkInterface(_)
+            | ApiAction::PutVsock(_)
+            | ApiAction::PutBalloon(_)
+            | ApiAction::PatchBalloon(_)
+            | ApiAction::PatchBalloonStatistics(_)
+            | ApiAction::StartBalloonHinting(_)
+            | ApiAction::BalloonHintingStatus
+            | ApiAction::StopBalloonHinting
+            | ApiAction::PutMmdsConfig(_)
+            | ApiAction::PutHotplugMemory(_)
+            | ApiAction::PatchHotplugMemory(_)
+            | ApiAction::PutCpuConfig(_)
+            | ApiAction::PutLogger(_)
+            | ApiAction::PutMetrics(_) => ApiResponse::bad_request(unsupported(action)),
         }
     }
 
     fn apply(&mut self, action: &ApiAction) -> ApiResponse {
         match self.config.apply(action) {
             Ok(()) => {
+                if sets_boot_path(action) {
+                    self.boot_path = true;
+                }
                 if self.phase == LifecyclePhase::Uninitialized {
                     self.set_phase(LifecyclePhase::NotStarted);
                 }
+                self.observer.config_changed(&self.config);
                 ApiResponse::NoContent
             }
             Err(msg) => ApiResponse::bad_request(msg),
         }
+    }
+
+    fn create_snapshot(&mut self, params: &SnapshotCreateParams) -> ApiResponse {
+        let started = std::time::Instant::now();
+        let Some(vm) = self.microvm.as_mut() else {
+            return ApiResponse::bad_request(squib_config::action::NOT_SUPPORTED_BEFORE_START);
+        };
+        match crate::snapshot::create(vm, params) {
+            Ok(()) => {
+                tracing::info!(
+                    "'create snapshot' API request took {} us.",
+                    started.elapsed().as_micros()
+                );
+                ApiResponse::NoContent
+            }
+            Err(e) => ApiResponse::bad_request(format!("Create snapshot error: {e}")),
+        }
+    }
+
+    /// `PUT /snapshot/load`: only in a fresh process; a failure is fatal (the 400 is sent, then
+    /// the process exits with code 1, as Firecracker).
+    fn load_snapshot(&mut self, params: &SnapshotLoadParams) -> ApiResponse {
+        let started = std::time::Instant::now();
+        if self.boot_path {
+            return ApiResponse::bad_request(
+                "Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.",
+            );
+        }
+        let result = crate::snapshot::load_state(std::path::Path::new(&params.snapshot_path))
+            .and_then(|state| {
+                let (memory, backend) = crate::snapshot::load_memory(params, &state.memory)?;
+                Ok((state, memory, backend))
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|(state, memory, backend)| {
+                let args = RestoreArgs {
+                    memory,
+                    backend,
+                    config: &self.config,
+                    track_dirty_pages: params.track_dirty_pages,
+                };
+                restore_microvm(&self.hv, &state, args, &self.options)
+                    .map(|vm| (state, vm))
+                    .map_err(|e| e.to_string())
+            });
+        let (state, vm) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("Loading a snapshot failed: {e}");
+                self.shutdown = Some(ExitCode::GenericError);
+                return ApiResponse::bad_request(format!("Load snapshot error: {e}"));
+            }
+        };
+        self.microvm = Some(vm);
+        let mc = &mut self.config.machine_config;
+        mc.vcpu_count = state.machine.vcpu_count;
+        mc.mem_size_mib = state.machine.mem_size_mib;
+        mc.track_dirty_pages = params.track_dirty_pages;
+        self.observer.config_changed(&self.config);
+        self.set_phase(LifecyclePhase::Paused);
+        if params.resume_vm {
+            let resumed = self.microvm.as_mut().map(Microvm::resume);
+            if let Some(Err(e)) = resumed {
+                self.shutdown = Some(ExitCode::GenericError);
+                return ApiResponse::bad_request(format!("Load snapshot error: {e}"));
+            }
+            self.set_phase(LifecyclePhase::Running);
+        }
+        tracing::info!(
+            "'load snapshot' API request took {} us.",
+            started.elapsed().as_micros()
+        );
+        ApiResponse::NoContent
     }
 
     fn start(&mut self) -> ApiResponse {
@@ -241,7 +366,13 @@ impl Vmm {
         tracing::debug!("event_start: build microvm for boot");
         let previous = self.phase;
         self.set_phase(LifecyclePhase::Starting);
-        match build_microvm(&self.hv, &self.config, &self.options, origin) {
+        match build_microvm(
+            &self.hv,
+            &self.config,
+            &self.options,
+            origin,
+            &self.prepared_blocks,
+        ) {
             Ok(vm) => {
                 tracing::debug!("event_end: build microvm for boot");
                 self.microvm = Some(vm);
@@ -362,8 +493,28 @@ impl Vmm {
     }
 }
 
-/// Resources this build cannot realise yet: refused explicitly.
-fn unsupported(action: &ApiAction) -> Option<String> {
+/// Whether a successful `action` configures a boot-specific resource (Firecracker's
+/// `boot_path`: such a process can no longer load a snapshot). Logger, metrics, cpu-config,
+/// serial and MMDS data do not.
+fn sets_boot_path(action: &ApiAction) -> bool {
+    matches!(
+        action,
+        ApiAction::PutBootSource(_)
+            | ApiAction::PutDrive(_)
+            | ApiAction::PutNetworkInterface(_)
+            | ApiAction::PutPmem(_)
+            | ApiAction::PutBalloon(_)
+            | ApiAction::PutVsock(_)
+            | ApiAction::PutEntropy(_)
+            | ApiAction::PutMmdsConfig(_)
+            | ApiAction::PutMachineConfig(_)
+            | ApiAction::PatchMachineConfig(_)
+            | ApiAction::PutHotplugMemory(_)
+    )
+}
+
+/// The explicit refusal of an action this build does not implement yet.
+fn unsupported(action: &ApiAction) -> String {
     let (category, what) = match action {
         ApiAction::DeleteDrive(_) => ("Drive config", "hot-unplug (it needs PCI)"),
         ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
@@ -389,13 +540,9 @@ fn unsupported(action: &ApiAction) -> Option<String> {
             "runtime logger configuration (use --log-path/--level)",
         ),
         ApiAction::PutMetrics(_) => ("Metrics", "the metrics sink"),
-        ApiAction::CreateSnapshot(_) => ("Create snapshot", "snapshots"),
-        ApiAction::LoadSnapshot(_) => ("Load snapshot", "snapshots"),
-        _ => return None,
+        other => ("Request", other.class().label()),
     };
-    Some(format!(
-        "{category} error: {what} is not supported by this squib build yet."
-    ))
+    format!("{category} error: {what} is not supported by this squib build yet.")
 }
 
 /// `EINTR`, without a libc dependency (Linux value).
