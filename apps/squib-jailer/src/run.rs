@@ -30,7 +30,7 @@ use std::{
     process::Command,
 };
 
-use squib_sys::jail::{self as sys, ForkResult, Resource};
+use squib_sys::jail::{self as sys, ForkResult, Resource, SingleThreaded};
 
 use crate::{env::Jail, error::JailerError};
 
@@ -132,14 +132,14 @@ fn save_pid(chroot_exec: &Path, pid: i32) -> Result<(), JailerError> {
 
 /// Double fork + setsid, then stdio → `dev_null`. Returns the CPU time the exiting ancestors
 /// used, in µs.
-fn daemonize(dev_null: &File) -> Result<u64, JailerError> {
+fn daemonize(dev_null: &File, token: &SingleThreaded) -> Result<u64, JailerError> {
     let mut cpu = 0;
-    if let ForkResult::Parent(_) = sys::fork().map_err(JailerError::Daemonize)? {
+    if let ForkResult::Parent(_) = sys::fork(token).map_err(JailerError::Daemonize)? {
         std::process::exit(0);
     }
     sys::setsid().map_err(JailerError::SetSid)?;
     cpu += squib_sys::process_cpu_time_us();
-    if let ForkResult::Parent(_) = sys::fork().map_err(JailerError::Daemonize)? {
+    if let ForkResult::Parent(_) = sys::fork(token).map_err(JailerError::Daemonize)? {
         std::process::exit(0);
     }
     for fd in 0..=2 {
@@ -190,6 +190,15 @@ pub fn run(jail: &Jail, start: StartTimes) -> Result<(), JailerError> {
         None
     };
 
+    // /proc is out of reach once in the jail: prove single-threadedness for the forks now.
+    let token = if jail.daemonize {
+        Some(SingleThreaded::verify().map_err(JailerError::Daemonize)?)
+    } else if jail.new_pid_ns {
+        Some(SingleThreaded::verify().map_err(JailerError::Clone)?)
+    } else {
+        None
+    };
+
     enter_chroot(&jail.chroot_dir)?;
     for dir in FOLDERS {
         setup_folder(jail, dir)?;
@@ -206,17 +215,17 @@ pub fn run(jail: &Jail, start: StartTimes) -> Result<(), JailerError> {
 
     let mut jailer_cpu_us = squib_sys::process_cpu_time_us().saturating_sub(start.cpu_us);
     let mut is_session_leader = false;
-    if let Some(dev_null) = dev_null {
-        jailer_cpu_us += daemonize(&dev_null)?;
+    if let (Some(dev_null), Some(token)) = (&dev_null, &token) {
+        jailer_cpu_us += daemonize(dev_null, token)?;
     } else if jail.new_pid_ns {
         let sid = sys::session_id().map_err(JailerError::GetSid)?;
         is_session_leader = u32::try_from(sid).ok() == Some(std::process::id());
     }
 
-    if jail.new_pid_ns {
+    if let (true, Some(token)) = (jail.new_pid_ns, &token) {
         // The child is init of the new namespace. If we lead a session, our exit would SIGHUP
         // it after it installed its handlers: give it a session of its own.
-        match sys::clone_into_new_pid_ns().map_err(JailerError::Clone)? {
+        match sys::clone_into_new_pid_ns(token).map_err(JailerError::Clone)? {
             ForkResult::Child => {
                 if is_session_leader {
                     sys::setsid().map_err(JailerError::SetSid)?;

@@ -6,10 +6,11 @@
 //! `fchown`, `mkdir`, `chdir`, `setuid`/`setgid` at exec through `CommandExt`) is not repeated
 //! here.
 //!
-//! The two process-duplicating calls ([`fork`] and [`clone_into_new_pid_ns`]) refuse to run in a
-//! multi-threaded process: after a fork only the calling thread exists in the child, so a lock
-//! held by another thread (the allocator's, stdio's) would stay locked forever. The jailer is
-//! single-threaded by construction; the check turns a violation into an error instead of a hang.
+//! The two process-duplicating calls ([`fork`] and [`clone_into_new_pid_ns`]) need a
+//! [`SingleThreaded`] token, made while the process has one thread: after a fork only the calling
+//! thread exists in the child, so a lock held by another thread (the allocator's, stdio's) would
+//! stay locked forever. The jailer is single-threaded by construction; the check turns a
+//! violation into an error instead of a hang.
 
 use std::{
     ffi::CString,
@@ -203,20 +204,43 @@ pub fn thread_count() -> io::Result<usize> {
         .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
 }
 
-fn require_single_thread() -> io::Result<()> {
-    match thread_count()? {
-        1 => Ok(()),
-        n => Err(io::Error::other(format!(
+/// Proof that the process was single-threaded when it was made; required by [`fork`] and
+/// [`clone_into_new_pid_ns`].
+///
+/// Take it while `/proc` is still reachable (before `pivot_root`): after that the thread count
+/// cannot be read. The token is neither `Send` nor `Sync`, and its holder must not start threads
+/// while it lives (the jailer never starts any). When `/proc` is still readable at fork time the
+/// count is checked again.
+#[derive(Debug)]
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// Verify that the process has exactly one thread.
+    pub fn verify() -> io::Result<Self> {
+        match thread_count()? {
+            1 => Ok(Self(std::marker::PhantomData)),
+            n => Err(io::Error::other(format!(
+                "refusing to fork a process with {n} threads"
+            ))),
+        }
+    }
+}
+
+/// Check the thread count again where `/proc` is still readable.
+fn recheck() -> io::Result<()> {
+    match thread_count() {
+        Ok(1) | Err(_) => Ok(()),
+        Ok(n) => Err(io::Error::other(format!(
             "refusing to fork a process with {n} threads"
         ))),
     }
 }
 
 /// `fork()`, in a single-threaded process only (see the module docs).
-pub fn fork() -> io::Result<ForkResult> {
-    require_single_thread()?;
-    // SAFETY: the process has exactly one thread (checked above), so the child inherits no lock
-    // held by a thread that does not exist in it; fork touches no memory of ours.
+pub fn fork(_token: &SingleThreaded) -> io::Result<ForkResult> {
+    recheck()?;
+    // SAFETY: the process has exactly one thread (the token's invariant), so the child inherits
+    // no lock held by a thread that does not exist in it; fork touches no memory of ours.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(io::Error::last_os_error()),
@@ -228,13 +252,13 @@ pub fn fork() -> io::Result<ForkResult> {
 /// Duplicate the process into a new PID namespace (`clone(CLONE_NEWPID)` with no new stack: the
 /// child continues on a copy of the caller's stack, like `fork`). The child is pid 1 of the new
 /// namespace. Single-threaded processes only (see the module docs).
-pub fn clone_into_new_pid_ns() -> io::Result<ForkResult> {
-    require_single_thread()?;
+pub fn clone_into_new_pid_ns(_token: &SingleThreaded) -> io::Result<ForkResult> {
+    recheck()?;
     // SAFETY: without CLONE_VM the child gets a copy-on-write copy of the address space, so a
     // NULL stack means "keep using the (copied) current stack", exactly as fork does; the parent
     // and child tid pointers and tls are unused (0) because no CLONE_*TID/SETTLS flag is passed.
-    // The process is single-threaded (checked above). On x86_64 the raw argument order is
-    // flags, stack, parent_tid, child_tid, tls; all the trailing ones are 0 here.
+    // The process is single-threaded (the token's invariant). On x86_64 the raw argument order
+    // is flags, stack, parent_tid, child_tid, tls; all the trailing ones are 0 here.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -267,8 +291,10 @@ mod tests {
     }
 
     #[test]
-    fn test_should_count_threads() {
-        assert!(thread_count().unwrap() >= 1);
+    fn test_should_count_threads_and_refuse_multithreaded_forks() {
+        // The test harness runs tests on their own threads: never single-threaded here.
+        assert!(thread_count().unwrap() >= 2);
+        assert!(SingleThreaded::verify().is_err());
     }
 
     #[test]
