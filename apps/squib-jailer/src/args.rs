@@ -225,8 +225,15 @@ fn format_name(s: &Spec) -> String {
     }
 }
 
+/// Firecracker's parser registers `--help` when it sees it, so its help text lists it too.
+const HELP: Spec = spec("help", false, false, "Show the help message.");
+
 fn format_group(required: bool) -> String {
-    let mut specs: Vec<&Spec> = SPECS.iter().filter(|s| s.required == required).collect();
+    let mut specs: Vec<&Spec> = SPECS
+        .iter()
+        .chain(std::iter::once(&HELP))
+        .filter(|s| s.required == required)
+        .collect();
     specs.sort_by_key(|s| s.name);
     let width = specs
         .iter()
@@ -379,5 +386,7 @@ mod tests {
             h.contains("base folder where chroot jails are located. [default: \"/srv/jailer\"]")
         );
         assert!(h.contains("  --daemonize      "));
+        let help = format!("\n{:<37}   Show the help message.\n", "  --help");
+        assert!(h.contains(&help), "{h}");
     }
 }
