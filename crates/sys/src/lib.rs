@@ -3,16 +3,21 @@
 //! Owns the `unsafe` FFI for them, each block with a `// SAFETY:` comment stating the invariant
 //! that makes it sound. A macOS port provides the same functions.
 //!
-//! - [`process_cpu_time_us`]: stateless, callable from any thread.
+//! - [`process_cpu_time_us`], [`monotonic_time_us`]: stateless, callable from any thread.
 //! - [`io_uring`] (Linux): [`io_uring::IoUring`], a safe submission/completion API over io_uring
 //!   for the block device's `Async` engine. It owns the ring and keeps everything an outstanding
 //!   operation points at alive until its completion is reaped; one owner at a time (`&mut self`).
+//! - [`jail`] (Linux): the isolation system calls `squib-jailer` uses (mount namespace,
+//!   `pivot_root`, `mknod`, `setrlimit`, `setns`, `close_range`, `fork`/`clone(CLONE_NEWPID)`,
+//!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 #[cfg(target_os = "linux")]
 pub mod io_uring;
+#[cfg(target_os = "linux")]
+pub mod jail;
 
 /// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
 /// Returns 0 if the clock is unavailable.
@@ -24,6 +29,24 @@ pub fn process_cpu_time_us() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec owned by this frame; clock_gettime only writes
     // into it and has no other side effects.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1000)
+}
+
+/// `CLOCK_MONOTONIC` now, in microseconds (Firecracker's `get_time_us(ClockType::Monotonic)`,
+/// the clock of the jailer's `--start-time-us`). Returns 0 if the clock is unavailable.
+pub fn monotonic_time_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec owned by this frame; clock_gettime only writes
+    // into it and has no other side effects.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     if rc != 0 {
         return 0;
     }
