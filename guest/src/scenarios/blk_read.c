@@ -5,6 +5,9 @@
  * compares with the same hash of the backing file:
  *   TEST ok blk-read sectors=<n> capacity=<sectors> sum=<16 hex digits>
  * More sectors than the device has are clamped to its capacity.
+ * With squibtest.wait_ticks=<n> (and squibtest.tick_shift) the device is
+ * opened first, then the guest counts `TICK <i>` lines like `counter` up to
+ * n before reading: a snapshot taken meanwhile must restore an active device.
  */
 #include "../virtio_drv.h"
 
@@ -16,6 +19,20 @@ int scenario_blk_read(void)
 	struct blk_dev b;
 	if (blk_open(&b, name))
 		return 1;
+	uint64_t wait = cmdline_get_u64(g_boot.cmdline, "squibtest.wait_ticks", 0);
+	if (wait) {
+		uint64_t shift = cmdline_get_u64(g_boot.cmdline, "squibtest.tick_shift", 24);
+		if (shift < 4 || shift > 40)
+			shift = 24;
+		static volatile uint64_t counter;
+		uint64_t mask = (UINT64_C(1) << shift) - 1;
+		while ((counter >> shift) < wait) {
+			uint64_t c = counter + 1;
+			counter = c;
+			if ((c & mask) == 0)
+				kprintf("TICK %lu\n", c >> shift);
+		}
+	}
 	uint64_t n = cmdline_get_u64(g_boot.cmdline, "squibtest.sectors", SECTORS_DEFAULT);
 	if (n > b.capacity) {
 		kprintf("TEST info blk-read sectors=%lu clamped-to capacity=%lu\n", n, b.capacity);
