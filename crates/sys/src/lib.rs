@@ -7,12 +7,23 @@
 //! - [`io_uring`] (Linux): [`io_uring::IoUring`], a safe submission/completion API over io_uring
 //!   for the block device's `Async` engine. It owns the ring and keeps everything an outstanding
 //!   operation points at alive until its completion is reaped; one owner at a time (`&mut self`).
+//! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
+//!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
+//! - [`uffd`] (Linux): a minimal userfaultfd (raw ioctls: create, register, copy, events).
+//! - [`uffd_handler`] (Linux): a page-fault handler speaking Firecracker's UFFD protocol, for
+//!   tests and as a reference.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 #[cfg(target_os = "linux")]
 pub mod io_uring;
+#[cfg(target_os = "linux")]
+pub mod snapshot_memory;
+#[cfg(target_os = "linux")]
+pub mod uffd;
+#[cfg(target_os = "linux")]
+pub mod uffd_handler;
 
 /// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
 /// Returns 0 if the clock is unavailable.
