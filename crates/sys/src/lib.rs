@@ -10,6 +10,11 @@
 //! - [`jail`] (Linux): the isolation system calls `squib-jailer` uses (mount namespace,
 //!   `pivot_root`, `mknod`, `setrlimit`, `setns`, `close_range`, `fork`/`clone(CLONE_NEWPID)`,
 //!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
+//! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
+//!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
+//! - [`uffd`] (Linux): a minimal userfaultfd (raw ioctls: create, register, copy, events).
+//! - [`uffd_handler`] (Linux): a page-fault handler speaking Firecracker's UFFD protocol, for
+//!   tests and as a reference.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -18,6 +23,12 @@
 pub mod io_uring;
 #[cfg(target_os = "linux")]
 pub mod jail;
+#[cfg(target_os = "linux")]
+pub mod snapshot_memory;
+#[cfg(target_os = "linux")]
+pub mod uffd;
+#[cfg(target_os = "linux")]
+pub mod uffd_handler;
 
 /// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
 /// Returns 0 if the clock is unavailable.
