@@ -12,6 +12,7 @@
 //!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
 //! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
 //!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
+//! - [`sparse`] (Linux): the data ranges of a sparse file (Diff memory snapshots).
 //! - [`uffd`] (Linux): a minimal userfaultfd (raw ioctls: create, register, copy, events).
 //! - [`uffd_handler`] (Linux): a page-fault handler speaking Firecracker's UFFD protocol, for
 //!   tests and as a reference.
@@ -25,6 +26,8 @@ pub mod io_uring;
 pub mod jail;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;
+#[cfg(target_os = "linux")]
+pub mod sparse;
 #[cfg(target_os = "linux")]
 pub mod uffd;
 #[cfg(target_os = "linux")]

@@ -275,8 +275,14 @@ impl DeviceManager {
         std::mem::take(&mut self.new_subscribers)
     }
 
-    fn insert(bus: &Bus, base: u64, len: u64, dev: Arc<Mutex<dyn BusDevice>>) -> Result<(), DeviceError> {
-        bus.insert(dev, base, len).map_err(|e| DeviceError::Bus(e.to_string()))
+    fn insert(
+        bus: &Bus,
+        base: u64,
+        len: u64,
+        dev: Arc<Mutex<dyn BusDevice>>,
+    ) -> Result<(), DeviceError> {
+        bus.insert(dev, base, len)
+            .map_err(|e| DeviceError::Bus(e.to_string()))
     }
 
     /// Attaches COM1, the i8042 and (optionally) the boot timer; `serial` restores COM1's
@@ -357,7 +363,8 @@ impl DeviceManager {
         {
             let dev = lock(&device);
             for (i, evt) in dev.queue_events().iter().enumerate() {
-                let idx = u32::try_from(i).map_err(|_| DeviceError::Bus("too many queues".into()))?;
+                let idx =
+                    u32::try_from(i).map_err(|_| DeviceError::Bus("too many queues".into()))?;
                 let addr = IoEventAddress::Mmio(slot.base + QUEUE_NOTIFY_OFFSET);
                 match self.vm.register_ioeventfd(evt, addr, DataMatch::U32(idx)) {
                     Ok(()) | Err(HvError::Unsupported(_)) => {}
@@ -389,8 +396,10 @@ impl DeviceManager {
             let block = match prepared.iter().find(|(id, _)| id == &d.drive_id) {
                 Some((_, b)) => Arc::clone(b),
                 None => Arc::new(Mutex::new(
-                    Block::new(crate::virtio_devices::block_config(d).map_err(DeviceError::Config)?)
-                        .map_err(|e| DeviceError::Config(block_error(&e)))?,
+                    Block::new(
+                        crate::virtio_devices::block_config(d).map_err(DeviceError::Config)?,
+                    )
+                    .map_err(|e| DeviceError::Config(block_error(&e)))?,
                 )),
             };
             if d.is_root_device {
@@ -402,7 +411,11 @@ impl DeviceManager {
         if let Some(e) = &config.entropy {
             let rng = Entropy::new(rate_limiter(e.rate_limiter.as_ref()))
                 .map_err(|e| DeviceError::Config(format!("Entropy device error: {e}")))?;
-            self.register_virtio("rng", VirtioHandle::Entropy(Arc::new(Mutex::new(rng))), None)?;
+            self.register_virtio(
+                "rng",
+                VirtioHandle::Entropy(Arc::new(Mutex::new(rng))),
+                None,
+            )?;
         }
         Ok(())
     }

@@ -50,12 +50,12 @@ pub struct MicrovmState {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// Diff requested without dirty-page tracking.
-    #[error(
-        "Diff snapshots are not allowed on uVMs with dirty page tracking disabled."
-    )]
+    #[error("Diff snapshots are not allowed on uVMs with dirty page tracking disabled.")]
     DiffWithoutTracking,
     /// The VM is running.
-    #[error("Cannot save the microVM state: Operation not allowed: save/restore unavailable while running")]
+    #[error(
+        "Cannot save the microVM state: Operation not allowed: save/restore unavailable while running"
+    )]
     NotPaused,
     /// Saving vCPU/VM/device state failed.
     #[error("Cannot save the microVM state: {0}")]

@@ -30,9 +30,9 @@ use squib_config::{
     },
     vm_config::VmConfig,
 };
-use squib_devices::virtio::Block;
 use squib_core::{CapabilityProfile, LifecyclePhase};
 use squib_devices::pseudo::BootTimestamp;
+use squib_devices::virtio::Block;
 use squib_hv::Hypervisor;
 use vmm_sys_util::{epoll::EventSet, eventfd::EventFd};
 
@@ -213,7 +213,8 @@ impl Vmm {
             ApiAction::PutDrive(d) if self.phase.is_pre_boot() => {
                 // Firecracker creates the device (opens the file) at PUT time; the boot attaches
                 // this very device, so the file is opened once.
-                let block = block_config(d).and_then(|c| Block::new(c).map_err(|e| block_error(&e)));
+                let block =
+                    block_config(d).and_then(|c| Block::new(c).map_err(|e| block_error(&e)));
                 match block {
                     Ok(block) => {
                         let resp = self.apply(action);
