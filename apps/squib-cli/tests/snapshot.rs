@@ -295,34 +295,55 @@ fn test_should_restore_diff_merged_over_full() {
     );
 }
 
-/// The guest opened virtio-blk before the snapshot and reads after the restore.
+/// The guest opened virtio-blk before the snapshot (an active device, mid-run) and reads it
+/// after the restore in another process: the checksum matches the backing file.
 #[test]
 fn test_virtio_blk_read_after_restore_checksums_right() {
     if !kvm_or_skip() {
         return;
     }
+    const WAIT: u64 = 40;
     let disk: PathBuf = random_file("snap-disk.img", 1 << 20, 11);
     let drive = json!({"drive_id": "disk", "path_on_host": disk, "is_root_device": false, "is_read_only": true}).to_string();
     let serial1 = tmp_path("serial1.log");
     let vm1 = boot(
         "blk-read",
-        "squibtest.wait_ticks=1000000",
+        &format!("squibtest.wait_ticks={WAIT}"),
         &serial1,
         r#"{"vcpu_count":1,"mem_size_mib":64}"#,
         &drive,
     );
     wait_ticks(&serial1, 2);
     pause(&vm1);
+    let paused_at = max_tick(&serial1);
+    assert!(
+        paused_at < WAIT,
+        "the guest finished counting before the pause; raise WAIT ({paused_at})"
+    );
+    assert!(
+        !std::fs::read_to_string(&serial1)
+            .unwrap()
+            .contains("TEST ok")
+    );
     let (state, mem) = (tmp_path("blk.state"), tmp_path("blk.mem"));
     create(&vm1, "Full", &state, &mem);
     drop(vm1);
-    // The restored guest would count to a million ticks first: too slow. Instead, check the
-    // device state travelled: the restored VM runs, and its transport is active (the guest
-    // keeps counting without re-probing the device, which would print a new TEST line).
+
     let serial2 = tmp_path("serial2.log");
     let (vm2, s, b) = load(&state, ("File", &mem), true, &serial2);
     assert_eq!(s, 204, "{b}\n{}", vm2.output());
-    let at = max_tick(&serial1);
-    wait_ticks(&serial2, at + 2);
-    let _ = fnv1a;
+    let want = fnv1a(&std::fs::read(&disk).unwrap()[..64 * 512]);
+    let line = format!("TEST ok blk-read sectors=64 capacity=2048 sum={want:016x}");
+    let found = wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&serial2)
+            .unwrap_or_default()
+            .contains(&line)
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "expected `{line}` after the restore:\n{}",
+        std::fs::read_to_string(&serial2).unwrap_or_default()
+    );
+    assert!(ticks_in(&serial2).iter().all(|&t| t >= paused_at));
 }
