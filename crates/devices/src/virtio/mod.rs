@@ -55,6 +55,7 @@ pub mod subscriber;
 #[cfg(test)]
 pub(crate) mod test_utils;
 mod throttle;
+pub mod vsock;
 
 use std::io;
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub use self::chain::ChainError;
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
 pub use self::rng::{Entropy, EntropyError};
 pub use self::subscriber::VirtioSubscriber;
+pub use self::vsock::{Vsock, VsockConfig, VsockError};
 
 /// Device ids (virtio 1.x §5), as `DeviceID` reports them.
 pub mod device_type {
@@ -304,6 +306,12 @@ pub trait VirtioDevice: Send {
     fn take_event_source_changes(&mut self) -> Vec<EventSourceChange> {
         Vec::new()
     }
+
+    /// Called by the event loop once it has applied every change returned by
+    /// [`take_event_source_changes`](Self::take_event_source_changes). A device that stops
+    /// watching a source keeps its fd open until this call (closing it earlier would let the fd
+    /// number be reused while the loop still has it registered).
+    fn event_source_changes_applied(&mut self) {}
 
     /// The device's queues while active (empty while inactive), in queue order: what a snapshot
     /// saves of them (addresses, size, ready, next avail/used indices).
