@@ -428,7 +428,8 @@ impl Connection {
     /// The host socket is ready with `events`.
     pub(crate) fn notify(&mut self, events: EventSet, ctx: &Ctx<'_>) {
         let mut handled = false;
-        if events.contains(EventSet::IN) {
+        // Events for an interest already dropped can still arrive in the same epoll batch.
+        if events.contains(EventSet::IN) && self.registered.contains(EventSet::IN) {
             handled = true;
             self.pending |= pending::RW;
         }
@@ -466,7 +467,10 @@ impl Connection {
                 }
             }
         }
-        if !handled && events.intersects(EventSet::ERROR | EventSet::HANG_UP) {
+        if !handled
+            && !self.registered.is_empty()
+            && events.intersects(EventSet::ERROR | EventSet::HANG_UP)
+        {
             // An error or hang-up we are not polling for data on: nothing more can flow.
             ctx.metrics.conn_event_fails.inc();
             self.kill();

@@ -49,6 +49,8 @@ mod txbuf;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flow;
 
 use std::path::PathBuf;
 

@@ -169,6 +169,16 @@ impl Muxer {
         })
     }
 
+    /// The host sockets of every connection and handshake (tests: fd-leak checks).
+    #[cfg(test)]
+    pub(crate) fn socket_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.conns
+            .values()
+            .map(|c| c.stream.as_raw_fd())
+            .chain(self.handshakes.values().map(|h| h.stream.as_raw_fd()))
+            .collect()
+    }
+
     /// Polls the listener (active device) or leaves clients in its backlog (inactive).
     pub(crate) fn set_listening(&mut self, on: bool) {
         if self.listening != on {

@@ -149,13 +149,14 @@ impl KillQueue {
         }
     }
 
-    /// Schedules `key` at `at` (timeouts are all equal, so pushes keep the queue ordered).
+    /// Schedules `key` at `at`, keeping the queue ordered by time.
     pub(crate) fn push(&mut self, key: ConnKey, at: Instant) {
         if !self.synced || self.q.len() >= KILLQ_SIZE {
             self.synced = false;
             return;
         }
-        self.q.push_back((key, at));
+        let idx = self.q.partition_point(|&(_, t)| t <= at);
+        self.q.insert(idx, (key, at));
     }
 
     /// The front item if its time has come.

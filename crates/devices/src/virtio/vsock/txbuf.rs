@@ -28,6 +28,7 @@ pub(crate) struct TxBuf {
 }
 
 impl TxBuf {
+    #[cfg_attr(not(test), expect(dead_code, reason = "used by tests"))]
     pub(crate) fn len(&self) -> usize {
         self.data.len()
     }
