@@ -36,9 +36,9 @@ use crate::{rl_info, rl_warn};
 /// Below this much free space (as the guest last heard), send a credit update.
 pub const CREDIT_UPDATE_THRESHOLD: u32 = 4 * 1024;
 /// How long a host-initiated request may wait for the guest's answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a shutdown may take before the connection is reset.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connection states (Firecracker's `ConnState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,10 +256,10 @@ impl Connection {
             self.expiry = Some(Instant::now() + ctx.request_timeout);
             return Some((self.header(op::REQUEST), 0));
         }
-        if self.pending & pending::RW != 0 {
-            if let Some(pkt) = self.read_rw(room, data, ctx) {
-                return Some(pkt);
-            }
+        if self.pending & pending::RW != 0
+            && let Some(pkt) = self.read_rw(room, data, ctx)
+        {
+            return Some(pkt);
         }
         // A credit update only when there is nothing else to say.
         if self.pending == pending::CREDIT_UPDATE {

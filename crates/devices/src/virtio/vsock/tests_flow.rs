@@ -36,7 +36,9 @@ fn assert_closed(before: &HashMap<RawFd, String>) {
 }
 
 fn pattern(from: usize, n: usize) -> Vec<u8> {
-    (from..from + n).map(|i| (i % 251) as u8).collect()
+    (from..from + n)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect()
 }
 
 /// A guest-initiated connection from guest port `gp` to a host listener at port 52.
