@@ -1,4 +1,4 @@
-//! Virtio 1.x device models (virtio-blk, virtio-rng) and their MMIO transport.
+//! Virtio 1.x device models (virtio-blk, virtio-rng, virtio-vsock) and their MMIO transport.
 //!
 //! # What lives here
 //!
@@ -10,6 +10,8 @@
 //!   configuration, activates the device on `DRIVER_OK` and owns the interrupt status register.
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
+//! - [`vsock::Vsock`]: virtio-vsock with Firecracker's hybrid Unix-socket backend
+//!   (`PUT /vsock`); its host sockets come and go at runtime as [`EventSource`]s.
 //! - [`subscriber::VirtioSubscriber`]: an `event-manager` subscriber that runs any device in the
 //!   VMM's `EventManager`.
 //!
