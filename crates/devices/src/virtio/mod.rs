@@ -1,4 +1,4 @@
-//! Virtio 1.x device models (virtio-blk, virtio-rng) and their MMIO transport.
+//! Virtio 1.x device models (virtio-blk, virtio-rng, virtio-vsock) and their MMIO transport.
 //!
 //! # What lives here
 //!
@@ -10,6 +10,8 @@
 //!   configuration, activates the device on `DRIVER_OK` and owns the interrupt status register.
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
+//! - [`vsock::Vsock`]: virtio-vsock with Firecracker's hybrid Unix-socket backend
+//!   (`PUT /vsock`); its host sockets come and go at runtime as [`EventSource`]s.
 //! - [`subscriber::VirtioSubscriber`]: an `event-manager` subscriber that runs any device in the
 //!   VMM's `EventManager`.
 //!
@@ -55,6 +57,7 @@ pub mod subscriber;
 #[cfg(test)]
 pub(crate) mod test_utils;
 mod throttle;
+pub mod vsock;
 
 use std::io;
 use std::sync::Arc;
@@ -69,6 +72,7 @@ pub use self::chain::ChainError;
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
 pub use self::rng::{Entropy, EntropyError};
 pub use self::subscriber::VirtioSubscriber;
+pub use self::vsock::{Vsock, VsockConfig, VsockError};
 
 /// Device ids (virtio 1.x §5), as `DeviceID` reports them.
 pub mod device_type {
@@ -309,6 +313,12 @@ pub trait VirtioDevice: Send {
     /// device: finish whatever is in flight (a block device's `Async` requests) so the saved
     /// queues and guest memory are consistent.
     fn prepare_save(&mut self) {}
+
+    /// Called by the event loop once it has applied every change returned by
+    /// [`take_event_source_changes`](Self::take_event_source_changes). A device that stops
+    /// watching a source keeps its fd open until this call (closing it earlier would let the fd
+    /// number be reused while the loop still has it registered).
+    fn event_source_changes_applied(&mut self) {}
 
     /// The device's queues while active (empty while inactive), in queue order: what a snapshot
     /// saves of them (addresses, size, ready, next avail/used indices).

@@ -102,8 +102,12 @@ impl<D: VirtioDevice + ?Sized> MutEventSubscriber for VirtioSubscriber<D> {
         } else {
             device.process_queue_event(data as usize);
         }
-        for change in device.take_event_source_changes() {
-            apply_change(ops, change);
+        let changes = device.take_event_source_changes();
+        if !changes.is_empty() {
+            for change in changes {
+                apply_change(ops, change);
+            }
+            device.event_source_changes_applied();
         }
     }
 }
