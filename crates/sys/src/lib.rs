@@ -7,12 +7,21 @@
 //! - [`io_uring`] (Linux): [`io_uring::IoUring`], a safe submission/completion API over io_uring
 //!   for the block device's `Async` engine. It owns the ring and keeps everything an outstanding
 //!   operation points at alive until its completion is reaped; one owner at a time (`&mut self`).
+//! - [`tap`] (Linux): [`tap::Tap`], a TAP interface opened the way Firecracker opens it
+//!   (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, non-blocking), with the vnet-header-size and offload
+//!   ioctls and frame read/write helpers, for virtio-net.
+//! - [`netns`] (Linux): private network namespaces, `IFF_UP`, and raw `AF_PACKET` sockets, for
+//!   tests of network devices.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 #[cfg(target_os = "linux")]
 pub mod io_uring;
+#[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod tap;
 
 /// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
 /// Returns 0 if the clock is unavailable.
