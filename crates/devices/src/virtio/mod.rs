@@ -10,6 +10,8 @@
 //!   configuration, activates the device on `DRIVER_OK` and owns the interrupt status register.
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
+//! - [`net::Net`]: virtio-net on a tap as Firecracker's `PUT /network-interfaces` exposes it,
+//!   with an MMDS hook ([`net::FrameInterceptor`]).
 //! - [`subscriber::VirtioSubscriber`]: an `event-manager` subscriber that runs any device in the
 //!   VMM's `EventManager`.
 //!
@@ -48,6 +50,7 @@
 pub mod block;
 mod chain;
 pub mod mmio;
+pub mod net;
 pub mod persist;
 mod queue;
 pub mod rng;
@@ -67,6 +70,7 @@ use vmm_sys_util::timerfd::TimerFd;
 pub use self::block::{Block, BlockConfig, BlockError, CacheType, IoEngine};
 pub use self::chain::ChainError;
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
+pub use self::net::{FrameInterceptor, Net, NetBackend, NetConfig, NetError};
 pub use self::rng::{Entropy, EntropyError};
 pub use self::subscriber::VirtioSubscriber;
 
