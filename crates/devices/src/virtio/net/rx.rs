@@ -79,6 +79,8 @@ impl RxRound {
         mergeable: bool,
     ) -> Collect {
         self.start_used.get_or_insert(queue.next_used());
+        self.scanned = 0;
+        self.scanned_capacity = 0;
         let need = u64::try_from(frame_len).unwrap_or(u64::MAX);
         loop {
             while self.scanned < self.parked.len() {
