@@ -15,7 +15,8 @@
 //! - [`pseudo`]: the boot-timer MMIO device ([`BootTimer`]) that prints `Guest-boot-time = ...`.
 //! - [`metrics`] and [`log`]: Firecracker-shaped counters and rate-limited logging for
 //!   guest-triggerable paths.
-//! - [`virtio`]: virtio 1.x device models ([`virtio::Block`], [`virtio::Entropy`]), the
+//! - [`virtio`]: virtio 1.x device models ([`virtio::Block`], [`virtio::Entropy`],
+//!   [`virtio::Net`] on a tap with its MMDS hook [`virtio::FrameInterceptor`]), the
 //!   virtio-mmio transport ([`virtio::MmioTransport`]) and an `event-manager` subscriber to run
 //!   them in the VMM's event loop.
 //!

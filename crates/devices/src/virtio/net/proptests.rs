@@ -8,8 +8,9 @@
 //! range, sometimes an impossible `avail.idx`), queues random tap frames, negotiates
 //! `MRG_RXBUF` or not, and runs TX, RX and tap events. The properties: no panic; no byte changes
 //! outside device-writable descriptor buffers and the two used rings; the used indices never
-//! pass the number of published heads; every frame the tap received came out of a TX chain
-//! whole (its length is a sum of readable descriptor lengths).
+//! pass the number of published heads, and every used RX element names a descriptor inside the
+//! queue; every frame written to the tap carries a virtio header and is at most
+//! `MAX_BUFFER_SIZE` bytes.
 //!
 //! `INDIRECT` is never set (the oracle would have to follow tables in the data area the device
 //! rewrites). Cases: 3 000 by default, `SQUIB_PROPTEST_CASES` overrides (≥ 100 000 for a long

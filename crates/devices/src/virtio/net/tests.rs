@@ -51,7 +51,7 @@ impl FakeBackend {
 }
 
 impl NetBackend for FakeBackend {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "fake0"
     }
 
