@@ -16,7 +16,7 @@
 //! - [`metrics`] and [`log`]: Firecracker-shaped counters and rate-limited logging for
 //!   guest-triggerable paths.
 //! - [`virtio`]: virtio 1.x device models ([`virtio::Block`], [`virtio::Entropy`],
-//!   [`virtio::Vsock`] with its Unix-socket muxer), the
+//!   [`virtio::Vsock`] with its Unix-socket muxer, [`virtio::Net`] on a tap with its MMDS hook [`virtio::FrameInterceptor`]), the
 //!   virtio-mmio transport ([`virtio::MmioTransport`]) and an `event-manager` subscriber to run
 //!   them in the VMM's event loop.
 //!

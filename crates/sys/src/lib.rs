@@ -16,6 +16,11 @@
 //! - [`uffd`] (Linux): a minimal userfaultfd (raw ioctls: create, register, copy, events).
 //! - [`uffd_handler`] (Linux): a page-fault handler speaking Firecracker's UFFD protocol, for
 //!   tests and as a reference.
+//! - [`tap`] (Linux): [`tap::Tap`], a TAP interface opened the way Firecracker opens it
+//!   (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, non-blocking), with the vnet-header-size and offload
+//!   ioctls and frame read/write helpers, for virtio-net.
+//! - [`netns`] (Linux): private network namespaces, `IFF_UP`, and raw `AF_PACKET` sockets, for
+//!   tests of network devices.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -25,9 +30,13 @@ pub mod io_uring;
 #[cfg(target_os = "linux")]
 pub mod jail;
 #[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
 pub mod snapshot_memory;
 #[cfg(target_os = "linux")]
 pub mod sparse;
+#[cfg(target_os = "linux")]
+pub mod tap;
 #[cfg(target_os = "linux")]
 pub mod uffd;
 #[cfg(target_os = "linux")]

@@ -12,6 +12,8 @@
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
 //! - [`vsock::Vsock`]: virtio-vsock with Firecracker's hybrid Unix-socket backend
 //!   (`PUT /vsock`); its host sockets come and go at runtime as [`EventSource`]s.
+//! - [`net::Net`]: virtio-net on a tap as Firecracker's `PUT /network-interfaces` exposes it,
+//!   with an MMDS hook ([`net::FrameInterceptor`]).
 //! - [`subscriber::VirtioSubscriber`]: an `event-manager` subscriber that runs any device in the
 //!   VMM's `EventManager`.
 //!
@@ -50,6 +52,7 @@
 pub mod block;
 mod chain;
 pub mod mmio;
+pub mod net;
 pub mod persist;
 mod queue;
 pub mod rng;
@@ -70,6 +73,7 @@ use vmm_sys_util::timerfd::TimerFd;
 pub use self::block::{Block, BlockConfig, BlockError, CacheType, IoEngine};
 pub use self::chain::ChainError;
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
+pub use self::net::{FrameInterceptor, Net, NetBackend, NetConfig, NetError};
 pub use self::rng::{Entropy, EntropyError};
 pub use self::subscriber::VirtioSubscriber;
 pub use self::vsock::{Vsock, VsockConfig, VsockError};

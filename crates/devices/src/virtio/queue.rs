@@ -51,7 +51,7 @@ pub(crate) struct Drain {
 }
 
 /// Entries the driver made available, or `None` if `avail.idx` is unreadable or impossible.
-fn pending(queue: &Queue, mem: &GuestMemoryMmap) -> Option<u16> {
+pub(crate) fn pending(queue: &Queue, mem: &GuestMemoryMmap) -> Option<u16> {
     let idx = queue.avail_idx(mem, Ordering::Acquire).ok()?;
     let n = (idx - Wrapping(queue.next_avail())).0;
     (n <= queue.size()).then_some(n)

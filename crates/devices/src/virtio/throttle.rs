@@ -9,6 +9,9 @@
 //! expiration count (so a level-triggered epoll stops reporting it) and never blocks, even when a
 //! test calls it before the timer fired.
 //!
+//! [`TimedLimiter`] is the same logic with the timer owned by the caller (virtio-net keeps its RX
+//! and TX timers in one array).
+//!
 //! Owned by one device; not synchronized.
 
 use std::io;
@@ -24,24 +27,74 @@ const MIN_DELAY: Duration = Duration::from_micros(1);
 /// A rate limiter and its wake-up timer.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    limiter: RateLimiter,
+    inner: TimedLimiter,
     timer: [TimerFd; 1],
-    armed: bool,
 }
 
 impl Throttle {
     /// Wraps `limiter` with a fresh, disarmed timer.
     pub(crate) fn new(limiter: RateLimiter) -> io::Result<Self> {
         Ok(Self {
-            limiter,
+            inner: TimedLimiter::new(limiter),
             timer: [TimerFd::new()?],
-            armed: false,
         })
     }
 
     /// The timer, as a one-element slice for `timer_events`.
     pub(crate) fn timer_fds(&self) -> &[TimerFd] {
         &self.timer
+    }
+
+    /// The limiter.
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        self.inner.limiter()
+    }
+
+    /// Whether consumes fail until the timer fires.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.inner.is_blocked()
+    }
+
+    /// Consumes one operation and `bytes` bytes, both or neither. On refusal the limiter is
+    /// blocked and the timer armed; returns `Err` only if arming the timer failed (the request
+    /// is still refused).
+    pub(crate) fn consume(&mut self, bytes: u64) -> Result<bool, io::Error> {
+        self.inner.consume(bytes, &mut self.timer[0])
+    }
+
+    /// Handles the timer firing: disarms it and unblocks the limiter. `Err` if the limiter was not
+    /// blocked (a spurious event).
+    pub(crate) fn on_timer(&mut self) -> Result<(), RateLimiterError> {
+        self.inner.on_timer(&mut self.timer[0])
+    }
+
+    /// Unblocks and disarms (device reset). The buckets keep their configuration and credit.
+    pub(crate) fn reset(&mut self) {
+        self.inner.reset(&mut self.timer[0]);
+    }
+
+    /// Changes the buckets (`PATCH` with a `rate_limiter`).
+    pub(crate) fn update(&mut self, bytes: BucketUpdate, ops: BucketUpdate) {
+        self.inner.update(bytes, ops);
+    }
+}
+
+/// A rate limiter whose wake-up timer is owned by the caller (a device with several limiters
+/// keeps their timers side by side, so that `timer_events` is one slice). Each method that may
+/// arm or disarm the timer takes it; always pass the same one.
+#[derive(Debug)]
+pub(crate) struct TimedLimiter {
+    limiter: RateLimiter,
+    armed: bool,
+}
+
+impl TimedLimiter {
+    /// Wraps `limiter`; its timer starts disarmed.
+    pub(crate) fn new(limiter: RateLimiter) -> Self {
+        Self {
+            limiter,
+            armed: false,
+        }
     }
 
     /// The limiter.
@@ -54,27 +107,32 @@ impl Throttle {
         self.limiter.is_blocked()
     }
 
-    /// Consumes one operation and `bytes` bytes, both or neither. On refusal the limiter is
-    /// blocked and the timer armed; returns `Err` only if arming the timer failed (the request
-    /// is still refused).
-    pub(crate) fn consume(&mut self, bytes: u64) -> Result<bool, io::Error> {
+    /// [`Throttle::consume`] with `timer`.
+    pub(crate) fn consume(&mut self, bytes: u64, timer: &mut TimerFd) -> Result<bool, io::Error> {
         if !self.limiter.consume(1, TokenType::Ops) {
-            self.arm()?;
+            self.arm(timer)?;
             return Ok(false);
         }
         if bytes > 0 && !self.limiter.consume(bytes, TokenType::Bytes) {
             self.limiter.manual_replenish(1, TokenType::Ops);
-            self.arm()?;
+            self.arm(timer)?;
             return Ok(false);
         }
         // An over-consumption lets the request through but blocks what follows.
         if self.limiter.is_blocked() {
-            self.arm()?;
+            self.arm(timer)?;
         }
         Ok(true)
     }
 
-    fn arm(&mut self) -> io::Result<()> {
+    /// Gives back one operation and `bytes` bytes consumed for a request that did not happen
+    /// after all (a frame the MMDS stack took instead of the tap).
+    pub(crate) fn replenish(&mut self, bytes: u64) {
+        self.limiter.manual_replenish(1, TokenType::Ops);
+        self.limiter.manual_replenish(bytes, TokenType::Bytes);
+    }
+
+    fn arm(&mut self, timer: &mut TimerFd) -> io::Result<()> {
         if self.armed {
             return Ok(());
         }
@@ -83,31 +141,30 @@ impl Throttle {
             .blocked_for()
             .unwrap_or_default()
             .max(MIN_DELAY);
-        self.timer[0].reset(delay, None)?;
+        timer.reset(delay, None)?;
         self.armed = true;
         Ok(())
     }
 
-    /// Handles the timer firing: disarms it and unblocks the limiter. `Err` if the limiter was not
-    /// blocked (a spurious event).
-    pub(crate) fn on_timer(&mut self) -> Result<(), RateLimiterError> {
-        self.disarm();
+    /// [`Throttle::on_timer`] with `timer`.
+    pub(crate) fn on_timer(&mut self, timer: &mut TimerFd) -> Result<(), RateLimiterError> {
+        self.disarm(timer);
         self.limiter.event_handler()
     }
 
-    fn disarm(&mut self) {
+    fn disarm(&mut self, timer: &mut TimerFd) {
         // Clearing cannot fail on a valid timerfd; if it did, the next wake-up is merely spurious.
-        let _ = self.timer[0].clear();
+        let _ = timer.clear();
         self.armed = false;
     }
 
-    /// Unblocks and disarms (device reset). The buckets keep their configuration and credit.
-    pub(crate) fn reset(&mut self) {
-        self.disarm();
+    /// [`Throttle::reset`] with `timer`.
+    pub(crate) fn reset(&mut self, timer: &mut TimerFd) {
+        self.disarm(timer);
         let _ = self.limiter.event_handler();
     }
 
-    /// Changes the buckets (`PATCH` with a `rate_limiter`).
+    /// [`Throttle::update`].
     pub(crate) fn update(&mut self, bytes: BucketUpdate, ops: BucketUpdate) {
         self.limiter.update_buckets(bytes, ops);
     }
