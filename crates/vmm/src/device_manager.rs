@@ -450,7 +450,7 @@ impl DeviceManager {
     pub fn restore_virtio(&mut self, state: &DeviceManagerState) -> Result<(), DeviceError> {
         for e in &state.virtio {
             let valid_slot = e.base >= crate::mmio_layout::MMIO_SLOTS_START
-                && (e.base - crate::mmio_layout::MMIO_SLOTS_START) % MMIO_SLOT_SIZE == 0
+                && (e.base - crate::mmio_layout::MMIO_SLOTS_START).is_multiple_of(MMIO_SLOT_SIZE)
                 && (crate::mmio_layout::FIRST_DEVICE_GSI..=crate::mmio_layout::LAST_DEVICE_GSI)
                     .contains(&e.gsi);
             if !valid_slot {
