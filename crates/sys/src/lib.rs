@@ -9,6 +9,8 @@
 //!   operation points at alive until its completion is reaped; one owner at a time (`&mut self`).
 //! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
 //!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
+//! - [`sparse`] (Linux): data extents of a sparse file (`SEEK_DATA`/`SEEK_HOLE`), to merge diff
+//!   memory files that came without a dirty list.
 //! - [`uffd`] (Linux): a minimal userfaultfd (raw ioctls: create, register, copy, events).
 //! - [`uffd_handler`] (Linux): a page-fault handler speaking Firecracker's UFFD protocol, for
 //!   tests and as a reference.
@@ -20,6 +22,8 @@
 pub mod io_uring;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;
+#[cfg(target_os = "linux")]
+pub mod sparse;
 #[cfg(target_os = "linux")]
 pub mod uffd;
 #[cfg(target_os = "linux")]
