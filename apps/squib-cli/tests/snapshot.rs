@@ -275,7 +275,7 @@ fn test_should_restore_diff_merged_over_full() {
     create(&vm1, "Diff", &state_diff, &mem_diff);
     drop(vm1);
     let diff_file = std::fs::File::open(&mem_diff).unwrap();
-    let ranges = squib_sys::sparse::data_ranges(&diff_file).unwrap();
+    let ranges = squib_sys::sparse::data_extents(&diff_file).unwrap();
     let dirty: u64 = ranges.iter().map(|r| r.1).sum();
     assert!(dirty > 0 && dirty < 64 << 20, "diff holds {dirty} bytes");
     let ranges: Vec<squib_snapshot::FileRange> = ranges

@@ -12,7 +12,8 @@
 //!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
 //! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
 //!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
-//! - [`sparse`] (Linux): the data ranges of a sparse file (Diff memory snapshots).
+//! - [`sparse`] (Linux): data extents of a sparse file (`SEEK_DATA`/`SEEK_HOLE`), to merge diff
+//!   memory files that came without a dirty list.
 //! - [`uffd`] (Linux): a minimal userfaultfd (raw ioctls: create, register, copy, events).
 //! - [`uffd_handler`] (Linux): a page-fault handler speaking Firecracker's UFFD protocol, for
 //!   tests and as a reference.

@@ -90,7 +90,7 @@ fn test_should_map_memory_file_privately() {
     );
     let r1 = mem.iter().nth(1).unwrap();
     assert!(r1.bitmap().dirty_at(0));
-    assert!(!r1.bitmap().dirty_at(PAGE as usize));
+    assert!(!r1.bitmap().dirty_at(HOST_PAGE_SIZE));
 }
 
 #[test]
@@ -206,4 +206,32 @@ fn test_should_report_missing_handler_socket() {
         "Failed to connect to UDS Unix stream: No such file or directory (os error 2)"
     );
     let _ = fs::remove_dir_all(d.as_path());
+}
+
+#[test]
+fn test_should_handle_remove_events_like_firecracker_handlers() {
+    let d = tmp();
+    let p = memory_file(d.as_path());
+    let sock = d.as_path().join("uffd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let file = File::open(&p).unwrap();
+    let handler = std::thread::spawn(move || uffd_handler::serve(&listener, &file));
+    let (mem, handle) = memory_from_uffd::<()>(&sock, &regions()).unwrap();
+    check_pages(&mem, std::iter::once((5 * PAGE, 5 * PAGE)));
+    // The guest gives page 5 back (what a balloon does): MADV_DONTNEED raises a remove event.
+    let r0 = mem.iter().next().unwrap();
+    let host = r0
+        .get_host_address(vm_memory::MemoryRegionAddress(5 * PAGE))
+        .unwrap();
+    // SAFETY: `host` is the page-aligned start of page 5 of a guest-memory mapping this test
+    // owns; dropping that page's contents affects only guest memory, which Rust code reaches
+    // only through volatile accessors.
+    let rc = unsafe { libc::madvise(host.cast(), HOST_PAGE_SIZE, libc::MADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    // The handler unregistered the range: the page now reads as zeros from the kernel.
+    assert_eq!(mem.read_obj::<u64>(GuestAddress(5 * PAGE)).unwrap(), 0);
+    drop(handle);
+    let stats = handler.join().unwrap().unwrap();
+    assert_eq!(stats.removes, 1);
+    assert_eq!(stats.pages_served, 1);
 }
