@@ -73,6 +73,22 @@ fn real_main() -> Result<ExitCode, MainError> {
         print!("{}", version_text());
         return Ok(ExitCode::Ok);
     }
+    if args.flag("snapshot-version") {
+        println!("{}", squib_snapshot::SNAPSHOT_VERSION_TEXT);
+        return Ok(ExitCode::Ok);
+    }
+    if let Some(path) = args.value("describe-snapshot") {
+        return match squib_snapshot::describe(&path) {
+            Ok(version) => {
+                println!("{version}");
+                Ok(ExitCode::Ok)
+            }
+            Err(e) => {
+                eprintln!("{}", e.describe_failure_text());
+                Ok(ExitCode::GenericError)
+            }
+        };
+    }
 
     let id = args.value("id").unwrap_or_default();
     InstanceId::try_from(id.as_str()).map_err(|e| ArgError::Invalid(e.to_string()))?;
@@ -114,14 +130,6 @@ fn real_main() -> Result<ExitCode, MainError> {
         (
             "enable-pci",
             "the PCI transport is not supported by squib (virtio-mmio only)",
-        ),
-        (
-            "describe-snapshot",
-            "snapshots are not supported by this squib build yet",
-        ),
-        (
-            "snapshot-version",
-            "snapshots are not supported by this squib build yet",
         ),
     ] {
         if args.flag(flag) {

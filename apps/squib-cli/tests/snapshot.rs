@@ -117,15 +117,14 @@ fn snapshot_then_continue(backend: &str) {
     let _ = vm1.wait(Duration::from_secs(5));
 
     let serial2 = tmp_path("serial2.log");
-    let (mut vm2, s, b) = match backend {
-        "File" => load(&state, ("File", &mem), true, &serial2),
-        _ => {
-            let sock = tmp_path("uffd.sock");
-            let listener = UnixListener::bind(&sock).expect("bind uffd socket");
-            let mem_file = std::fs::File::open(&mem).unwrap();
-            std::thread::spawn(move || squib_sys::uffd_handler::serve(&listener, &mem_file));
-            load(&state, ("Uffd", &sock), true, &serial2)
-        }
+    let (mut vm2, s, b) = if backend == "File" {
+        load(&state, ("File", &mem), true, &serial2)
+    } else {
+        let sock = tmp_path("uffd.sock");
+        let listener = UnixListener::bind(&sock).expect("bind uffd socket");
+        let mem_file = std::fs::File::open(&mem).unwrap();
+        std::thread::spawn(move || squib_sys::uffd_handler::serve(&listener, &mem_file));
+        load(&state, ("Uffd", &sock), true, &serial2)
     };
     assert_eq!(s, 204, "{b}\n{}", vm2.output());
     assert!(vm2.api("GET", "/", None).1.contains(r#""state":"Running""#));
@@ -295,6 +294,9 @@ fn test_should_restore_diff_merged_over_full() {
     );
 }
 
+/// Ticks the blk-read guest counts before reading.
+const WAIT: u64 = 40;
+
 /// The guest opened virtio-blk before the snapshot (an active device, mid-run) and reads it
 /// after the restore in another process: the checksum matches the backing file.
 #[test]
@@ -302,7 +304,6 @@ fn test_virtio_blk_read_after_restore_checksums_right() {
     if !kvm_or_skip() {
         return;
     }
-    const WAIT: u64 = 40;
     let disk: PathBuf = random_file("snap-disk.img", 1 << 20, 11);
     let drive = json!({"drive_id": "disk", "path_on_host": disk, "is_root_device": false, "is_read_only": true}).to_string();
     let serial1 = tmp_path("serial1.log");

@@ -85,7 +85,7 @@ fn dirty_pages(vm: &Microvm) -> Result<Vec<Vec<u64>>, SnapshotError> {
         let pages = usize::try_from(region.len() / PAGE_SIZE).unwrap_or(usize::MAX);
         let mut bits = kvm;
         bits.resize(pages.div_ceil(64), 0);
-        let bitmap = &**region.bitmap();
+        let bitmap = (**region).bitmap();
         for page in 0..pages {
             if bitmap.dirty_at(page * 4096) {
                 bits[page / 64] |= 1 << (page % 64);
@@ -103,7 +103,7 @@ fn clear_dirty(vm: &Microvm) {
         let _ = vm.vm.dirty_log();
     }
     for region in vm.memory.iter() {
-        &**region.bitmap().reset();
+        (**region).bitmap().reset();
     }
 }
 
