@@ -39,7 +39,9 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A monotonic clock starting at 0 now.
     pub fn new() -> Self {
-        Self { origin: Instant::now() }
+        Self {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -64,7 +66,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock reading `start_ms`.
     pub fn new(start_ms: u64) -> Self {
-        Self { now: Arc::new(AtomicU64::new(start_ms)) }
+        Self {
+            now: Arc::new(AtomicU64::new(start_ms)),
+        }
     }
 
     /// Sets the time.

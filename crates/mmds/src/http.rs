@@ -189,7 +189,11 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
     let version = match version {
         b"HTTP/1.0" => Version::Http10,
         b"HTTP/1.1" => Version::Http11,
-        _ => return Err(RequestError::InvalidHttpVersion("Unsupported HTTP version.")),
+        _ => {
+            return Err(RequestError::InvalidHttpVersion(
+                "Unsupported HTTP version.",
+            ));
+        }
     };
     let mut request = Request {
         method,
@@ -224,9 +228,15 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, RequestError> {
     Ok(request)
 }
 
-fn parse_header_line(line: &str, req: &mut Request, content_length: &mut u32) -> Result<(), RequestError> {
+fn parse_header_line(
+    line: &str,
+    req: &mut Request,
+    content_length: &mut u32,
+) -> Result<(), RequestError> {
     let Some((name, value)) = line.split_once(':') else {
-        return Err(RequestError::Header(HeaderError::InvalidFormat(line.to_owned())));
+        return Err(RequestError::Header(HeaderError::InvalidFormat(
+            line.to_owned(),
+        )));
     };
     match name.to_ascii_lowercase().trim() {
         "content-length" => {
@@ -294,7 +304,12 @@ pub struct Response {
 
 impl Response {
     /// A response with a body.
-    pub fn new(version: Version, status: u16, content_type: MediaType, body: impl Into<Vec<u8>>) -> Self {
+    pub fn new(
+        version: Version,
+        status: u16,
+        content_type: MediaType,
+        body: impl Into<Vec<u8>>,
+    ) -> Self {
         Self {
             version,
             status,
@@ -342,7 +357,9 @@ impl Response {
 pub fn parse_error_response(err: &RequestError) -> Response {
     let (status, body) = match err {
         RequestError::InvalidUri(m) => (400, (*m).to_owned()),
-        RequestError::InvalidHttpMethod(m) | RequestError::InvalidHttpVersion(m) => (501, (*m).to_owned()),
+        RequestError::InvalidHttpMethod(m) | RequestError::InvalidHttpVersion(m) => {
+            (501, (*m).to_owned())
+        }
         RequestError::Header(h) => (400, h.to_string()),
         RequestError::InvalidRequest => (400, "Invalid request.".to_owned()),
     };
@@ -360,7 +377,10 @@ mod tests {
         assert_eq!(r.version, Version::Http11);
         assert_eq!(r.accept, MediaType::ApplicationJson);
         assert_eq!(r.abs_path(), "/latest/meta-data");
-        assert_eq!(r.custom_header(&["x-METADATA-token"]), Some(("X-metadata-token", "abc")));
+        assert_eq!(
+            r.custom_header(&["x-METADATA-token"]),
+            Some(("X-metadata-token", "abc"))
+        );
         let r = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(r.abs_path(), "/");
         assert_eq!(r.accept, MediaType::PlainText);
@@ -375,27 +395,64 @@ mod tests {
     #[test]
     fn error_texts() {
         let cases: [(&[u8], u16, &str); 9] = [
-            (b"GET http://169.254.169.255/ HTTP/2.0\r\n\r\n", 501, "Unsupported HTTP version."),
-            (b"GIT http://169.254.169.255/ HTTP/1.1\r\n\r\n", 501, "Unsupported HTTP method."),
+            (
+                b"GET http://169.254.169.255/ HTTP/2.0\r\n\r\n",
+                501,
+                "Unsupported HTTP version.",
+            ),
+            (
+                b"GIT http://169.254.169.255/ HTTP/1.1\r\n\r\n",
+                501,
+                "Unsupported HTTP method.",
+            ),
             (b"GET  HTTP/1.10\r\n\r\n", 400, "Empty URI not allowed."),
             (b"GET / HTTP/1.1\n\n", 400, "Invalid request."),
-            (b"GET / HTTP/1.1\r\nfoo\r\n\r\n", 400, "Header is incorrectly formatted. Key: foo"),
-            (b"PUT / HTTP/1.1\r\nContent-Length: alpha\r\n\r\n", 400, "Invalid value. Key:Content-Length; Value: alpha"),
-            (b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 400, "Invalid request."),
-            (b"PUT / HTTP/1.1\r\nContent-Length: 3\r\n\r\n", 400, "Invalid request."),
-            (b"GET / HTTP/1.1\r\nAccept-Encoding: deflate, *;q=0\r\n\r\n", 400, "Invalid value. Key:Accept-Encoding; Value: *;q=0"),
+            (
+                b"GET / HTTP/1.1\r\nfoo\r\n\r\n",
+                400,
+                "Header is incorrectly formatted. Key: foo",
+            ),
+            (
+                b"PUT / HTTP/1.1\r\nContent-Length: alpha\r\n\r\n",
+                400,
+                "Invalid value. Key:Content-Length; Value: alpha",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                400,
+                "Invalid request.",
+            ),
+            (
+                b"PUT / HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+                400,
+                "Invalid request.",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nAccept-Encoding: deflate, *;q=0\r\n\r\n",
+                400,
+                "Invalid value. Key:Accept-Encoding; Value: *;q=0",
+            ),
         ];
         for (req, status, body) in cases {
             let err = parse_request(req).unwrap_err();
             let resp = parse_error_response(&err);
-            assert_eq!((resp.status, String::from_utf8(resp.body).unwrap().as_str()), (status, body), "{req:?}");
+            assert_eq!(
+                (resp.status, String::from_utf8(resp.body).unwrap().as_str()),
+                (status, body),
+                "{req:?}"
+            );
         }
         assert!(parse_request(b"PUT / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").is_ok());
     }
 
     #[test]
     fn response_serialization() {
-        let mut r = Response::new(Version::Http10, 405, MediaType::PlainText, "Not allowed HTTP method.");
+        let mut r = Response::new(
+            Version::Http10,
+            405,
+            MediaType::PlainText,
+            "Not allowed HTTP method.",
+        );
         r.allow_get_put = true;
         assert_eq!(
             String::from_utf8(r.to_bytes()).unwrap(),
@@ -403,7 +460,8 @@ mod tests {
              Content-Type: text/plain\r\nContent-Length: 24\r\n\r\nNot allowed HTTP method."
         );
         let mut r = Response::new(Version::Http11, 200, MediaType::PlainText, "tok");
-        r.custom_headers.push(("X-metadata-token-ttl-seconds".into(), "60".into()));
+        r.custom_headers
+            .push(("X-metadata-token-ttl-seconds".into(), "60".into()));
         assert_eq!(
             String::from_utf8(r.to_bytes()).unwrap(),
             "HTTP/1.1 200 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\

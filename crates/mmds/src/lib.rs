@@ -44,6 +44,10 @@ pub mod wire;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use metrics::{MmdsMetrics, MmdsMetricsSnapshot};
-pub use stack::{DEFAULT_IPV4_ADDR, DEFAULT_MAC_ADDR, DEFAULT_TCP_PORT, MmdsNetworkStack, MmdsNetworkStackState};
+pub use stack::{
+    DEFAULT_IPV4_ADDR, DEFAULT_MAC_ADDR, DEFAULT_TCP_PORT, MmdsNetworkStack, MmdsNetworkStackState,
+};
 pub use store::{Mmds, MmdsError, MmdsVersion, OutputFormat, json_merge_patch};
-pub use token::{MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, TokenAuthority, TokenAuthorityState, TokenError};
+pub use token::{
+    MAX_TOKEN_TTL_SECONDS, MIN_TOKEN_TTL_SECONDS, TokenAuthority, TokenAuthorityState, TokenError,
+};

@@ -86,9 +86,19 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "rx_accepted", "rx_accepted_err", "rx_accepted_unusual", "rx_bad_eth",
-                "rx_invalid_token", "rx_no_token", "rx_count", "tx_bytes", "tx_count",
-                "tx_errors", "tx_frames", "connections_created", "connections_destroyed"
+                "rx_accepted",
+                "rx_accepted_err",
+                "rx_accepted_unusual",
+                "rx_bad_eth",
+                "rx_invalid_token",
+                "rx_no_token",
+                "rx_count",
+                "tx_bytes",
+                "tx_count",
+                "tx_errors",
+                "tx_frames",
+                "connections_created",
+                "connections_destroyed"
             ]
         );
         assert_eq!(v["rx_no_token"], 1);

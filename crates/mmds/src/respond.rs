@@ -20,10 +20,14 @@ pub const X_AWS_EC2_METADATA_TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 /// `X-metadata-token-ttl-seconds`
 pub const X_METADATA_TOKEN_TTL_SECONDS_HEADER: &str = "x-metadata-token-ttl-seconds";
 /// `X-aws-ec2-metadata-token-ttl-seconds`
-pub const X_AWS_EC2_METADATA_TOKEN_TTL_SECONDS_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+pub const X_AWS_EC2_METADATA_TOKEN_TTL_SECONDS_HEADER: &str =
+    "x-aws-ec2-metadata-token-ttl-seconds";
 
 const TOKEN_HEADERS: &[&str] = &[X_METADATA_TOKEN_HEADER, X_AWS_EC2_METADATA_TOKEN_HEADER];
-const TTL_HEADERS: &[&str] = &[X_METADATA_TOKEN_TTL_SECONDS_HEADER, X_AWS_EC2_METADATA_TOKEN_TTL_SECONDS_HEADER];
+const TTL_HEADERS: &[&str] = &[
+    X_METADATA_TOKEN_TTL_SECONDS_HEADER,
+    X_AWS_EC2_METADATA_TOKEN_TTL_SECONDS_HEADER,
+];
 
 /// Firecracker's `VmmMmdsError` texts.
 pub mod texts {
@@ -91,7 +95,9 @@ fn respond_get(mmds: &Mmds, req: &Request) -> Response {
     };
     match mmds.get_value(&sanitize_path(path), format) {
         Ok(body) => Response::new(req.version, 200, req.accept, body),
-        Err(MmdsError::UnsupportedValueType) => plain(req, 501, MmdsError::UnsupportedValueType.to_string()),
+        Err(MmdsError::UnsupportedValueType) => {
+            plain(req, 501, MmdsError::UnsupportedValueType.to_string())
+        }
         Err(e @ MmdsError::DataStoreLimitExceeded) => plain(req, 413, e.to_string()),
         Err(_) => not_found(req, path),
     }
@@ -110,7 +116,8 @@ fn respond_put(mmds: &mut Mmds, req: &Request) -> Response {
         return plain(req, 400, texts::NO_TTL);
     };
     let Ok(ttl) = value.parse::<u32>() else {
-        let err = RequestError::Header(HeaderError::InvalidValue(name.to_owned(), value.to_owned()));
+        let err =
+            RequestError::Header(HeaderError::InvalidValue(name.to_owned(), value.to_owned()));
         return plain(req, 400, err.to_string());
     };
     match mmds.generate_token(ttl) {
@@ -156,20 +163,51 @@ mod tests {
         let clock = ManualClock::new(0);
         let mut m = mmds(&clock);
         let metrics = MmdsMetrics::default();
-        let (s, b, ct) = ask(&mut m, &metrics, "GET http://169.254.169.254/ HTTP/1.0\r\nAccept: application/json\r\n\r\n");
+        let (s, b, ct) = ask(
+            &mut m,
+            &metrics,
+            "GET http://169.254.169.254/ HTTP/1.0\r\nAccept: application/json\r\n\r\n",
+        );
         assert_eq!((s, ct), (200, MediaType::ApplicationJson));
-        assert_eq!(b, r#"{"age":43,"name":{"first":"John","second":"Doe"},"phones":{"home":{"RO":"+401234567","UK":"+441234567"},"mobile":"+442345678"}}"#);
-        let (s, b, ct) = ask(&mut m, &metrics, "GET http://169.254.169.254/ HTTP/1.0\r\n\r\n");
-        assert_eq!((s, b.as_str(), ct), (200, "age\nname/\nphones/", MediaType::PlainText));
+        assert_eq!(
+            b,
+            r#"{"age":43,"name":{"first":"John","second":"Doe"},"phones":{"home":{"RO":"+401234567","UK":"+441234567"},"mobile":"+442345678"}}"#
+        );
+        let (s, b, ct) = ask(
+            &mut m,
+            &metrics,
+            "GET http://169.254.169.254/ HTTP/1.0\r\n\r\n",
+        );
+        assert_eq!(
+            (s, b.as_str(), ct),
+            (200, "age\nname/\nphones/", MediaType::PlainText)
+        );
         assert_eq!(metrics.snapshot().rx_no_token, 2);
-        let (s, b, _) = ask(&mut m, &metrics, "GET /phones//home///UK HTTP/1.1\r\nX-metadata-token: bogus\r\n\r\n");
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "GET /phones//home///UK HTTP/1.1\r\nX-metadata-token: bogus\r\n\r\n",
+        );
         assert_eq!((s, b.as_str()), (200, "+441234567"));
         assert_eq!(metrics.snapshot().rx_invalid_token, 1);
         let (s, b, _) = ask(&mut m, &metrics, "GET /age HTTP/1.1\r\n\r\n");
-        assert_eq!((s, b.as_str()), (501, "Cannot retrieve value. The value has an unsupported type."));
+        assert_eq!(
+            (s, b.as_str()),
+            (
+                501,
+                "Cannot retrieve value. The value has an unsupported type."
+            )
+        );
         let (s, b, ct) = ask(&mut m, &metrics, "GET /a//b HTTP/1.1\r\n\r\n");
-        assert_eq!((s, b.as_str(), ct), (404, "Resource not found: /a//b.", MediaType::PlainText));
-        let (s, b, _) = ask(&mut m, &metrics, "GET http://169.254.169.254 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (s, b.as_str(), ct),
+            (404, "Resource not found: /a//b.", MediaType::PlainText)
+        );
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "GET http://169.254.169.254 HTTP/1.1\r\n\r\n",
+        );
         assert_eq!((s, b.as_str()), (400, "Invalid URI."));
         let req = parse_request(b"PATCH / HTTP/1.1\r\n\r\n").unwrap();
         let r = respond(&mut m, &req, &metrics);
@@ -185,15 +223,25 @@ mod tests {
         let metrics = MmdsMetrics::default();
         let (s, b, _) = ask(&mut m, &metrics, "GET / HTTP/1.1\r\n\r\n");
         assert_eq!((s, b.as_str()), (401, texts::NO_TOKEN));
-        let (s, b, _) = ask(&mut m, &metrics, "GET / HTTP/1.1\r\nX-aws-ec2-metadata-token: nope\r\n\r\n");
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "GET / HTTP/1.1\r\nX-aws-ec2-metadata-token: nope\r\n\r\n",
+        );
         assert_eq!((s, b.as_str()), (401, texts::INVALID_TOKEN));
         assert_eq!(metrics.snapshot().rx_no_token, 1);
         assert_eq!(metrics.snapshot().rx_invalid_token, 1);
 
-        let req = parse_request(b"PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n").unwrap();
+        let req = parse_request(
+            b"PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n",
+        )
+        .unwrap();
         let r = respond(&mut m, &req, &metrics);
         assert_eq!(r.status, 200);
-        assert_eq!(r.custom_headers, vec![("X-metadata-token-ttl-seconds".to_owned(), "60".to_owned())]);
+        assert_eq!(
+            r.custom_headers,
+            vec![("X-metadata-token-ttl-seconds".to_owned(), "60".to_owned())]
+        );
         let token = String::from_utf8(r.body).unwrap();
         let get = format!("GET /name/first HTTP/1.1\r\nX-metadata-token: {token}\r\n\r\n");
         assert_eq!(ask(&mut m, &metrics, &get).0, 200);
@@ -202,15 +250,53 @@ mod tests {
 
         let (s, b, _) = ask(&mut m, &metrics, "PUT /latest/api/token HTTP/1.1\r\n\r\n");
         assert_eq!((s, b.as_str()), (400, texts::NO_TTL));
-        let (s, b, _) = ask(&mut m, &metrics, "PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 0\r\n\r\n");
-        assert_eq!((s, b.as_str()), (400, "Invalid time to live value provided for token: 0. Please provide a value between 1 and 21600."));
-        let (s, b, _) = ask(&mut m, &metrics, "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: x\r\n\r\n");
-        assert_eq!((s, b.as_str()), (400, "Invalid header. Reason: Invalid value. Key:X-aws-ec2-metadata-token-ttl-seconds; Value:x"));
-        let (s, b, _) = ask(&mut m, &metrics, "PUT /latest/api/token HTTP/1.1\r\nX-fOrWaRdEd-FoR: 1.2.3.4\r\nX-metadata-token-ttl-seconds: 5\r\n\r\n");
-        assert_eq!((s, b.as_str()), (400, "Invalid header. Reason: Unsupported header name. Key: X-fOrWaRdEd-FoR"));
-        let (s, b, _) = ask(&mut m, &metrics, "PUT /token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 5\r\n\r\n");
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 0\r\n\r\n",
+        );
+        assert_eq!(
+            (s, b.as_str()),
+            (
+                400,
+                "Invalid time to live value provided for token: 0. Please provide a value between 1 and 21600."
+            )
+        );
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: x\r\n\r\n",
+        );
+        assert_eq!(
+            (s, b.as_str()),
+            (
+                400,
+                "Invalid header. Reason: Invalid value. Key:X-aws-ec2-metadata-token-ttl-seconds; Value:x"
+            )
+        );
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "PUT /latest/api/token HTTP/1.1\r\nX-fOrWaRdEd-FoR: 1.2.3.4\r\nX-metadata-token-ttl-seconds: 5\r\n\r\n",
+        );
+        assert_eq!(
+            (s, b.as_str()),
+            (
+                400,
+                "Invalid header. Reason: Unsupported header name. Key: X-fOrWaRdEd-FoR"
+            )
+        );
+        let (s, b, _) = ask(
+            &mut m,
+            &metrics,
+            "PUT /token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 5\r\n\r\n",
+        );
         assert_eq!((s, b.as_str()), (404, "Resource not found: /token."));
-        let (s, _, _) = ask(&mut m, &metrics, "PUT //latest//api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 5\r\n\r\n");
+        let (s, _, _) = ask(
+            &mut m,
+            &metrics,
+            "PUT //latest//api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 5\r\n\r\n",
+        );
         assert_eq!(s, 200);
     }
 
@@ -220,7 +306,14 @@ mod tests {
         let mut m = mmds(&clock);
         m.set_imds_compat(true);
         let metrics = MmdsMetrics::default();
-        let (s, b, ct) = ask(&mut m, &metrics, "GET /name HTTP/1.1\r\nAccept: application/json\r\n\r\n");
-        assert_eq!((s, b.as_str(), ct), (200, "first\nsecond", MediaType::ApplicationJson));
+        let (s, b, ct) = ask(
+            &mut m,
+            &metrics,
+            "GET /name HTTP/1.1\r\nAccept: application/json\r\n\r\n",
+        );
+        assert_eq!(
+            (s, b.as_str(), ct),
+            (200, "first\nsecond", MediaType::ApplicationJson)
+        );
     }
 }

@@ -25,8 +25,8 @@ use crate::respond::respond;
 use crate::store::Mmds;
 use crate::tcp::TcpHandler;
 use crate::wire::{
-    ARP_LEN, ETH_HDR_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTOCOL_TCP, arp_target, ipv4_dst, parse_arp_request, parse_eth,
-    parse_ipv4, parse_tcp, write_arp_reply, write_eth_header,
+    ARP_LEN, ETH_HDR_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, PROTOCOL_TCP, arp_target, ipv4_dst,
+    parse_arp_request, parse_eth, parse_ipv4, parse_tcp, write_arp_reply, write_eth_header,
 };
 
 /// Firecracker's MMDS MAC address (`06:01:23:45:67:01`).
@@ -78,7 +78,12 @@ impl MmdsNetworkStack {
 
     /// Firecracker's defaults: MAC `06:01:23:45:67:01`, `ipv4` or 169.254.169.254, port 80.
     pub fn new_with_defaults(ipv4: Option<Ipv4Addr>, mmds: Arc<Mutex<Mmds>>) -> Self {
-        Self::new(DEFAULT_MAC_ADDR, ipv4.unwrap_or(DEFAULT_IPV4_ADDR), DEFAULT_TCP_PORT, mmds)
+        Self::new(
+            DEFAULT_MAC_ADDR,
+            ipv4.unwrap_or(DEFAULT_IPV4_ADDR),
+            DEFAULT_TCP_PORT,
+            mmds,
+        )
     }
 
     /// Counts into `metrics` (shared by every stack and the metrics writer).
@@ -113,20 +118,33 @@ impl MmdsNetworkStack {
 
     /// The snapshot state.
     pub fn save(&self) -> MmdsNetworkStackState {
-        MmdsNetworkStackState { mac_addr: self.mac, ipv4_addr: self.ipv4.into(), tcp_port: self.tcp.local_port() }
+        MmdsNetworkStackState {
+            mac_addr: self.mac,
+            ipv4_addr: self.ipv4.into(),
+            tcp_port: self.tcp.local_port(),
+        }
     }
 
     /// A stack from a snapshot state.
     pub fn restore(mmds: Arc<Mutex<Mmds>>, state: &MmdsNetworkStackState) -> Self {
-        Self::new(state.mac_addr, Ipv4Addr::from(state.ipv4_addr), state.tcp_port, mmds)
+        Self::new(
+            state.mac_addr,
+            Ipv4Addr::from(state.ipv4_addr),
+            state.tcp_port,
+            mmds,
+        )
     }
 
     /// Whether `frame` is for MMDS (an ARP packet asking for its address, or an IPv4 packet to
     /// it), without consuming it.
     pub fn is_mmds_frame(&self, frame: &[u8]) -> bool {
         match parse_eth(frame) {
-            Some(eth) if eth.ethertype == ETHERTYPE_ARP => arp_target(eth.payload) == Some(self.ipv4),
-            Some(eth) if eth.ethertype == ETHERTYPE_IPV4 => ipv4_dst(eth.payload) == Some(self.ipv4),
+            Some(eth) if eth.ethertype == ETHERTYPE_ARP => {
+                arp_target(eth.payload) == Some(self.ipv4)
+            }
+            Some(eth) if eth.ethertype == ETHERTYPE_IPV4 => {
+                ipv4_dst(eth.payload) == Some(self.ipv4)
+            }
             _ => false,
         }
     }
@@ -228,14 +246,22 @@ impl MmdsNetworkStack {
     fn write_arp_reply(&self, buf: &mut [u8], dest: Ipv4Addr) -> Option<usize> {
         let frame = buf.get_mut(..ETH_HDR_LEN + ARP_LEN)?;
         write_eth_header(frame, self.remote_mac, self.mac, ETHERTYPE_ARP)?;
-        write_arp_reply(&mut frame[ETH_HDR_LEN..], self.mac, self.ipv4, self.remote_mac, dest)?;
+        write_arp_reply(
+            &mut frame[ETH_HDR_LEN..],
+            self.mac,
+            self.ipv4,
+            self.remote_mac,
+            dest,
+        )?;
         Some(ETH_HDR_LEN + ARP_LEN)
     }
 
     fn write_tcp_frame(&mut self, buf: &mut [u8]) -> Option<usize> {
         let now = self.clock.now_ms();
         write_eth_header(buf, self.remote_mac, self.mac, ETHERTYPE_IPV4)?;
-        let n = self.tcp.write_next(buf.get_mut(ETH_HDR_LEN..)?, now, &self.metrics)?;
+        let n = self
+            .tcp
+            .write_next(buf.get_mut(ETH_HDR_LEN..)?, now, &self.metrics)?;
         Some(ETH_HDR_LEN + n)
     }
 }

@@ -97,7 +97,10 @@ impl Mmds {
     /// bytes (Firecracker: `--mmds-size-limit`, default the API payload limit, 51 200). Tokens
     /// get a fresh random key and the wall clock.
     pub fn new(data_store_limit: usize) -> Result<Self, MmdsError> {
-        Ok(Self::with_token_authority(data_store_limit, TokenAuthority::new()?))
+        Ok(Self::with_token_authority(
+            data_store_limit,
+            TokenAuthority::new()?,
+        ))
     }
 
     /// As [`Mmds::new`] with a given token authority (a restored one, or one on a fake clock).
@@ -247,7 +250,13 @@ fn format_imds(value: &Value) -> Result<String, MmdsError> {
         Value::Object(map) => {
             let keys: Vec<String> = map
                 .iter()
-                .map(|(k, v)| if v.is_object() { format!("{k}/") } else { k.clone() })
+                .map(|(k, v)| {
+                    if v.is_object() {
+                        format!("{k}/")
+                    } else {
+                        k.clone()
+                    }
+                })
                 .collect();
             Ok(keys.join("\n"))
         }
@@ -327,18 +336,23 @@ mod tests {
             "MMDS error: The MMDS data store is not initialized."
         );
         assert_eq!(m.get(), &Value::Null);
-        m.put(json!({"user-data": "1522850095", "meta-data": {"iam": "dummy"}})).unwrap();
+        m.put(json!({"user-data": "1522850095", "meta-data": {"iam": "dummy"}}))
+            .unwrap();
         assert_eq!(
             m.get().to_string(),
             r#"{"meta-data":{"iam":"dummy"},"user-data":"1522850095"}"#
         );
-        m.patch(&json!({"user-data": "10", "new": {"z": 1, "b": 2}})).unwrap();
+        m.patch(&json!({"user-data": "10", "new": {"z": 1, "b": 2}}))
+            .unwrap();
         assert_eq!(
             m.get().to_string(),
             r#"{"meta-data":{"iam":"dummy"},"new":{"b":2,"z":1},"user-data":"10"}"#
         );
         m.patch(&json!({"meta-data": null})).unwrap();
-        assert_eq!(m.get().to_string(), r#"{"new":{"b":2,"z":1},"user-data":"10"}"#);
+        assert_eq!(
+            m.get().to_string(),
+            r#"{"new":{"b":2,"z":1},"user-data":"10"}"#
+        );
     }
 
     #[test]
@@ -347,18 +361,30 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a":"b"}), json!(["c"]), json!(["c"])),
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (mut target, patch, expected) in cases {
             json_merge_patch(&mut target, &patch);
@@ -378,7 +404,10 @@ mod tests {
             err.api_fault_message(),
             "MMDS limit exceeded error: The MMDS patch request doesn't fit."
         );
-        assert_eq!(m.patch(&json!({"b": 1})), Err(MmdsError::DataStoreLimitExceeded));
+        assert_eq!(
+            m.patch(&json!({"b": 1})),
+            Err(MmdsError::DataStoreLimitExceeded)
+        );
         assert_eq!(m.get(), &json!({"a": "12"}));
     }
 
@@ -392,19 +421,52 @@ mod tests {
             "list": [1, "x"]
         }))
         .unwrap();
-        assert_eq!(m.get_value("", OutputFormat::Imds).unwrap(), "age\nlist\nname/\nphones/");
-        assert_eq!(m.get_value("/", OutputFormat::Imds).unwrap(), "age\nlist\nname/\nphones/");
-        assert_eq!(m.get_value("/phones/", OutputFormat::Imds).unwrap(), "home/\nmobile");
-        assert_eq!(m.get_value("/phones/home/RO", OutputFormat::Imds).unwrap(), "+401234567");
-        assert_eq!(m.get_value("/name", OutputFormat::Json).unwrap(), r#"{"first":"John","second":"Doe"}"#);
-        assert_eq!(m.get_value("/name/first", OutputFormat::Json).unwrap(), r#""John""#);
+        assert_eq!(
+            m.get_value("", OutputFormat::Imds).unwrap(),
+            "age\nlist\nname/\nphones/"
+        );
+        assert_eq!(
+            m.get_value("/", OutputFormat::Imds).unwrap(),
+            "age\nlist\nname/\nphones/"
+        );
+        assert_eq!(
+            m.get_value("/phones/", OutputFormat::Imds).unwrap(),
+            "home/\nmobile"
+        );
+        assert_eq!(
+            m.get_value("/phones/home/RO", OutputFormat::Imds).unwrap(),
+            "+401234567"
+        );
+        assert_eq!(
+            m.get_value("/name", OutputFormat::Json).unwrap(),
+            r#"{"first":"John","second":"Doe"}"#
+        );
+        assert_eq!(
+            m.get_value("/name/first", OutputFormat::Json).unwrap(),
+            r#""John""#
+        );
         assert_eq!(m.get_value("/age", OutputFormat::Json).unwrap(), "43");
-        assert_eq!(m.get_value("/list/1", OutputFormat::Json).unwrap(), r#""x""#);
-        assert_eq!(m.get_value("/age", OutputFormat::Imds), Err(MmdsError::UnsupportedValueType));
-        assert_eq!(m.get_value("/nope", OutputFormat::Imds), Err(MmdsError::NotFound));
-        assert_eq!(m.get_value("/name//", OutputFormat::Imds), Err(MmdsError::NotFound));
+        assert_eq!(
+            m.get_value("/list/1", OutputFormat::Json).unwrap(),
+            r#""x""#
+        );
+        assert_eq!(
+            m.get_value("/age", OutputFormat::Imds),
+            Err(MmdsError::UnsupportedValueType)
+        );
+        assert_eq!(
+            m.get_value("/nope", OutputFormat::Imds),
+            Err(MmdsError::NotFound)
+        );
+        assert_eq!(
+            m.get_value("/name//", OutputFormat::Imds),
+            Err(MmdsError::NotFound)
+        );
         m.set_imds_compat(true);
-        assert_eq!(m.get_value("/name", OutputFormat::Json).unwrap(), "first\nsecond");
+        assert_eq!(
+            m.get_value("/name", OutputFormat::Json).unwrap(),
+            "first\nsecond"
+        );
     }
 
     #[test]

@@ -111,7 +111,12 @@ impl TokenAuthority {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Result<Self, TokenError> {
         let mut key = [0u8; KEY_LEN];
         getrandom::fill(&mut key).map_err(|_| TokenError::KeyGeneration)?;
-        Ok(Self { key, aad: String::new(), issued: 0, clock })
+        Ok(Self {
+            key,
+            aad: String::new(),
+            issued: 0,
+            clock,
+        })
     }
 
     /// Replaces the clock.
@@ -126,7 +131,11 @@ impl TokenAuthority {
 
     /// The persistent state.
     pub fn save(&self) -> TokenAuthorityState {
-        TokenAuthorityState { key: self.key.to_vec(), aad: self.aad.clone(), issued: self.issued }
+        TokenAuthorityState {
+            key: self.key.to_vec(),
+            aad: self.aad.clone(),
+            issued: self.issued,
+        }
     }
 
     /// Replaces key, AAD and serial with a saved state (the clock is kept).
@@ -146,7 +155,10 @@ impl TokenAuthority {
         if !(MIN_TOKEN_TTL_SECONDS..=MAX_TOKEN_TTL_SECONDS).contains(&ttl_seconds) {
             return Err(TokenError::InvalidTtlValue(ttl_seconds));
         }
-        let expiry = self.clock.now_ms().saturating_add(u64::from(ttl_seconds) * 1000);
+        let expiry = self
+            .clock
+            .now_ms()
+            .saturating_add(u64::from(ttl_seconds) * 1000);
         let mut token = [0u8; TOKEN_LEN];
         token[..8].copy_from_slice(&expiry.to_le_bytes());
         token[8..16].copy_from_slice(&self.issued.to_le_bytes());
@@ -167,7 +179,11 @@ impl TokenAuthority {
         let Ok(bytes) = <[u8; TOKEN_LEN]>::try_from(bytes.as_slice()) else {
             return false;
         };
-        if self.mac(&bytes[..16]).verify_truncated_left(&bytes[16..]).is_err() {
+        if self
+            .mac(&bytes[..16])
+            .verify_truncated_left(&bytes[16..])
+            .is_err()
+        {
             return false;
         }
         let mut expiry = [0u8; 8];
@@ -176,12 +192,19 @@ impl TokenAuthority {
     }
 
     fn mac(&self, body: &[u8]) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail; fall back to an empty-key MAC
-        // (which would only make every token invalid) rather than panic.
-        let mut mac = HmacSha256::new_from_slice(&self.key)
-            .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+        // HMAC accepts keys of any length, so this cannot fail; the fallback (an all-zero
+        // block-size key, making every token invalid) exists only to avoid a panic path.
+        let mut mac = HmacSha256::new_from_slice(&self.key).unwrap_or_else(|_| {
+            <HmacSha256 as hmac::digest::KeyInit>::new(
+                &hmac::digest::generic_array::GenericArray::default(),
+            )
+        });
         mac.update(DOMAIN);
-        mac.update(&u32::try_from(self.aad.len()).unwrap_or(u32::MAX).to_le_bytes());
+        mac.update(
+            &u32::try_from(self.aad.len())
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
         mac.update(self.aad.as_bytes());
         mac.update(body);
         mac
@@ -202,7 +225,10 @@ mod tests {
         let clock = ManualClock::new(1000);
         let mut a = authority(&clock);
         assert_eq!(a.generate_token(0), Err(TokenError::InvalidTtlValue(0)));
-        assert_eq!(a.generate_token(21601), Err(TokenError::InvalidTtlValue(21601)));
+        assert_eq!(
+            a.generate_token(21601),
+            Err(TokenError::InvalidTtlValue(21601))
+        );
         assert_eq!(
             TokenError::InvalidTtlValue(0).to_string(),
             "Invalid time to live value provided for token: 0. Please provide a value between 1 and 21600."
@@ -260,7 +286,11 @@ mod tests {
         b.restore(&restored).unwrap();
         assert!(b.is_valid(&t));
         assert_ne!(b.generate_token(60).unwrap(), t);
-        let bad = TokenAuthorityState { key: vec![1, 2], aad: String::new(), issued: 0 };
+        let bad = TokenAuthorityState {
+            key: vec![1, 2],
+            aad: String::new(),
+            issued: 0,
+        };
         assert!(b.restore(&bad).is_err());
         assert!(!format!("{state:?}").contains(&format!("{:?}", state.key)));
     }

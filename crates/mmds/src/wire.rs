@@ -67,7 +67,12 @@ pub fn parse_eth(frame: &[u8]) -> Option<EthFrame<'_>> {
     let mut src = [0u8; 6];
     dst.copy_from_slice(&hdr[..6]);
     src.copy_from_slice(&hdr[6..12]);
-    Some(EthFrame { dst, src, ethertype: be16(hdr, 12)?, payload: &frame[ETH_HDR_LEN..] })
+    Some(EthFrame {
+        dst,
+        src,
+        ethertype: be16(hdr, 12)?,
+        payload: &frame[ETH_HDR_LEN..],
+    })
 }
 
 /// Writes an Ethernet II header into `buf[..14]`.
@@ -101,16 +106,31 @@ pub fn arp_target(payload: &[u8]) -> Option<Ipv4Addr> {
 /// Parses an Ethernet/IPv4 ARP request (htype 1, ptype IPv4, hlen 6, plen 4, oper 1).
 pub fn parse_arp_request(payload: &[u8]) -> Option<ArpRequest> {
     let p = payload.get(..ARP_LEN)?;
-    if be16(p, 0)? != 1 || be16(p, 2)? != ETHERTYPE_IPV4 || p[4] != 6 || p[5] != 4 || be16(p, 6)? != 1 {
+    if be16(p, 0)? != 1
+        || be16(p, 2)? != ETHERTYPE_IPV4
+        || p[4] != 6
+        || p[5] != 4
+        || be16(p, 6)? != 1
+    {
         return None;
     }
     let mut sha = [0u8; 6];
     sha.copy_from_slice(&p[8..14]);
-    Some(ArpRequest { sha, spa: ipv4_at(p, 14)?, tpa: ipv4_at(p, 24)? })
+    Some(ArpRequest {
+        sha,
+        spa: ipv4_at(p, 14)?,
+        tpa: ipv4_at(p, 24)?,
+    })
 }
 
 /// Writes an ARP reply (`sha`/`spa` answering, `tha`/`tpa` the requester) into `buf[..28]`.
-pub fn write_arp_reply(buf: &mut [u8], sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Option<usize> {
+pub fn write_arp_reply(
+    buf: &mut [u8],
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Option<usize> {
     let p = buf.get_mut(..ARP_LEN)?;
     p[..8].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
     p[8..14].copy_from_slice(&sha);
@@ -187,7 +207,13 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// Writes an option-less IPv4 header for a `payload_len`-byte payload into `buf[..20]`.
-pub fn write_ipv4_header(buf: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload_len: usize) -> Option<()> {
+pub fn write_ipv4_header(
+    buf: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    payload_len: usize,
+) -> Option<()> {
     let total = u16::try_from(IPV4_HDR_LEN + payload_len).ok()?;
     let h = buf.get_mut(..IPV4_HDR_LEN)?;
     h[0] = 0x45;
@@ -230,7 +256,8 @@ impl TcpSegment<'_> {
     /// Sequence space the segment occupies (payload plus one for each of SYN and FIN).
     pub fn seq_len(&self) -> u32 {
         let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
-        len.saturating_add(u32::from(self.flags & SYN != 0)).saturating_add(u32::from(self.flags & FIN != 0))
+        len.saturating_add(u32::from(self.flags & SYN != 0))
+            .saturating_add(u32::from(self.flags & FIN != 0))
     }
 }
 
@@ -326,7 +353,9 @@ pub fn write_tcp(buf: &mut [u8], s: &TcpOut<'_>) -> Option<usize> {
     let len = u32::try_from(total).ok()?;
     let pseudo = sum_words(&s.src.octets(), 0);
     let pseudo = sum_words(&s.dst.octets(), pseudo);
-    let pseudo = pseudo.wrapping_add(u32::from(PROTOCOL_TCP)).wrapping_add(len);
+    let pseudo = pseudo
+        .wrapping_add(u32::from(PROTOCOL_TCP))
+        .wrapping_add(len);
     let c = checksum(seg, pseudo);
     seg[16..18].copy_from_slice(&c.to_be_bytes());
     Some(total)
@@ -334,9 +363,16 @@ pub fn write_tcp(buf: &mut [u8], s: &TcpOut<'_>) -> Option<usize> {
 
 /// Verifies a TCP checksum with its pseudo-header (tests and diagnostics).
 pub fn tcp_checksum_ok(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> bool {
-    let Ok(len) = u32::try_from(segment.len()) else { return false };
+    let Ok(len) = u32::try_from(segment.len()) else {
+        return false;
+    };
     let pseudo = sum_words(&dst.octets(), sum_words(&src.octets(), 0));
-    checksum(segment, pseudo.wrapping_add(u32::from(PROTOCOL_TCP)).wrapping_add(len)) == 0
+    checksum(
+        segment,
+        pseudo
+            .wrapping_add(u32::from(PROTOCOL_TCP))
+            .wrapping_add(len),
+    ) == 0
 }
 
 #[cfg(test)]
@@ -347,18 +383,42 @@ mod tests {
     fn ipv4_checksum_known_vector() {
         // The classic example header from RFC 1071 discussions (checksum 0xb861).
         let mut h = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01,
-            0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&h, 0), 0xb861);
         h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
         assert_eq!(checksum(&h, 0), 0);
         let mut buf = [0u8; 20];
-        write_ipv4_header(&mut buf, Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8), 6, 0).unwrap();
+        write_ipv4_header(
+            &mut buf,
+            Ipv4Addr::new(1, 2, 3, 4),
+            Ipv4Addr::new(5, 6, 7, 8),
+            6,
+            0,
+        )
+        .unwrap();
         assert_eq!(checksum(&buf, 0), 0);
         let p = parse_ipv4(&buf).unwrap();
-        assert_eq!((p.src, p.dst, p.protocol, p.fragment), (Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8), 6, false));
-        assert!(write_ipv4_header(&mut buf[..19], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 6, 0).is_none());
+        assert_eq!(
+            (p.src, p.dst, p.protocol, p.fragment),
+            (
+                Ipv4Addr::new(1, 2, 3, 4),
+                Ipv4Addr::new(5, 6, 7, 8),
+                6,
+                false
+            )
+        );
+        assert!(
+            write_ipv4_header(
+                &mut buf[..19],
+                Ipv4Addr::LOCALHOST,
+                Ipv4Addr::LOCALHOST,
+                6,
+                0
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -366,7 +426,10 @@ mod tests {
         let mut buf = [0u8; 40];
         write_ipv4_header(&mut buf, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 6, 20).unwrap();
         assert_eq!(parse_ipv4(&buf).unwrap().payload.len(), 20);
-        assert!(parse_ipv4(&buf[..39]).is_none(), "total length beyond the slice");
+        assert!(
+            parse_ipv4(&buf[..39]).is_none(),
+            "total length beyond the slice"
+        );
         let mut bad = buf;
         bad[0] = 0x44;
         assert!(parse_ipv4(&bad).is_none());
@@ -374,7 +437,11 @@ mod tests {
         assert!(parse_ipv4(&bad).is_none());
         let mut padded = [0u8; 60];
         padded[..40].copy_from_slice(&buf);
-        assert_eq!(parse_ipv4(&padded).unwrap().payload.len(), 20, "Ethernet padding cut");
+        assert_eq!(
+            parse_ipv4(&padded).unwrap().payload.len(),
+            20,
+            "Ethernet padding cut"
+        );
     }
 
     #[test]
@@ -382,24 +449,49 @@ mod tests {
         let mut buf = [0u8; 28];
         let (mac, ip) = ([1, 2, 3, 4, 5, 6], Ipv4Addr::new(169, 254, 169, 254));
         write_arp_reply(&mut buf, mac, ip, [9; 6], Ipv4Addr::new(10, 0, 0, 2)).unwrap();
-        assert!(parse_arp_request(&buf).is_none(), "a reply is not a request");
+        assert!(
+            parse_arp_request(&buf).is_none(),
+            "a reply is not a request"
+        );
         buf[7] = 1;
         let req = parse_arp_request(&buf).unwrap();
-        assert_eq!((req.sha, req.spa, req.tpa), (mac, ip, Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!(
+            (req.sha, req.spa, req.tpa),
+            (mac, ip, Ipv4Addr::new(10, 0, 0, 2))
+        );
         assert_eq!(arp_target(&buf), Some(Ipv4Addr::new(10, 0, 0, 2)));
         assert!(parse_arp_request(&buf[..27]).is_none());
     }
 
     #[test]
     fn tcp_round_trip_and_options() {
-        let (a, b) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(169, 254, 169, 254));
+        let (a, b) = (
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(169, 254, 169, 254),
+        );
         let mut buf = [0u8; 64];
-        let out = TcpOut { src: a, dst: b, src_port: 1234, dst_port: 80, seq: 7, ack: 9, flags: SYN | ACK, window: 100, mss: Some(1460), payload: b"hi" };
+        let out = TcpOut {
+            src: a,
+            dst: b,
+            src_port: 1234,
+            dst_port: 80,
+            seq: 7,
+            ack: 9,
+            flags: SYN | ACK,
+            window: 100,
+            mss: Some(1460),
+            payload: b"hi",
+        };
         let n = write_tcp(&mut buf, &out).unwrap();
         assert_eq!(n, 26);
         assert!(tcp_checksum_ok(a, b, &buf[..n]));
         let s = parse_tcp(&buf[..n]).unwrap();
-        assert_eq!((s.src_port, s.dst_port, s.seq, s.ack, s.flags, s.window, s.mss, s.payload), (1234, 80, 7, 9, SYN | ACK, 100, Ok(Some(1460)), &b"hi"[..]));
+        assert_eq!(
+            (
+                s.src_port, s.dst_port, s.seq, s.ack, s.flags, s.window, s.mss, s.payload
+            ),
+            (1234, 80, 7, 9, SYN | ACK, 100, Ok(Some(1460)), &b"hi"[..])
+        );
         assert_eq!(s.seq_len(), 3);
         assert!(write_tcp(&mut buf[..25], &out).is_none());
         assert_eq!(parse_mss(&[1, 1, 2, 4, 0x05, 0xb4, 0]), Ok(Some(1460)));

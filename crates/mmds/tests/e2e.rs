@@ -17,17 +17,27 @@ fn populated() -> Mmds {
 #[test]
 fn arp_reply() {
     let (mut stack, _, _) = stack_with(populated());
-    assert!(!stack.detour_frame(&arp_request("10.0.0.1".parse().unwrap())), "not for MMDS: tap");
+    assert!(
+        !stack.detour_frame(&arp_request("10.0.0.1".parse().unwrap())),
+        "not for MMDS: tap"
+    );
     assert!(!stack.has_pending_frames());
     assert!(stack.detour_frame(&arp_request(DEFAULT_IPV4_ADDR)));
     assert!(stack.has_pending_frames());
     let mut small = [0u8; 41];
-    assert_eq!(stack.write_next_frame(&mut small), None, "too small, kept for later");
+    assert_eq!(
+        stack.write_next_frame(&mut small),
+        None,
+        "too small, kept for later"
+    );
     let mut buf = [0u8; 128];
     let n = stack.write_next_frame(&mut buf).unwrap();
     assert_eq!(n, ETH_HDR_LEN + ARP_LEN);
     let e = parse_eth(&buf[..n]).unwrap();
-    assert_eq!((e.dst, e.src, e.ethertype), (GUEST_MAC, DEFAULT_MAC_ADDR, ETHERTYPE_ARP));
+    assert_eq!(
+        (e.dst, e.src, e.ethertype),
+        (GUEST_MAC, DEFAULT_MAC_ADDR, ETHERTYPE_ARP)
+    );
     let p = e.payload;
     assert_eq!(&p[..8], &[0, 1, 8, 0, 6, 4, 0, 2]);
     assert_eq!(&p[8..14], &DEFAULT_MAC_ADDR);
@@ -49,13 +59,19 @@ fn v1_get_end_to_end() {
     let mut c = Client::new(40000);
     c.connect(&mut stack);
     assert_eq!(stack.connection_count(), 1);
-    let resp = c.request(&mut stack, "GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+    let resp = c.request(
+        &mut stack,
+        "GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+    );
     assert_eq!(
         resp,
         "HTTP/1.1 200 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nami-id\ntags/"
     );
     // Keep-alive: a second request on the same connection.
-    let resp = c.request(&mut stack, "GET /latest/meta-data/tags HTTP/1.1\r\nAccept: application/json\r\n\r\n");
+    let resp = c.request(
+        &mut stack,
+        "GET /latest/meta-data/tags HTTP/1.1\r\nAccept: application/json\r\n\r\n",
+    );
     assert!(resp.contains("Content-Type: application/json\r\n"));
     assert_eq!(body(&resp), r#"{"a":"b"}"#);
     let resp = c.request(&mut stack, "GET /nope HTTP/1.0\r\n\r\n");
@@ -89,13 +105,22 @@ fn v2_token_put_and_get_end_to_end() {
         body(&resp),
         "No MMDS token provided. Use `X-metadata-token` or `X-aws-ec2-metadata-token` header to specify the session token."
     );
-    let resp = c.request(&mut stack, "PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n");
+    let resp = c.request(
+        &mut stack,
+        "PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n",
+    );
     assert!(resp.starts_with("HTTP/1.1 200 \r\n"));
     assert!(resp.contains("X-metadata-token-ttl-seconds: 60\r\n"));
     let token = body(&resp).to_owned();
-    let resp = c.request(&mut stack, &format!("GET /user-data HTTP/1.1\r\nX-metadata-token: {token}\r\n\r\n"));
+    let resp = c.request(
+        &mut stack,
+        &format!("GET /user-data HTTP/1.1\r\nX-metadata-token: {token}\r\n\r\n"),
+    );
     assert_eq!(body(&resp), "hello");
-    let resp = c.request(&mut stack, "GET /user-data HTTP/1.1\r\nX-metadata-token: AAAA\r\n\r\n");
+    let resp = c.request(
+        &mut stack,
+        "GET /user-data HTTP/1.1\r\nX-metadata-token: AAAA\r\n\r\n",
+    );
     assert_eq!(body(&resp), "MMDS token not valid.");
 
     // Tokens survive a snapshot/restore of the token authority into a fresh store.
@@ -106,7 +131,10 @@ fn v2_token_put_and_get_end_to_end() {
     let (mut stack2, _, _) = stack_with(fresh);
     let mut c2 = Client::new(40002);
     c2.connect(&mut stack2);
-    let resp = c2.request(&mut stack2, &format!("GET /user-data HTTP/1.1\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n"));
+    let resp = c2.request(
+        &mut stack2,
+        &format!("GET /user-data HTTP/1.1\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n"),
+    );
     assert_eq!(body(&resp), "hello");
 }
 
@@ -149,7 +177,10 @@ fn retransmission_on_rto_and_reset_after_max() {
     assert!(stack.has_pending_frames());
     let again = drain(&mut stack);
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0].seq, &again[0].payload), (data[0].seq, &data[0].payload));
+    assert_eq!(
+        (again[0].seq, &again[0].payload),
+        (data[0].seq, &data[0].payload)
+    );
     // Keep losing: after 15 retransmissions the connection resets itself.
     let mut rst = false;
     for _ in 0..20 {
@@ -173,7 +204,11 @@ fn oversized_request_resets_and_strays_get_rst() {
         c.seq = c.seq.wrapping_add(1400);
         c.pump(&mut stack);
     }
-    assert_eq!(stack.connection_count(), 0, "request head over 2500 bytes resets");
+    assert_eq!(
+        stack.connection_count(),
+        0,
+        "request head over 2500 bytes resets"
+    );
     // A stray ACK to no connection gets a RST with seq = its ack.
     assert!(stack.detour_frame(&tcp_frame(40007, 80, 5, 777, ACK, 100, None, &[])));
     let segs = drain(&mut stack);
@@ -200,8 +235,14 @@ fn connection_limit_and_eviction() {
     clock.advance(10_001);
     assert!(stack.detour_frame(&tcp_frame(51000, 80, 9, 0, SYN, 100, None, &[])));
     let segs = drain(&mut stack);
-    assert!(segs.iter().any(|s| s.flags & RST != 0 && s.dst_port != 51000));
-    assert!(segs.iter().any(|s| s.flags == SYN | ACK && s.dst_port == 51000));
+    assert!(
+        segs.iter()
+            .any(|s| s.flags & RST != 0 && s.dst_port != 51000)
+    );
+    assert!(
+        segs.iter()
+            .any(|s| s.flags == SYN | ACK && s.dst_port == 51000)
+    );
     assert_eq!(stack.connection_count(), 30);
 }
 

@@ -13,12 +13,16 @@ use squib_mmds::wire::{ACK, ETH_HDR_LEN, FIN, PSH, RST, SYN, parse_eth};
 use squib_mmds::{DEFAULT_IPV4_ADDR, Mmds, MmdsNetworkStack, MmdsVersion};
 
 fn cases() -> u32 {
-    std::env::var("SQUIB_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4096)
+    std::env::var("SQUIB_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096)
 }
 
 fn stack(v2: bool) -> (MmdsNetworkStack, squib_mmds::ManualClock) {
     let mut m = Mmds::new(4096).unwrap();
-    m.put(json!({"latest": {"meta-data": {"a": "b"}}, "n": 1, "s": "x".repeat(3000)})).unwrap();
+    m.put(json!({"latest": {"meta-data": {"a": "b"}}, "n": 1, "s": "x".repeat(3000)}))
+        .unwrap();
     if v2 {
         m.set_version(MmdsVersion::V2);
     }
@@ -31,9 +35,14 @@ fn drain_checked(stack: &mut MmdsNetworkStack, sizes: &[usize]) -> Result<(), Te
     for i in 0..4000 {
         let size = sizes[i % sizes.len()];
         let mut buf = vec![0xAAu8; size + 16];
-        let Some(n) = stack.write_next_frame(&mut buf[..size]) else { return Ok(()) };
+        let Some(n) = stack.write_next_frame(&mut buf[..size]) else {
+            return Ok(());
+        };
         prop_assert!(n <= size, "wrote {n} into {size}");
-        prop_assert!(buf[size..].iter().all(|&b| b == 0xAA), "wrote past the buffer");
+        prop_assert!(
+            buf[size..].iter().all(|&b| b == 0xAA),
+            "wrote past the buffer"
+        );
         prop_assert!(parse_eth(&buf[..n]).is_some());
     }
     prop_assert!(false, "stack never ran out of frames");
@@ -41,14 +50,24 @@ fn drain_checked(stack: &mut MmdsNetworkStack, sizes: &[usize]) -> Result<(), Te
 }
 
 fn flags() -> impl Strategy<Value = u8> {
-    prop_oneof![Just(SYN), Just(ACK), Just(ACK | PSH), Just(FIN | ACK), Just(RST), Just(RST | ACK), any::<u8>()]
+    prop_oneof![
+        Just(SYN),
+        Just(ACK),
+        Just(ACK | PSH),
+        Just(FIN | ACK),
+        Just(RST),
+        Just(RST | ACK),
+        any::<u8>()
+    ]
 }
 
 fn http_payload() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(b"GET / HTTP/1.1\r\n\r\n".to_vec()),
         Just(b"GET /s HTTP/1.1\r\nAccept: application/json\r\n\r\n".to_vec()),
-        Just(b"PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n".to_vec()),
+        Just(
+            b"PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n".to_vec()
+        ),
         Just(b"PATCH / HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}".to_vec()),
         proptest::collection::vec(any::<u8>(), 0..1600),
         "[ -~\r\n]{0,300}".prop_map(String::into_bytes),
@@ -59,7 +78,17 @@ fn http_payload() -> impl Strategy<Value = Vec<u8>> {
 enum Action {
     Raw(Vec<u8>),
     Arp(Vec<(usize, u8)>, usize),
-    Tcp { port: u16, seq_delta: u32, ack: Option<u32>, flags: u8, window: u16, mss: Option<u16>, payload: Vec<u8>, mutations: Vec<(usize, u8)>, cut: usize },
+    Tcp {
+        port: u16,
+        seq_delta: u32,
+        ack: Option<u32>,
+        flags: u8,
+        window: u16,
+        mss: Option<u16>,
+        payload: Vec<u8>,
+        mutations: Vec<(usize, u8)>,
+        cut: usize,
+    },
     Advance(u64),
     Drain(Vec<usize>),
 }
@@ -67,7 +96,11 @@ enum Action {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..200).prop_map(Action::Raw),
-        (proptest::collection::vec((0usize..64, any::<u8>()), 0..4), 0usize..80).prop_map(|(m, c)| Action::Arp(m, c)),
+        (
+            proptest::collection::vec((0usize..64, any::<u8>()), 0..4),
+            0usize..80
+        )
+            .prop_map(|(m, c)| Action::Arp(m, c)),
         (
             prop_oneof![Just(40000u16), Just(40001u16), any::<u16>()],
             prop_oneof![Just(0u32), 0u32..3000, any::<u32>()],
@@ -79,15 +112,25 @@ fn action() -> impl Strategy<Value = Action> {
             proptest::collection::vec((0usize..80, any::<u8>()), 0..3),
             any::<usize>(),
         )
-            .prop_map(|(port, seq_delta, ack, flags, window, mss, payload, mutations, cut)| Action::Tcp {
-                port, seq_delta, ack, flags, window, mss, payload, mutations, cut,
-            }),
+            .prop_map(
+                |(port, seq_delta, ack, flags, window, mss, payload, mutations, cut)| Action::Tcp {
+                    port,
+                    seq_delta,
+                    ack,
+                    flags,
+                    window,
+                    mss,
+                    payload,
+                    mutations,
+                    cut,
+                }
+            ),
         (0u64..20_000).prop_map(Action::Advance),
         proptest::collection::vec(0usize..2000, 1..4).prop_map(Action::Drain),
     ]
 }
 
-fn mutate(frame: &mut Vec<u8>, mutations: &[(usize, u8)]) {
+fn mutate(frame: &mut [u8], mutations: &[(usize, u8)]) {
     for &(i, v) in mutations {
         if let Some(b) = frame.get_mut(i) {
             *b = v;
@@ -108,13 +151,36 @@ fn run(actions: Vec<Action>, v2: bool) -> Result<(), TestCaseError> {
             Action::Arp(m, cut) => {
                 let mut f = arp_request(DEFAULT_IPV4_ADDR);
                 mutate(&mut f, &m);
-                f.truncate(cut.max(0));
+                f.truncate(cut);
                 st.detour_frame(&f);
             }
-            Action::Tcp { port, seq_delta, ack, flags, window, mss, payload, mutations, cut } => {
+            Action::Tcp {
+                port,
+                seq_delta,
+                ack,
+                flags,
+                window,
+                mss,
+                payload,
+                mutations,
+                cut,
+            } => {
                 let seq = c.seq.wrapping_add(seq_delta);
-                let mut f = tcp_frame(port, 80, seq, ack.unwrap_or(c.rcv_nxt), flags, window, mss, &payload);
-                if seq_delta == 0 && port == c.port && flags & (SYN | RST) == 0 && mutations.is_empty() {
+                let mut f = tcp_frame(
+                    port,
+                    80,
+                    seq,
+                    ack.unwrap_or(c.rcv_nxt),
+                    flags,
+                    window,
+                    mss,
+                    &payload,
+                );
+                if seq_delta == 0
+                    && port == c.port
+                    && flags & (SYN | RST) == 0
+                    && mutations.is_empty()
+                {
                     c.seq = c.seq.wrapping_add(u32::try_from(payload.len()).unwrap());
                 }
                 mutate(&mut f, &mutations);

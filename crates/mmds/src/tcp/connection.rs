@@ -182,8 +182,11 @@ impl Connection {
             return Status::Nothing;
         }
         let unsent = self.out.len() - self.sent;
-        let can_send_data = self.state == State::Established && unsent > 0 && (self.usable_window() > 0 || self.probe);
-        let fin_ready = self.state == State::Established && self.fin_wanted && !self.fin_sent && unsent == 0;
+        let can_send_data = self.state == State::Established
+            && unsent > 0
+            && (self.usable_window() > 0 || self.probe);
+        let fin_ready =
+            self.state == State::Established && self.fin_wanted && !self.fin_sent && unsent == 0;
         if self.rst_due || self.synack_due || self.ack_due || can_send_data || fin_ready {
             return Status::Available;
         }
@@ -195,7 +198,12 @@ impl Connection {
     }
 
     /// Processes a guest segment. `respond` turns one request head into response bytes.
-    pub fn receive(&mut self, s: &TcpSegment<'_>, now: u64, respond: &mut dyn FnMut(&[u8]) -> Vec<u8>) -> RecvOutcome {
+    pub fn receive(
+        &mut self,
+        s: &TcpSegment<'_>,
+        now: u64,
+        respond: &mut dyn FnMut(&[u8]) -> Vec<u8>,
+    ) -> RecvOutcome {
         let mut outcome = RecvOutcome::default();
         if self.done || self.rst_due {
             return outcome;
@@ -250,7 +258,8 @@ impl Connection {
     /// Returns false if the segment must be dropped (acknowledges data never sent).
     fn process_ack(&mut self, s: &TcpSegment<'_>, now: u64) -> bool {
         let acked = diff(s.ack, self.snd_una);
-        let max = i64::from(u32_len(self.sent_max)) + i64::from(self.fin_sent_ever && !self.fin_acked);
+        let max =
+            i64::from(u32_len(self.sent_max)) + i64::from(self.fin_sent_ever && !self.fin_acked);
         if acked < 0 {
             return true; // an old ACK: ignore it, keep the data
         }
@@ -380,8 +389,15 @@ impl Connection {
             return Some(seg);
         }
         let unsent = self.out.len() - self.sent;
-        let window = if self.probe { self.usable_window().max(1) } else { self.usable_window() };
-        let len = unsent.min(window).min(usize::from(self.mss)).min(max_payload);
+        let window = if self.probe {
+            self.usable_window().max(1)
+        } else {
+            self.usable_window()
+        };
+        let len = unsent
+            .min(window)
+            .min(usize::from(self.mss))
+            .min(max_payload);
         if len > 0 {
             let mut seg = self.segment(self.snd_nxt(), self.rcv_nxt, ACK | PSH);
             seg.payload = (self.sent, self.sent + len);
@@ -411,7 +427,14 @@ impl Connection {
     }
 
     fn segment(&self, seq: u32, ack: u32, flags: u8) -> OutSegment {
-        OutSegment { seq, ack, flags, window: self.window(), mss: None, payload: (0, 0) }
+        OutSegment {
+            seq,
+            ack,
+            flags,
+            window: self.window(),
+            mss: None,
+            payload: (0, 0),
+        }
     }
 
     /// The send buffer that [`OutSegment::payload`] indexes.

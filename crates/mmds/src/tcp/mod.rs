@@ -12,7 +12,10 @@ use std::net::Ipv4Addr;
 use connection::{Connection, Status};
 
 use crate::metrics::{MmdsMetrics, inc};
-use crate::wire::{ACK, IPV4_HDR_LEN, PROTOCOL_TCP, RST, SYN, TCP_HDR_LEN, TcpOut, TcpSegment, write_ipv4_header, write_tcp};
+use crate::wire::{
+    ACK, IPV4_HDR_LEN, PROTOCOL_TCP, RST, SYN, TCP_HDR_LEN, TcpOut, TcpSegment, write_ipv4_header,
+    write_tcp,
+};
 
 /// Concurrent connections (Firecracker's default).
 pub const MAX_CONNECTIONS: usize = 30;
@@ -87,7 +90,12 @@ impl TcpHandler {
 
     fn queue_rst(&mut self, to: Tuple, seq: u32, ack: u32, flags: u8) {
         if self.rsts.len() < MAX_PENDING_RESETS {
-            self.rsts.push(PendingRst { to, seq, ack, flags });
+            self.rsts.push(PendingRst {
+                to,
+                seq,
+                ack,
+                flags,
+            });
         }
     }
 
@@ -112,7 +120,10 @@ impl TcpHandler {
         if s.dst_port != self.local_port {
             return false;
         }
-        let tuple = Tuple { addr: src, port: s.src_port };
+        let tuple = Tuple {
+            addr: src,
+            port: s.src_port,
+        };
         if let Some(i) = self.conns.iter().position(|(t, _)| *t == tuple) {
             let outcome = self.conns[i].1.receive(s, now, respond);
             if outcome.unusual {
@@ -152,7 +163,11 @@ impl TcpHandler {
 
     /// Whether a segment can be written now.
     pub fn has_pending(&self, now: u64) -> bool {
-        !self.rsts.is_empty() || self.conns.iter().any(|(_, c)| c.status(now) == Status::Available)
+        !self.rsts.is_empty()
+            || self
+                .conns
+                .iter()
+                .any(|(_, c)| c.status(now) == Status::Available)
     }
 
     /// The earliest timer among connections waiting for one.
@@ -184,7 +199,7 @@ impl TcpHandler {
                 mss: None,
                 payload: &[],
             };
-            return self.finish(buf, &seg);
+            return Self::write_packet(buf, &seg);
         }
         let n = self.conns.len();
         for k in 0..n {
@@ -194,7 +209,9 @@ impl TcpHandler {
             }
             let (tuple, conn) = &mut self.conns[i];
             let tuple = *tuple;
-            let Some(seg) = conn.next_segment(now, max_payload) else { continue };
+            let Some(seg) = conn.next_segment(now, max_payload) else {
+                continue;
+            };
             let (a, b) = seg.payload;
             let out = TcpOut {
                 src: self.local_addr,
@@ -217,10 +234,6 @@ impl TcpHandler {
             return len;
         }
         None
-    }
-
-    fn finish(&self, buf: &mut [u8], seg: &TcpOut<'_>) -> Option<usize> {
-        Self::write_packet(buf, seg)
     }
 
     fn write_packet(buf: &mut [u8], seg: &TcpOut<'_>) -> Option<usize> {

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use squib_mmds::wire::{
-    ACK, ETH_HDR_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, IPV4_HDR_LEN, PROTOCOL_TCP, SYN, TcpOut, parse_eth, parse_ipv4,
-    parse_tcp, tcp_checksum_ok, write_ipv4_header, write_tcp,
+    ACK, ETH_HDR_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, IPV4_HDR_LEN, PROTOCOL_TCP, SYN, TcpOut,
+    parse_eth, parse_ipv4, parse_tcp, tcp_checksum_ok, write_ipv4_header, write_tcp,
 };
 use squib_mmds::{DEFAULT_IPV4_ADDR, DEFAULT_MAC_ADDR, ManualClock, Mmds, MmdsNetworkStack};
 
@@ -16,7 +16,8 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 pub fn stack_with(mmds: Mmds) -> (MmdsNetworkStack, ManualClock, Arc<Mutex<Mmds>>) {
     let clock = ManualClock::new(1_000);
     let shared = Arc::new(Mutex::new(mmds));
-    let stack = MmdsNetworkStack::new_with_defaults(None, shared.clone()).with_clock(Arc::new(clock.clone()));
+    let stack = MmdsNetworkStack::new_with_defaults(None, shared.clone())
+        .with_clock(Arc::new(clock.clone()));
     (stack, clock, shared)
 }
 
@@ -39,11 +40,38 @@ pub fn arp_request(tpa: Ipv4Addr) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn tcp_frame(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8, window: u16, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
+pub fn tcp_frame(
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    mss: Option<u16>,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut buf = vec![0u8; ETH_HDR_LEN + IPV4_HDR_LEN + 24 + payload.len()];
-    let seg = TcpOut { src: GUEST_IP, dst: DEFAULT_IPV4_ADDR, src_port, dst_port, seq, ack, flags, window, mss, payload };
+    let seg = TcpOut {
+        src: GUEST_IP,
+        dst: DEFAULT_IPV4_ADDR,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        window,
+        mss,
+        payload,
+    };
     let n = write_tcp(&mut buf[ETH_HDR_LEN + IPV4_HDR_LEN..], &seg).unwrap();
-    write_ipv4_header(&mut buf[ETH_HDR_LEN..], GUEST_IP, DEFAULT_IPV4_ADDR, PROTOCOL_TCP, n).unwrap();
+    write_ipv4_header(
+        &mut buf[ETH_HDR_LEN..],
+        GUEST_IP,
+        DEFAULT_IPV4_ADDR,
+        PROTOCOL_TCP,
+        n,
+    )
+    .unwrap();
     buf.truncate(ETH_HDR_LEN + IPV4_HDR_LEN + n);
     let mut f = eth(DEFAULT_MAC_ADDR, ETHERTYPE_IPV4, &[]);
     f.extend_from_slice(&buf[ETH_HDR_LEN..]);
@@ -68,12 +96,24 @@ pub fn parse_out(frame: &[u8]) -> Seg {
     assert_eq!(e.src, DEFAULT_MAC_ADDR);
     assert_eq!(e.ethertype, ETHERTYPE_IPV4);
     let ip = parse_ipv4(e.payload).unwrap();
-    assert_eq!(squib_mmds::wire::checksum(&e.payload[..IPV4_HDR_LEN], 0), 0, "IPv4 checksum");
+    assert_eq!(
+        squib_mmds::wire::checksum(&e.payload[..IPV4_HDR_LEN], 0),
+        0,
+        "IPv4 checksum"
+    );
     assert_eq!((ip.src, ip.dst), (DEFAULT_IPV4_ADDR, GUEST_IP));
     assert!(tcp_checksum_ok(ip.src, ip.dst, ip.payload), "TCP checksum");
     let s = parse_tcp(ip.payload).unwrap();
     assert_eq!(s.src_port, 80);
-    Seg { dst_port: s.dst_port, seq: s.seq, ack: s.ack, flags: s.flags, window: s.window, mss: s.mss.unwrap(), payload: s.payload.to_vec() }
+    Seg {
+        dst_port: s.dst_port,
+        seq: s.seq,
+        ack: s.ack,
+        flags: s.flags,
+        window: s.window,
+        mss: s.mss.unwrap(),
+        payload: s.payload.to_vec(),
+    }
 }
 
 pub fn drain(stack: &mut MmdsNetworkStack) -> Vec<Seg> {
@@ -98,15 +138,40 @@ pub struct Client {
 
 impl Client {
     pub fn new(port: u16) -> Self {
-        Self { port, seq: 1_000_000, rcv_nxt: 0, window: 65535, received: Vec::new(), fin_received: false }
+        Self {
+            port,
+            seq: 1_000_000,
+            rcv_nxt: 0,
+            window: 65535,
+            received: Vec::new(),
+            fin_received: false,
+        }
     }
 
     pub fn send(&self, stack: &mut MmdsNetworkStack, flags: u8, payload: &[u8]) -> bool {
-        stack.detour_frame(&tcp_frame(self.port, 80, self.seq, self.rcv_nxt, flags, self.window, None, payload))
+        stack.detour_frame(&tcp_frame(
+            self.port,
+            80,
+            self.seq,
+            self.rcv_nxt,
+            flags,
+            self.window,
+            None,
+            payload,
+        ))
     }
 
     pub fn connect(&mut self, stack: &mut MmdsNetworkStack) {
-        assert!(stack.detour_frame(&tcp_frame(self.port, 80, self.seq, 0, SYN, self.window, Some(1460), &[])));
+        assert!(stack.detour_frame(&tcp_frame(
+            self.port,
+            80,
+            self.seq,
+            0,
+            SYN,
+            self.window,
+            Some(1460),
+            &[]
+        )));
         let segs = drain(stack);
         assert_eq!(segs.len(), 1);
         let synack = &segs[0];
@@ -128,10 +193,14 @@ impl Client {
             }
             if s.seq == self.rcv_nxt && !s.payload.is_empty() {
                 self.received.extend_from_slice(&s.payload);
-                self.rcv_nxt = self.rcv_nxt.wrapping_add(u32::try_from(s.payload.len()).unwrap());
+                self.rcv_nxt = self
+                    .rcv_nxt
+                    .wrapping_add(u32::try_from(s.payload.len()).unwrap());
                 got = true;
             }
-            if s.flags & squib_mmds::wire::FIN != 0 && s.seq.wrapping_add(u32::try_from(s.payload.len()).unwrap()) == self.rcv_nxt {
+            if s.flags & squib_mmds::wire::FIN != 0
+                && s.seq.wrapping_add(u32::try_from(s.payload.len()).unwrap()) == self.rcv_nxt
+            {
                 self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
                 self.fin_received = true;
                 got = true;
@@ -153,7 +222,10 @@ impl Client {
                 return resp;
             }
         }
-        panic!("no complete response; got {:?}", String::from_utf8_lossy(&self.received));
+        panic!(
+            "no complete response; got {:?}",
+            String::from_utf8_lossy(&self.received)
+        );
     }
 }
 
@@ -164,8 +236,7 @@ pub fn take_response(buf: &mut Vec<u8>) -> Option<String> {
     let len: usize = text[..head_end]
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0);
+        .map_or(0, |v| v.trim().parse().unwrap());
     if buf.len() < head_end + len {
         return None;
     }
