@@ -462,3 +462,215 @@ pub fn request_end(buf: &[u8]) -> Option<usize> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISS: u32 = 5000;
+    const IRS: u32 = u32::MAX - 10; // exercises sequence wrap-around
+
+    fn seg(seq: u32, ack: u32, flags: u8, window: u16, payload: &[u8]) -> TcpSegment<'_> {
+        TcpSegment {
+            src_port: 1,
+            dst_port: 80,
+            seq,
+            ack,
+            flags,
+            window,
+            mss: Ok(None),
+            payload,
+        }
+    }
+
+    fn echo(req: &[u8]) -> Vec<u8> {
+        let mut v = b"R:".to_vec();
+        v.extend_from_slice(req);
+        v
+    }
+
+    fn established() -> Connection {
+        let mut c = Connection::passive_open(&seg(IRS, 0, SYN, 1000, &[]), ISS, 0).unwrap();
+        let synack = c.next_segment(0, 1000).unwrap();
+        assert_eq!(
+            (synack.seq, synack.ack, synack.flags),
+            (ISS, IRS.wrapping_add(1), SYN | ACK)
+        );
+        assert_eq!(synack.mss, Some(MSS_ADVERTISED));
+        assert_eq!(synack.window, 2500);
+        assert_eq!(c.status(0), Status::Timeout(RTO_MS));
+        c.receive(
+            &seg(IRS.wrapping_add(1), ISS + 1, ACK, 1000, &[]),
+            1,
+            &mut echo,
+        );
+        assert_eq!(c.status(1), Status::Nothing);
+        c
+    }
+
+    #[test]
+    fn handshake_synack_retransmit_and_bad_mss() {
+        let mut c = Connection::passive_open(&seg(IRS, 0, SYN, 1000, &[]), ISS, 0).unwrap();
+        assert_eq!(c.status(0), Status::Available);
+        c.next_segment(0, 1000).unwrap();
+        // A duplicate SYN (our SYN-ACK was lost) brings it back at once.
+        c.receive(&seg(IRS, 0, SYN, 1000, &[]), 5, &mut echo);
+        assert_eq!(c.next_segment(5, 1000).unwrap().flags, SYN | ACK);
+        // And so does the RTO.
+        assert!(c.next_segment(100, 1000).is_none());
+        assert_eq!(c.next_segment(RTO_MS, 1000).unwrap().flags, SYN | ACK);
+        // A wrong ACK does not establish.
+        c.receive(
+            &seg(IRS.wrapping_add(1), ISS + 7, ACK, 1000, &[]),
+            1,
+            &mut echo,
+        );
+        assert_eq!(c.state, State::SynReceived);
+        let mut bad = seg(IRS, 0, SYN, 1000, &[]);
+        bad.mss = Err(());
+        assert!(Connection::passive_open(&bad, ISS, 0).is_none());
+        bad.mss = Ok(Some(1));
+        assert_eq!(Connection::passive_open(&bad, ISS, 0).unwrap().mss, MSS_MIN);
+    }
+
+    #[test]
+    fn request_response_ack_and_fin() {
+        let mut c = established();
+        let rcv = IRS.wrapping_add(1);
+        // Half a request: ACKed, no response yet.
+        c.receive(&seg(rcv, ISS + 1, ACK, 1000, b"GET / HT"), 2, &mut echo);
+        let a = c.next_segment(2, 1000).unwrap();
+        assert_eq!((a.flags, a.ack, a.window), (ACK, rcv.wrapping_add(8), 2492));
+        c.receive(
+            &seg(rcv.wrapping_add(8), ISS + 1, ACK, 1000, b"TP/1.1\r\n\r\n"),
+            3,
+            &mut echo,
+        );
+        let d = c.next_segment(3, 1000).unwrap();
+        assert_eq!((d.seq, d.flags), (ISS + 1, ACK | PSH));
+        let sent = c.out_bytes()[d.payload.0..d.payload.1].to_vec();
+        assert_eq!(sent, b"R:GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(d.window, 2500, "the request left the buffer");
+        // The guest ACKs and closes.
+        let end = ISS + 1 + u32::try_from(sent.len()).unwrap();
+        let rcv2 = rcv.wrapping_add(8 + 10);
+        c.receive(&seg(rcv2, end, FIN | ACK, 1000, &[]), 4, &mut echo);
+        let f = c.next_segment(4, 1000).unwrap();
+        assert_eq!(
+            (f.seq, f.ack, f.flags),
+            (end, rcv2.wrapping_add(1), FIN | ACK)
+        );
+        assert!(!c.is_done());
+        c.receive(
+            &seg(rcv2.wrapping_add(1), end + 1, ACK, 1000, &[]),
+            5,
+            &mut echo,
+        );
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn out_of_order_dup_ack_and_retransmit_overlap() {
+        let mut c = established();
+        let rcv = IRS.wrapping_add(1);
+        let out = c.receive(
+            &seg(rcv.wrapping_add(5), ISS + 1, ACK, 1000, b"xyz"),
+            2,
+            &mut echo,
+        );
+        assert!(out.unusual);
+        let a = c.next_segment(2, 1000).unwrap();
+        assert_eq!(a.ack, rcv, "dup ACK for the hole");
+        c.receive(&seg(rcv, ISS + 1, ACK, 1000, b"GET"), 3, &mut echo);
+        // Overlapping retransmission: only the new bytes are taken.
+        c.receive(
+            &seg(rcv, ISS + 1, ACK, 1000, b"GET / HTTP/1.1\r\n\r\n"),
+            3,
+            &mut echo,
+        );
+        let d = c.next_segment(3, 1000).unwrap();
+        assert_eq!(
+            &c.out_bytes()[d.payload.0..d.payload.1],
+            b"R:GET / HTTP/1.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn mss_window_go_back_and_zero_window_probe() {
+        let mut c = established();
+        let rcv = IRS.wrapping_add(1);
+        c.mss = 4;
+        c.receive(&seg(rcv, ISS + 1, ACK, 6, b"0123456789\n\n"), 2, &mut echo); // 14-byte response
+        let s1 = c.next_segment(2, 1000).unwrap();
+        let s2 = c.next_segment(2, 1000).unwrap();
+        assert_eq!(
+            (s1.payload, s2.payload),
+            ((0, 4), (4, 6)),
+            "MSS 4, window 6"
+        );
+        assert!(c.next_segment(2, 1000).is_none());
+        // Partial ACK opens the window again.
+        c.receive(
+            &seg(rcv.wrapping_add(12), ISS + 1 + 4, ACK, 6, &[]),
+            3,
+            &mut echo,
+        );
+        let s3 = c.next_segment(3, 1000).unwrap();
+        assert_eq!((s3.seq, s3.payload), (ISS + 1 + 6, (2, 6)));
+        // Timeout: go back to the first unacknowledged byte.
+        let s4 = c.next_segment(3 + RTO_MS, 1000).unwrap();
+        assert_eq!((s4.seq, s4.payload), (ISS + 1 + 4, (0, 4)));
+        // ACK everything sent so far (even though we went back) with a zero window.
+        c.receive(
+            &seg(rcv.wrapping_add(12), ISS + 1 + 10, ACK, 0, &[]),
+            400,
+            &mut echo,
+        );
+        assert_eq!(c.out_bytes(), b"89\n\n");
+        assert!(c.next_segment(400, 1000).is_none());
+        let Status::Timeout(t) = c.status(400) else {
+            panic!("probe timer")
+        };
+        let probe = c.next_segment(t, 1000).unwrap();
+        assert_eq!(
+            probe.payload.1 - probe.payload.0,
+            1,
+            "one-byte zero-window probe"
+        );
+    }
+
+    #[test]
+    fn rst_in_window_only_and_ack_of_unsent_data() {
+        let mut c = established();
+        let rcv = IRS.wrapping_add(1);
+        c.receive(
+            &seg(rcv.wrapping_add(100_000), 0, RST, 0, &[]),
+            2,
+            &mut echo,
+        );
+        assert!(!c.is_done());
+        let out = c.receive(&seg(rcv, ISS + 50, ACK, 10, &[]), 2, &mut echo);
+        assert!(out.unusual);
+        assert_eq!(c.next_segment(2, 1000).unwrap().flags, ACK);
+        c.receive(&seg(rcv.wrapping_add(3), 0, RST, 0, &[]), 2, &mut echo);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn oversized_head_resets() {
+        let mut c = established();
+        let rcv = IRS.wrapping_add(1);
+        c.receive(&seg(rcv, ISS + 1, ACK, 1000, &[b'a'; 3000]), 2, &mut echo);
+        let r = c.next_segment(2, 1000).unwrap();
+        assert_eq!(r.flags, RST | ACK);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn request_end_detection() {
+        assert_eq!(request_end(b"GET / HTTP/1.1\r\n\r\nnext"), Some(18));
+        assert_eq!(request_end(b"a\n\nb"), Some(3));
+        assert_eq!(request_end(b"\n\n"), None);
+        assert_eq!(request_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+}
