@@ -212,6 +212,15 @@ impl MmdsNetworkStack {
         self.tcp.next_deadline()
     }
 
+    /// How long from now until [`MmdsNetworkStack::next_timer_deadline_ms`] (zero if it has
+    /// passed), for arming a timerfd.
+    pub fn next_timer_in(&self) -> Option<std::time::Duration> {
+        let deadline = self.tcp.next_deadline()?;
+        Some(std::time::Duration::from_millis(
+            deadline.saturating_sub(self.clock.now_ms()),
+        ))
+    }
+
     /// Live TCP connections.
     pub fn connection_count(&self) -> usize {
         self.tcp.connection_count()

@@ -173,6 +173,7 @@ fn retransmission_on_rto_and_reset_after_max() {
     // The guest loses it; nothing until the RTO fires.
     assert!(!stack.has_pending_frames());
     let deadline = stack.next_timer_deadline_ms().unwrap();
+    assert!(stack.next_timer_in().unwrap() > std::time::Duration::ZERO);
     clock.set(deadline);
     assert!(stack.has_pending_frames());
     let again = drain(&mut stack);
