@@ -104,9 +104,12 @@ pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
         return ExitCode::UnexpectedError;
     }
 
+    let mut vmm_options = opts.vmm.clone();
+    vmm_options.mmds_size_limit = opts.mmds_size_limit;
+    vmm_options.instance_id.clone_from(&opts.id);
     let vmm = Vmm::new(
         hv,
-        opts.vmm.clone(),
+        vmm_options,
         Arc::new(MirrorObserver(Arc::clone(&controller))),
     );
     let code = vmm.run(&req_rx, &wake);

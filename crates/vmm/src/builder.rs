@@ -25,16 +25,14 @@ use squib_arch::{
 };
 use squib_config::vm_config::VmConfig;
 use squib_core::GuestMemoryMmap;
-use squib_devices::{
-    pseudo::{BootTimer, BootTimestamp},
-    virtio::Block,
-};
+use squib_devices::pseudo::{BootTimer, BootTimestamp};
 use squib_hv::{Hypervisor, Vm, VmConfig as HvVmConfig};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{
-    device_manager::{DeviceManager, LegacyArgs},
+    device_manager::{DeviceManager, LegacyArgs, Prepared, RestoreOverrides},
     error::StartMicrovmError,
+    mmds::MmdsService,
     vcpu::{BusIo, ExitSignal, VcpuEvent, VcpuHandle, VcpuResponse, VcpuSetup, VcpuStart},
     virtio_devices::Subscriber,
     vmm::{BootProtocolChoice, VmmOptions},
@@ -249,7 +247,8 @@ pub fn build_microvm(
     config: &VmConfig,
     opts: &VmmOptions,
     start: BootTimestamp,
-    prepared: &[(String, Arc<Mutex<Block>>)],
+    prepared: &Prepared,
+    mmds: &MmdsService,
 ) -> Result<Microvm, StartMicrovmError> {
     if config.boot_source.kernel_image_path.is_empty() {
         return Err(StartMicrovmError::MissingKernelConfig);
@@ -268,7 +267,7 @@ pub fn build_microvm(
         },
         None,
     )?;
-    devices.attach_virtio_from_config(config, prepared)?;
+    devices.attach_virtio_from_config(config, prepared, mmds)?;
 
     // Kernel, initrd, command line, boot structures.
     let open = |what: &'static str, path: &str| {
@@ -370,6 +369,8 @@ pub struct RestoreArgs<'a> {
     pub config: &'a VmConfig,
     /// Track dirty pages after the restore.
     pub track_dirty_pages: bool,
+    /// `network_overrides`, `vsock_override`, the MMDS store.
+    pub overrides: RestoreOverrides<'a>,
 }
 
 /// Rebuilds a microVM from a snapshot; it is left paused.
@@ -397,7 +398,7 @@ pub fn restore_microvm(
         },
         Some(&state.devices),
     )?;
-    devices.restore_virtio(&state.devices)?;
+    devices.restore_virtio(&state.devices, &args.overrides)?;
     let starts = state
         .vcpus
         .iter()

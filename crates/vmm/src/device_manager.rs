@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use squib_arch::layout;
 use squib_config::schemas::drive::DriveUpdate;
+use squib_config::schemas::network_interface::NetworkInterfaceUpdate;
 use squib_config::vm_config::VmConfig;
 use squib_core::GuestMemoryMmap;
 use squib_devices::legacy::{I8042Device, SerialDevice};
@@ -34,13 +35,19 @@ use squib_devices::pseudo::{BootTimer, BootTimestamp, SystemBootClock};
 use squib_devices::rate_limiter::{BucketUpdate, TokenBucket};
 use squib_devices::virtio::block::persist::BlockState;
 use squib_devices::virtio::mmio::persist::MmioTransportState;
+use squib_devices::virtio::net::persist::{NetConstructorArgs, NetState};
 use squib_devices::virtio::rng::EntropyState;
-use squib_devices::virtio::{Block, Entropy, MmioTransport, VirtioDevice, VirtioSubscriber};
+use squib_devices::virtio::vsock::persist::{VsockConstructorArgs, VsockState};
+use squib_devices::virtio::{
+    Block, Entropy, MmioTransport, Net, VirtioDevice, VirtioSubscriber, Vsock,
+};
 use squib_devices::{Bus, BusDevice, I8042State};
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
+use squib_mmds::MmdsNetworkStackState;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::DeviceError;
+use crate::mmds::SharedStack;
 use crate::mmio_layout::{MMIO_SLOT_SIZE, MmioAllocator, MmioSlot, root_block_args};
 use crate::vcpu::BusIo;
 use crate::virtio_devices::{Subscriber, block_error, rate_limiter};
@@ -59,17 +66,36 @@ const QUEUE_NOTIFY_OFFSET: u64 = 0x50;
 pub enum VirtioHandle {
     /// virtio-blk.
     Block(Arc<Mutex<Block>>),
+    /// virtio-net (with its MMDS stack, if MMDS answers on this interface).
+    Net(Arc<Mutex<Net>>, Option<SharedStack>),
+    /// virtio-vsock.
+    Vsock(Arc<Mutex<Vsock>>),
     /// virtio-rng.
     Entropy(Arc<Mutex<Entropy>>),
 }
 
 /// A virtio device's own snapshot state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VirtioDeviceState {
     /// virtio-blk.
     Block(BlockState),
+    /// virtio-net, with its MMDS stack's state if MMDS answered on it.
+    Net(NetState, Option<MmdsNetworkStackState>),
+    /// virtio-vsock.
+    Vsock(VsockState),
     /// virtio-rng.
     Entropy(EntropyState),
+}
+
+/// Host-side replacements a snapshot load applies (`network_overrides`, `vsock_override`).
+#[derive(Debug, Default)]
+pub struct RestoreOverrides<'a> {
+    /// `iface_id` → new tap name.
+    pub taps: Vec<(String, String)>,
+    /// New vsock `uds_path`.
+    pub vsock_uds_path: Option<std::path::PathBuf>,
+    /// The MMDS store, for interfaces that had an MMDS stack.
+    pub mmds: Option<&'a crate::mmds::MmdsService>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,6 +106,8 @@ impl VirtioHandle {
     fn as_dyn(&self) -> Arc<Mutex<dyn VirtioDevice>> {
         match self {
             Self::Block(d) => d.clone(),
+            Self::Net(d, _) => d.clone(),
+            Self::Vsock(d) => d.clone(),
             Self::Entropy(d) => d.clone(),
         }
     }
@@ -87,6 +115,8 @@ impl VirtioHandle {
     fn subscriber(&self) -> Subscriber {
         match self {
             Self::Block(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Net(d, _) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Vsock(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Entropy(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
         }
     }
@@ -94,14 +124,56 @@ impl VirtioHandle {
     fn save(&self) -> VirtioDeviceState {
         match self {
             Self::Block(d) => VirtioDeviceState::Block(lock(d).save()),
+            Self::Net(d, stack) => {
+                VirtioDeviceState::Net(lock(d).save(), stack.as_ref().map(|s| lock(&s.0).save()))
+            }
+            Self::Vsock(d) => VirtioDeviceState::Vsock(lock(d).save()),
             Self::Entropy(d) => VirtioDeviceState::Entropy(lock(d).save()),
         }
     }
 
-    fn restore(state: &VirtioDeviceState) -> Result<Self, DeviceError> {
+    fn restore(
+        state: &VirtioDeviceState,
+        overrides: &RestoreOverrides<'_>,
+    ) -> Result<Self, DeviceError> {
         Ok(match state {
             VirtioDeviceState::Block(s) => Self::Block(Arc::new(Mutex::new(
                 Block::restore((), s).map_err(|e| DeviceError::Restore(block_error(&e)))?,
+            ))),
+            VirtioDeviceState::Net(s, mmds) => {
+                let host_dev_name_override = overrides
+                    .taps
+                    .iter()
+                    .find(|(id, _)| id == &s.iface_id)
+                    .map(|(_, tap)| tap.clone());
+                let mut net = Net::restore(
+                    NetConstructorArgs {
+                        host_dev_name_override,
+                    },
+                    s,
+                )
+                .map_err(|e| {
+                    DeviceError::Restore(format!(
+                        "Network config error: Could not create the network device: {e}"
+                    ))
+                })?;
+                let stack = match (mmds, overrides.mmds) {
+                    (Some(saved), Some(service)) => Some(service.restore_stack(saved)),
+                    _ => None,
+                };
+                if let Some(stack) = &stack {
+                    net.set_interceptor(Some(Box::new(stack.clone())));
+                }
+                Self::Net(Arc::new(Mutex::new(net)), stack)
+            }
+            VirtioDeviceState::Vsock(s) => Self::Vsock(Arc::new(Mutex::new(
+                Vsock::restore(
+                    VsockConstructorArgs {
+                        uds_path_override: overrides.vsock_uds_path.clone(),
+                    },
+                    s,
+                )
+                .map_err(|e| DeviceError::Restore(format!("Vsock config error: {e}")))?,
             ))),
             VirtioDeviceState::Entropy(s) => Self::Entropy(Arc::new(Mutex::new(
                 Entropy::restore((), s)
@@ -121,7 +193,7 @@ struct VirtioEntry {
 }
 
 /// One virtio device as a snapshot saves it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VirtioEntryState {
     /// Device id (drive id, `"rng"`).
     pub id: String,
@@ -136,7 +208,7 @@ pub struct VirtioEntryState {
 }
 
 /// Every device of a microVM as a snapshot saves it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceManagerState {
     /// COM1.
     pub serial: squib_devices::legacy::serial::SerialState,
@@ -383,17 +455,20 @@ impl DeviceManager {
         Ok(())
     }
 
-    /// Attaches the configured virtio devices in Firecracker's order: block devices (root first;
-    /// `prepared` holds the devices opened at `PUT /drives`), then entropy.
+    /// Attaches the configured virtio devices in Firecracker's order: block devices (root first),
+    /// net devices (with their MMDS stacks), vsock, then entropy. `prepared` holds the devices
+    /// created at `PUT` time (files opened, taps opened, sockets bound), attached as they are.
     pub fn attach_virtio_from_config(
         &mut self,
         config: &VmConfig,
-        prepared: &[(String, Arc<Mutex<Block>>)],
+        prepared: &Prepared,
+        mmds: &crate::mmds::MmdsService,
     ) -> Result<(), DeviceError> {
+        let prepared_blocks = &prepared.blocks;
         let mut ordered: Vec<_> = config.drives.iter().filter(|d| d.is_root_device).collect();
         ordered.extend(config.drives.iter().filter(|d| !d.is_root_device));
         for d in ordered {
-            let block = match prepared.iter().find(|(id, _)| id == &d.drive_id) {
+            let block = match prepared_blocks.iter().find(|(id, _)| id == &d.drive_id) {
                 Some((_, b)) => Arc::clone(b),
                 None => Arc::new(Mutex::new(
                     Block::new(
@@ -407,6 +482,30 @@ impl DeviceManager {
                     .push(root_block_args(d.partuuid.as_deref(), d.read_only()));
             }
             self.register_virtio(&d.drive_id, VirtioHandle::Block(block), None)?;
+        }
+        for n in &config.network_interfaces {
+            let net = match prepared.nets.iter().find(|(id, _)| id == &n.iface_id) {
+                Some((_, d)) => Arc::clone(d),
+                None => Arc::new(Mutex::new(
+                    crate::virtio_devices::create_net(n).map_err(DeviceError::Config)?,
+                )),
+            };
+            let stack = mmds.stack_for(&n.iface_id);
+            lock(&net).set_interceptor(
+                stack.clone().map(|s| {
+                    Box::new(s) as Box<dyn squib_devices::virtio::FrameInterceptor + Send>
+                }),
+            );
+            self.register_virtio(&n.iface_id, VirtioHandle::Net(net, stack), None)?;
+        }
+        if let Some(v) = &config.vsock {
+            let vsock = match &prepared.vsock {
+                Some(d) => Arc::clone(d),
+                None => Arc::new(Mutex::new(
+                    crate::virtio_devices::create_vsock(v).map_err(DeviceError::Config)?,
+                )),
+            };
+            self.register_virtio("vsock", VirtioHandle::Vsock(vsock), None)?;
         }
         if let Some(e) = &config.entropy {
             let rng = Entropy::new(rate_limiter(e.rate_limiter.as_ref()))
@@ -447,7 +546,11 @@ impl DeviceManager {
 
     /// Rebuilds every saved virtio device at its saved slot and re-activates it (legacy devices
     /// come from [`attach_legacy`](Self::attach_legacy) with the same state).
-    pub fn restore_virtio(&mut self, state: &DeviceManagerState) -> Result<(), DeviceError> {
+    pub fn restore_virtio(
+        &mut self,
+        state: &DeviceManagerState,
+        overrides: &RestoreOverrides<'_>,
+    ) -> Result<(), DeviceError> {
         for e in &state.virtio {
             let valid_slot = e.base >= crate::mmio_layout::MMIO_SLOTS_START
                 && (e.base - crate::mmio_layout::MMIO_SLOTS_START).is_multiple_of(MMIO_SLOT_SIZE)
@@ -459,7 +562,7 @@ impl DeviceManager {
                     e.id, e.base, e.gsi
                 )));
             }
-            let handle = VirtioHandle::restore(&e.device)?;
+            let handle = VirtioHandle::restore(&e.device, overrides)?;
             let slot = MmioSlot {
                 base: e.base,
                 gsi: e.gsi,
@@ -477,6 +580,25 @@ impl DeviceManager {
         })
     }
 
+    /// The net device with interface id `id`.
+    pub fn net(&self, id: &str) -> Option<&Arc<Mutex<Net>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Net(n, _) if e.id == id => Some(n),
+            _ => None,
+        })
+    }
+
+    /// `PATCH /network-interfaces/{id}`: update the rate limiters.
+    pub fn update_net(&self, update: &NetworkInterfaceUpdate) -> Result<(), DeviceError> {
+        let net = self
+            .net(&update.iface_id)
+            .ok_or_else(|| DeviceError::NoNet(update.iface_id.clone()))?;
+        let (rx_b, rx_o) = bucket_updates(update.rx_rate_limiter.as_ref());
+        let (tx_b, tx_o) = bucket_updates(update.tx_rate_limiter.as_ref());
+        lock(net).update_rate_limiters(rx_b, rx_o, tx_b, tx_o);
+        Ok(())
+    }
+
     /// `PATCH /drives/{id}`: swap the backing file and/or update the rate limiter.
     pub fn update_drive(&self, update: &DriveUpdate) -> Result<(), DeviceError> {
         let block = self
@@ -488,16 +610,9 @@ impl DeviceManager {
                 .update_disk(std::path::Path::new(path))
                 .map_err(|e| DeviceError::PatchDrive(e.to_string()))?;
         }
-        if let Some(rl) = &update.rate_limiter {
-            let clock: Arc<dyn squib_devices::rate_limiter::Clock> =
-                Arc::new(squib_devices::rate_limiter::MonotonicClock);
-            block.update_rate_limiter(
-                BucketUpdate::from_config(
-                    rl.bandwidth.as_ref().map(to_bucket_cfg).as_ref(),
-                    Arc::clone(&clock),
-                ),
-                BucketUpdate::from_config(rl.ops.as_ref().map(to_bucket_cfg).as_ref(), clock),
-            );
+        if update.rate_limiter.is_some() {
+            let (bytes, ops) = bucket_updates(update.rate_limiter.as_ref());
+            block.update_rate_limiter(bytes, ops);
         }
         Ok(())
     }
@@ -519,6 +634,36 @@ impl DeviceManager {
     pub fn virtio_devices(&self) -> impl Iterator<Item = (&str, &VirtioHandle)> {
         self.virtio.iter().map(|e| (e.id.as_str(), &e.handle))
     }
+}
+
+/// PATCH semantics of a rate limiter: absent → keep both buckets; present → each bucket
+/// replaced or (when absent in the body) kept, as Firecracker.
+fn bucket_updates(
+    rl: Option<&squib_config::schemas::rate_limiter::RateLimiterConfig>,
+) -> (BucketUpdate, BucketUpdate) {
+    let Some(rl) = rl else {
+        return (BucketUpdate::None, BucketUpdate::None);
+    };
+    let clock: Arc<dyn squib_devices::rate_limiter::Clock> =
+        Arc::new(squib_devices::rate_limiter::MonotonicClock);
+    (
+        BucketUpdate::from_config(
+            rl.bandwidth.as_ref().map(to_bucket_cfg).as_ref(),
+            Arc::clone(&clock),
+        ),
+        BucketUpdate::from_config(rl.ops.as_ref().map(to_bucket_cfg).as_ref(), clock),
+    )
+}
+
+/// Devices created at `PUT` time, before boot.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Drives, by id (files opened).
+    pub blocks: Vec<(String, Arc<Mutex<Block>>)>,
+    /// Net devices, by interface id (taps opened).
+    pub nets: Vec<(String, Arc<Mutex<Net>>)>,
+    /// The vsock device (socket bound).
+    pub vsock: Option<Arc<Mutex<Vsock>>>,
 }
 
 fn to_bucket_cfg(

@@ -89,6 +89,9 @@ pub enum DeviceError {
     /// `PATCH /drives` failed.
     #[error("Drive config error: Unable to patch the block device: {0}")]
     PatchDrive(String),
+    /// `PATCH /network-interfaces` for an unknown interface.
+    #[error("Network config error: The network interface ID {0} does not exist.")]
+    NoNet(String),
     /// No i8042 (not booted).
     #[error("no i8042 device")]
     NoI8042,

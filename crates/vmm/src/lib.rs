@@ -23,6 +23,7 @@ pub mod builder;
 pub mod device_manager;
 pub mod error;
 pub mod exit_code;
+pub mod mmds;
 pub mod mmio_layout;
 pub mod snapshot;
 pub mod vcpu;

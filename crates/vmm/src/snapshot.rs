@@ -44,6 +44,8 @@ pub struct MicrovmState {
     pub vcpus: Vec<VcpuStateBlob>,
     /// Every device.
     pub devices: DeviceManagerState,
+    /// MMDS configuration and token key, if MMDS was configured.
+    pub mmds: Option<crate::mmds::MmdsState>,
 }
 
 /// Why a snapshot could not be created or loaded. Texts follow Firecracker's where it has them.
@@ -108,7 +110,11 @@ fn clear_dirty(vm: &Microvm) {
 }
 
 /// `PUT /snapshot/create` on a paused microVM.
-pub fn create(vm: &mut Microvm, params: &SnapshotCreateParams) -> Result<(), SnapshotError> {
+pub fn create(
+    vm: &mut Microvm,
+    params: &SnapshotCreateParams,
+    mmds: Option<crate::mmds::MmdsState>,
+) -> Result<(), SnapshotError> {
     if !vm.is_paused() {
         return Err(SnapshotError::NotPaused);
     }
@@ -147,6 +153,7 @@ pub fn create(vm: &mut Microvm, params: &SnapshotCreateParams) -> Result<(), Sna
         vm: vm_state,
         vcpus,
         devices,
+        mmds,
     };
     squib_snapshot::save_state(&params.snapshot_path, &state)?;
     Ok(())

@@ -49,3 +49,30 @@ pub fn block_error(e: &impl std::fmt::Display) -> String {
         "Drive config error: Unable to create the virtio block device: Virtio backend error: {e}"
     )
 }
+
+/// Creates a net device (opens the tap) from `PUT /network-interfaces`, with Firecracker's
+/// error text.
+pub fn create_net(
+    n: &squib_config::schemas::network_interface::NetworkInterfaceConfig,
+) -> Result<squib_devices::virtio::Net, String> {
+    squib_devices::virtio::Net::new(squib_devices::virtio::NetConfig {
+        iface_id: n.iface_id.clone(),
+        host_dev_name: n.host_dev_name.clone(),
+        guest_mac: n.guest_mac.map(|m| m.bytes()),
+        mtu: n.mtu,
+        rx_rate_limiter: rate_limiter(n.rx_rate_limiter.as_ref()),
+        tx_rate_limiter: rate_limiter(n.tx_rate_limiter.as_ref()),
+    })
+    .map_err(|e| format!("Network config error: Could not create the network device: {e}"))
+}
+
+/// Creates the vsock device (binds `uds_path`) from `PUT /vsock`, with Firecracker's text.
+pub fn create_vsock(
+    v: &squib_config::schemas::vsock::VsockConfig,
+) -> Result<squib_devices::virtio::Vsock, String> {
+    squib_devices::virtio::Vsock::new(&squib_devices::virtio::VsockConfig {
+        guest_cid: u64::from(v.guest_cid),
+        uds_path: v.uds_path.clone().into(),
+    })
+    .map_err(|e| format!("Vsock config error: {e}"))
+}

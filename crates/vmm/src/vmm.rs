@@ -38,9 +38,14 @@ use vmm_sys_util::{epoll::EventSet, eventfd::EventFd};
 
 use crate::{
     builder::{Microvm, RestoreArgs, build_microvm, restore_microvm},
+    device_manager::{Prepared, RestoreOverrides},
     exit_code::ExitCode,
-    virtio_devices::{Subscriber, block_config, block_error},
+    mmds::MmdsService,
+    virtio_devices::{Subscriber, block_config, block_error, create_net, create_vsock},
 };
+
+/// How long a fatal answer waits for the API thread to write it before the process exits.
+const FATAL_REPLY_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Receives lifecycle changes for the API's read mirror.
 pub trait VmmObserver: Send + Sync {
@@ -64,12 +69,27 @@ pub enum BootProtocolChoice {
 }
 
 /// Process-level options (from the command line).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VmmOptions {
     /// `--boot-timer`: attach the boot-timer device.
     pub boot_timer: bool,
     /// Entry-point choice for ELF kernels.
     pub boot_protocol: BootProtocolChoice,
+    /// `--mmds-size-limit` (bytes of the serialized MMDS document).
+    pub mmds_size_limit: usize,
+    /// `--id` (MMDS V2 tokens are bound to it).
+    pub instance_id: String,
+}
+
+impl Default for VmmOptions {
+    fn default() -> Self {
+        Self {
+            boot_timer: false,
+            boot_protocol: BootProtocolChoice::default(),
+            mmds_size_limit: 51_200,
+            instance_id: "anonymous-instance".to_owned(),
+        }
+    }
 }
 
 /// One API request for the VMM thread, answered through `reply`.
@@ -98,8 +118,11 @@ pub struct Vmm {
     phase: LifecyclePhase,
     microvm: Option<Microvm>,
     shutdown: Option<ExitCode>,
-    /// Block devices opened at `PUT /drives` (opened once; the boot attaches these).
-    prepared_blocks: Vec<(String, Arc<Mutex<Block>>)>,
+    /// Devices created at `PUT` time (files/taps opened, sockets bound once; the boot attaches
+    /// these very devices).
+    prepared: Prepared,
+    /// The MMDS data store and configuration.
+    mmds: MmdsService,
     /// A boot-specific resource was configured: `/snapshot/load` is no longer allowed.
     boot_path: bool,
 }
@@ -148,6 +171,9 @@ impl Vmm {
         observer: Arc<dyn VmmObserver>,
     ) -> Self {
         let profile = hv.profile();
+        let mmds = MmdsService::new(options.mmds_size_limit, &options.instance_id)
+            .or_else(|_| MmdsService::new(51_200, &options.instance_id))
+            .unwrap_or_else(|e| panic!("cannot create the MMDS store: {e}"));
         Self {
             hv,
             profile,
@@ -157,7 +183,8 @@ impl Vmm {
             phase: LifecyclePhase::Uninitialized,
             microvm: None,
             shutdown: None,
-            prepared_blocks: Vec::new(),
+            prepared: Prepared::default(),
+            mmds,
             boot_path: false,
         }
     }
@@ -219,8 +246,9 @@ impl Vmm {
                     Ok(block) => {
                         let resp = self.apply(action);
                         if resp.is_success() {
-                            self.prepared_blocks.retain(|(id, _)| id != &d.drive_id);
-                            self.prepared_blocks
+                            self.prepared.blocks.retain(|(id, _)| id != &d.drive_id);
+                            self.prepared
+                                .blocks
                                 .push((d.drive_id.clone(), Arc::new(Mutex::new(block))));
                         }
                         resp
@@ -242,29 +270,80 @@ impl Vmm {
                     Err(e) => ApiResponse::bad_request(e.to_string()),
                 }
             }
+            ApiAction::PutNetworkInterface(n) if self.phase.is_pre_boot() => {
+                self.put_network_interface(action, n)
+            }
+            ApiAction::PutNetworkInterface(_) => {
+                ApiResponse::bad_request("Network config error: PCI is not enabled")
+            }
+            ApiAction::PatchNetworkInterface(update) => {
+                let Some(vm) = self.microvm.as_ref() else {
+                    return ApiResponse::bad_request(
+                        squib_config::action::NOT_SUPPORTED_BEFORE_START,
+                    );
+                };
+                match vm.devices().update_net(update) {
+                    Ok(()) => self.apply(action),
+                    Err(e) => ApiResponse::bad_request(e.to_string()),
+                }
+            }
+            ApiAction::PutVsock(v) => {
+                // Re-PUT replaces the device and removes the old socket file (Firecracker).
+                let mut probe = self.config.clone();
+                if let Err(msg) = probe.apply(action) {
+                    return ApiResponse::bad_request(msg);
+                }
+                if let Some(old) = self.prepared.vsock.take() {
+                    let path = old
+                        .lock()
+                        .map(|d| d.uds_path().to_path_buf())
+                        .unwrap_or_default();
+                    drop(old);
+                    let _ = std::fs::remove_file(path);
+                }
+                match create_vsock(v) {
+                    Ok(dev) => {
+                        self.prepared.vsock = Some(Arc::new(Mutex::new(dev)));
+                        self.apply(action)
+                    }
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
+            ApiAction::PutMmdsConfig(c) => {
+                let resp = self.apply(action);
+                if resp.is_success() {
+                    self.mmds.configure(c);
+                }
+                resp
+            }
+            ApiAction::PutMmds(value) => match self.mmds.put(value.clone()) {
+                Ok(()) => self.apply(action),
+                Err(msg) => ApiResponse::Fault {
+                    status: 413,
+                    message: msg,
+                },
+            },
+            ApiAction::PatchMmds(value) => match self.mmds.patch(value) {
+                Ok(()) => self.apply(action),
+                Err(msg) => ApiResponse::bad_request(msg),
+            },
             ApiAction::CreateSnapshot(params) => self.create_snapshot(params),
             ApiAction::LoadSnapshot(params) => self.load_snapshot(params),
             ApiAction::PutMachineConfig(_)
             | ApiAction::PatchMachineConfig(_)
             | ApiAction::PutSerial(_)
-            | ApiAction::PutEntropy(_)
-            | ApiAction::PutMmds(_)
-            | ApiAction::PatchMmds(_) => self.apply(action),
+            | ApiAction::PutEntropy(_) => self.apply(action),
             ApiAction::DeleteDrive(_)
             | ApiAction::PutPmem(_)
             | ApiAction::PatchPmem(_)
             | ApiAction::DeletePmem(_)
-            | ApiAction::PutNetworkInterface(_)
-            | ApiAction::PatchNetworkInterface(_)
             | ApiAction::DeleteNetworkInterface(_)
-            | ApiAction::PutVsock(_)
             | ApiAction::PutBalloon(_)
             | ApiAction::PatchBalloon(_)
             | ApiAction::PatchBalloonStatistics(_)
             | ApiAction::StartBalloonHinting(_)
             | ApiAction::BalloonHintingStatus
             | ApiAction::StopBalloonHinting
-            | ApiAction::PutMmdsConfig(_)
             | ApiAction::PutHotplugMemory(_)
             | ApiAction::PatchHotplugMemory(_)
             | ApiAction::PutCpuConfig(_)
@@ -289,12 +368,50 @@ impl Vmm {
         }
     }
 
+    /// `PUT /network-interfaces/{id}` before boot: Firecracker's rules first (duplicate MAC),
+    /// then the tap is opened (the old device of the same id is dropped first so its tap can be
+    /// reopened); the boot attaches this device.
+    fn put_network_interface(
+        &mut self,
+        action: &ApiAction,
+        n: &squib_config::schemas::network_interface::NetworkInterfaceConfig,
+    ) -> ApiResponse {
+        let mut probe = self.config.clone();
+        if let Err(msg) = probe.apply(action) {
+            return ApiResponse::bad_request(msg);
+        }
+        if self
+            .config
+            .network_interfaces
+            .iter()
+            .any(|x| x.host_dev_name == n.host_dev_name && x.iface_id != n.iface_id)
+        {
+            return ApiResponse::bad_request(format!(
+                "Network config error: Could not create the network device: Open tap device failed: Error while creating ifreq structure: Device or resource busy (os error 16). Invalid TUN/TAP Backend provided by {}. Check our documentation on setting up the network devices.",
+                n.host_dev_name
+            ));
+        }
+        self.prepared.nets.retain(|(id, _)| id != &n.iface_id);
+        match create_net(n) {
+            Ok(dev) => {
+                let resp = self.apply(action);
+                if resp.is_success() {
+                    self.prepared
+                        .nets
+                        .push((n.iface_id.clone(), Arc::new(Mutex::new(dev))));
+                }
+                resp
+            }
+            Err(msg) => ApiResponse::bad_request(msg),
+        }
+    }
+
     fn create_snapshot(&mut self, params: &SnapshotCreateParams) -> ApiResponse {
         let started = std::time::Instant::now();
         let Some(vm) = self.microvm.as_mut() else {
             return ApiResponse::bad_request(squib_config::action::NOT_SUPPORTED_BEFORE_START);
         };
-        match crate::snapshot::create(vm, params) {
+        match crate::snapshot::create(vm, params, self.mmds.save()) {
             Ok(()) => {
                 tracing::info!(
                     "'create snapshot' API request took {} us.",
@@ -322,11 +439,26 @@ impl Vmm {
             })
             .map_err(|e| e.to_string())
             .and_then(|(state, memory, backend)| {
+                if let Some(m) = &state.mmds {
+                    self.mmds.restore(m)?;
+                }
                 let args = RestoreArgs {
                     memory,
                     backend,
                     config: &self.config,
                     track_dirty_pages: params.track_dirty_pages,
+                    overrides: RestoreOverrides {
+                        taps: params
+                            .network_overrides
+                            .iter()
+                            .map(|o| (o.iface_id.clone(), o.host_dev_name.clone()))
+                            .collect(),
+                        vsock_uds_path: params
+                            .vsock_override
+                            .as_ref()
+                            .map(|v| v.uds_path.clone().into()),
+                        mmds: Some(&self.mmds),
+                    },
                 };
                 restore_microvm(&self.hv, &state, args, &self.options)
                     .map(|vm| (state, vm))
@@ -372,7 +504,8 @@ impl Vmm {
             &self.config,
             &self.options,
             origin,
-            &self.prepared_blocks,
+            &self.prepared,
+            &self.mmds,
         ) {
             Ok(vm) => {
                 tracing::debug!("event_end: build microvm for boot");
@@ -459,6 +592,12 @@ impl Vmm {
                         let resp = self.handle(&req.action);
                         (req.reply)(resp);
                         if let Some(code) = self.shutdown.take() {
+                            if code != ExitCode::Ok {
+                                // A fatal answer (failed snapshot load): the API thread writes
+                                // the 400 on its own thread; give it a moment before the
+                                // process exits, as Firecracker sends the reply first.
+                                std::thread::sleep(FATAL_REPLY_GRACE);
+                            }
                             return self.finish(code);
                         }
                     }

@@ -41,7 +41,7 @@ mod device;
 pub mod metrics;
 mod muxer;
 pub mod packet;
-mod persist;
+pub mod persist;
 mod queues;
 mod txbuf;
 
