@@ -426,3 +426,57 @@ fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitS
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle whose "vCPU thread" is the test: it sees the requests and answers them.
+    type Fake = (
+        VcpuHandle,
+        Receiver<(u64, VcpuEvent)>,
+        Sender<(u64, VcpuResponse)>,
+    );
+
+    fn fake() -> Fake {
+        let (ev_tx, ev_rx) = channel();
+        let (resp_tx, resp_rx) = channel();
+        let handle = VcpuHandle {
+            index: 0,
+            next_seq: 1,
+            events: ev_tx,
+            responses: resp_rx,
+            kicker: Arc::new(NoKick),
+            thread: None,
+        };
+        (handle, ev_rx, resp_tx)
+    }
+
+    #[test]
+    fn test_late_ack_never_answers_the_next_request() {
+        let (mut handle, events, responses) = fake();
+        // Request 1 (Pause) gets no answer in time.
+        assert_eq!(handle.request(VcpuEvent::Pause), None, "timed out");
+        assert_eq!(events.recv().unwrap(), (1, VcpuEvent::Pause));
+        // Its acknowledgement arrives late, just before request 2's own answer: request 2
+        // must get its own answer, not the stale one.
+        responses.send((1, VcpuResponse::Paused)).unwrap();
+        responses.send((2, VcpuResponse::Resumed)).unwrap();
+        assert_eq!(
+            handle.request(VcpuEvent::Resume),
+            Some(VcpuResponse::Resumed)
+        );
+        assert_eq!(events.recv().unwrap(), (2, VcpuEvent::Resume));
+    }
+
+    #[test]
+    fn test_exit_signal_first_code_wins() {
+        let evt = EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let sig = ExitSignal::new(evt);
+        assert_eq!(sig.code(), ExitCode::Ok);
+        sig.raise(ExitCode::GenericError);
+        sig.raise(ExitCode::Ok);
+        assert_eq!(sig.code(), ExitCode::GenericError);
+        assert_eq!(sig.event().read().unwrap(), 2);
+    }
+}

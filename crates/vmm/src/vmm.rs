@@ -657,20 +657,15 @@ fn sets_boot_path(action: &ApiAction) -> bool {
 fn unsupported(action: &ApiAction) -> String {
     let (category, what) = match action {
         ApiAction::DeleteDrive(_) => ("Drive config", "hot-unplug (it needs PCI)"),
-        ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
-            ("Pmem config", "virtio-pmem")
-        }
-        ApiAction::PutNetworkInterface(_)
-        | ApiAction::PatchNetworkInterface(_)
-        | ApiAction::DeleteNetworkInterface(_) => ("Network config", "virtio-net"),
-        ApiAction::PutVsock(_) => ("Vsock config", "virtio-vsock"),
+        ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) => ("Pmem config", "virtio-pmem"),
+        ApiAction::DeletePmem(_) => ("Pmem config", "hot-unplug (it needs PCI)"),
+        ApiAction::DeleteNetworkInterface(_) => ("Network config", "hot-unplug (it needs PCI)"),
         ApiAction::PutBalloon(_)
         | ApiAction::PatchBalloon(_)
         | ApiAction::PatchBalloonStatistics(_)
         | ApiAction::StartBalloonHinting(_)
         | ApiAction::BalloonHintingStatus
         | ApiAction::StopBalloonHinting => ("Balloon config", "virtio-balloon"),
-        ApiAction::PutMmdsConfig(_) => ("MMDS config", "MMDS on virtio-net"),
         ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
             ("Memory hotplug config", "virtio-mem")
         }
