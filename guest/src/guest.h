@@ -137,6 +137,7 @@ struct scenario {
 int scenario_hello(void);
 int scenario_smp(void);
 int scenario_counter(void);
+int scenario_dirty(void);
 int scenario_fault(void);
 int scenario_exception(void);
 int scenario_cad(void);

@@ -18,6 +18,7 @@ static const struct scenario scenarios[] = {
 	{ "hello",   scenario_hello,   "boot info: mode, cmdline length, e820 RAM, virtio-mmio slots" },
 	{ "smp",     scenario_smp,     "start every AP (INIT-SIPI-SIPI), count check-ins" },
 	{ "counter", scenario_counter, "print TICK <n> forever (pause/resume tests)" },
+	{ "dirty",   scenario_dirty,   "rewrite squibtest.dirty_pages pages at 32 MiB every tick (snapshot benches)" },
 	{ "fault",   scenario_fault,   "triple fault (empty IDT + ud2)" },
 	{ "exception", scenario_exception, "ud2 with the IDT installed: exception report, then reset" },
 	{ "cad",     scenario_cad,     "wait for Ctrl-Alt-Del scancodes on the i8042, then reset" },

@@ -108,6 +108,13 @@ impl Squib {
         (me, stdin)
     }
 
+    /// [`Squib::spawn`] with an API socket and a piped stdin (the guest console's input).
+    pub fn spawn_api_with_stdin(args: &[&str], socket: &Path) -> (Self, std::process::ChildStdin) {
+        let mut me = Self::spawn_inner(args, Some(socket), &[], Stdio::piped());
+        let stdin = me.child.stdin.take().expect("piped stdin");
+        (me, stdin)
+    }
+
     /// [`Squib::spawn`] with extra environment variables for the child.
     pub fn spawn_env(args: &[&str], socket: Option<&Path>, env: &[(&str, &str)]) -> Self {
         Self::spawn_inner(args, socket, env, Stdio::null())
