@@ -348,3 +348,86 @@ fn test_virtio_blk_read_after_restore_checksums_right() {
     );
     assert!(ticks_in(&serial2).iter().all(|&t| t >= paused_at));
 }
+
+/// Bad snapshot inputs through the API: each is a 400 `Load snapshot error: ...` and the
+/// process exits with 1 (as Firecracker), never a panic or a hang.
+#[test]
+fn test_bad_snapshot_files_are_clean_fatal_400s() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let serial = tmp_path("serial.log");
+    let vm = boot(
+        "counter",
+        "",
+        &serial,
+        r#"{"vcpu_count":1,"mem_size_mib":32}"#,
+        "",
+    );
+    wait_ticks(&serial, 1);
+    pause(&vm);
+    let (state, mem) = (tmp_path("good.state"), tmp_path("good.mem"));
+    create(&vm, "Full", &state, &mem);
+    drop(vm);
+    let good = std::fs::read(&state).unwrap();
+
+    let write = |tag: &str, bytes: &[u8]| {
+        let p = tmp_path(tag);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let short_mem = write("short.mem", &std::fs::read(&mem).unwrap()[..4096]);
+    let fc_state = repo_fixture();
+    let dir = std::env::temp_dir();
+    let cases: Vec<(&str, PathBuf, PathBuf)> = vec![
+        (
+            "truncated state",
+            write("trunc.state", &good[..good.len() / 3]),
+            mem.clone(),
+        ),
+        (
+            "bit-flipped state",
+            write("flip.state", &flipped),
+            mem.clone(),
+        ),
+        (
+            "garbage state",
+            write("garbage.state", &[0x5a; 4096]),
+            mem.clone(),
+        ),
+        ("empty state", write("empty.state", &[]), mem.clone()),
+        ("state is a directory", dir.clone(), mem.clone()),
+        ("memory is a directory", state.clone(), dir.clone()),
+        (
+            "memory file shorter than the layout",
+            state.clone(),
+            short_mem,
+        ),
+        (
+            "missing memory file",
+            state.clone(),
+            PathBuf::from("/nonexistent/squib.mem"),
+        ),
+        ("Firecracker-made state", fc_state, mem.clone()),
+    ];
+    for (what, s_path, m_path) in cases {
+        let serial = tmp_path("bad.serial");
+        let (mut vm, s, b) = load(&s_path, ("File", &m_path), true, &serial);
+        assert_eq!(s, 400, "{what}: {b}");
+        assert!(b.contains("Load snapshot error: "), "{what}: {b}");
+        assert_eq!(
+            vm.wait(Duration::from_secs(10)),
+            Some(1),
+            "{what}: {}",
+            vm.output()
+        );
+        assert!(!vm.output().contains("panicked"), "{what}: {}", vm.output());
+    }
+}
+
+fn repo_fixture() -> PathBuf {
+    common::repo_root().join("crates/snapshot/tests/fixtures/firecracker-1.17-x86_64.state")
+}
