@@ -253,9 +253,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5usize);
     let squib = PathBuf::from(env!("CARGO_BIN_EXE_squib"));
-    let fc = std::env::var("SQUIB_FIRECRACKER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("../shared/peers/firecracker"));
+    let fc = std::env::var("SQUIB_FIRECRACKER").map_or_else(
+        |_| repo().join("../shared/peers/firecracker"),
+        PathBuf::from,
+    );
     let have_fc = fc.exists();
     if !have_fc {
         println!(
@@ -291,8 +292,8 @@ fn main() {
         #[allow(clippy::cast_precision_loss)]
         row(
             &format!("Diff file allocated, {mem_mib} MiB"),
-            s.diff_bytes as f64 / 1048576.0,
-            f.as_ref().map(|f| f.diff_bytes as f64 / 1048576.0),
+            s.diff_bytes as f64 / 1_048_576.0,
+            f.as_ref().map(|f| f.diff_bytes as f64 / 1_048_576.0),
             "MiB",
         );
         row(
