@@ -8,6 +8,7 @@
 //!   memory file. Same table set, MADT/FADT/MCFG byte for byte, same RSDP apart from the XSDT
 //!   address, and squib's DSDT = Firecracker's without the VMGenID/VMClock/GED devices squib does
 //!   not have.
+//! - A restored microVM keeps the tables of the booted one (nothing is rewritten on restore).
 
 mod common;
 
@@ -159,8 +160,8 @@ impl Vmm {
     }
 
     /// Configures `cfg`, boots, waits for the guest, pauses and writes a full snapshot; returns
-    /// the memory file.
-    fn boot_and_snapshot(&self, cfg: &serde_json::Value, tag: &str) -> PathBuf {
+    /// the state and memory files.
+    fn boot_and_snapshot(&self, cfg: &serde_json::Value, tag: &str) -> (PathBuf, PathBuf) {
         self.put("PUT", "/machine-config", &cfg["machine-config"]);
         self.put("PUT", "/boot-source", &cfg["boot-source"]);
         self.put("PUT", "/drives/rootfs", &cfg["drives"][0]);
@@ -181,6 +182,11 @@ impl Vmm {
             self.output()
         );
         self.put("PATCH", "/vm", &serde_json::json!({"state": "Paused"}));
+        self.snapshot(tag)
+    }
+
+    /// A full snapshot of the paused microVM: (state, memory) files.
+    fn snapshot(&self, tag: &str) -> (PathBuf, PathBuf) {
         let mem = tmp_path(&format!("{tag}.mem"));
         let state = tmp_path(&format!("{tag}.state"));
         self.put(
@@ -192,8 +198,7 @@ impl Vmm {
                 "mem_file_path": mem,
             }),
         );
-        let _ = std::fs::remove_file(&state);
-        mem
+        (state, mem)
     }
 }
 
@@ -298,11 +303,13 @@ fn test_acpi_tables_match_reference_firecracker() {
     let cfg = machine_config("counter", &disk);
 
     let fc = Vmm::spawn(reference, &["--no-seccomp"], "fc");
-    let fc_mem = fc.boot_and_snapshot(&cfg, "fc");
+    let (fc_state, fc_mem) = fc.boot_and_snapshot(&cfg, "fc");
     drop(fc);
     let squib = Vmm::spawn(Path::new(env!("CARGO_BIN_EXE_squib")), &[], "squib");
-    let squib_mem = squib.boot_and_snapshot(&cfg, "squib");
+    let (squib_state, squib_mem) = squib.boot_and_snapshot(&cfg, "squib");
     drop(squib);
+    let _ = std::fs::remove_file(&fc_state);
+    let _ = std::fs::remove_file(&squib_state);
 
     let theirs = find_tables(&low_memory(&fc_mem));
     let ours = find_tables(&low_memory(&squib_mem));
@@ -331,4 +338,40 @@ fn test_acpi_tables_match_reference_firecracker() {
     let names: Vec<&str> = without_absent.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["V000", "V001", "_SB_COM1", "_SB_PS2_"]);
     assert_eq!(dsdt_devices(&ours.dsdt[36..]), without_absent);
+}
+
+#[test]
+fn test_restored_microvm_keeps_its_acpi_tables() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let disk = scratch_disk();
+    let cfg = machine_config("counter", &disk);
+    let squib = Path::new(env!("CARGO_BIN_EXE_squib"));
+    let first = Vmm::spawn(squib, &[], "booted");
+    let (state, mem) = first.boot_and_snapshot(&cfg, "booted");
+    drop(first);
+
+    let restored = Vmm::spawn(squib, &[], "restored");
+    restored.put(
+        "PUT",
+        "/snapshot/load",
+        &serde_json::json!({
+            "snapshot_path": state,
+            "mem_backend": {"backend_type": "File", "backend_path": mem},
+            "resume_vm": false,
+        }),
+    );
+    let (state2, mem2) = restored.snapshot("restored");
+    drop(restored);
+
+    let (before, after) = (low_memory(&mem), low_memory(&mem2));
+    for p in [&state, &mem, &state2, &mem2, &disk] {
+        let _ = std::fs::remove_file(p);
+    }
+    let tables = find_tables(&before);
+    assert_eq!(tables.tables.len(), 3);
+    // The whole system-memory region and the RSDP are untouched by the restore.
+    assert_eq!(before[0x9fc00..0xe0000], after[0x9fc00..0xe0000]);
+    assert_eq!(before[0xe0000..0xe0024], after[0xe0000..0xe0024]);
 }
