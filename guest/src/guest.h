@@ -148,6 +148,7 @@ int scenario_blk_flush(void);
 int scenario_blk_throughput(void);
 int scenario_blk_patch(void);
 int scenario_rng(void);
+int scenario_acpi(void);
 
 extern const char *g_scenario_name;
 

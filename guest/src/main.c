@@ -29,6 +29,7 @@ static const struct scenario scenarios[] = {
 	{ "blk-throughput", scenario_blk_throughput, "timed sequential and random 4 KiB reads" },
 	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
+	{ "acpi",      scenario_acpi,      "find the RSDP like Linux, check XSDT/FADT/DSDT/MADT, count LAPICs" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

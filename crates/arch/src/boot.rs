@@ -1,8 +1,11 @@
 //! Boot-protocol data in guest memory: e820 map, zero page, PVH start info, and
 //! [`configure_system`], which writes everything a boot needs.
 //!
-//! e820 (both protocols): `[0, 0x9fc00)` RAM, `[0x9fc00, 1 MiB)` reserved, then RAM from 1 MiB to
-//! the end of the first region and every further region (above the 3 GiB MMIO gap).
+//! e820 (both protocols): `[0, 0x9fc00)` RAM, `[0x9fc00, 1 MiB)` reserved (MP table, ACPI tables
+//! and the RSDP), the PCIe ECAM window the ACPI MCFG announces reserved (Firecracker's entry, in
+//! its place), then RAM from 1 MiB to the end of the first region and every further region (above
+//! the 3 GiB MMIO gap). The zero page's `acpi_rsdp_addr` is [`RSDP_ADDR`], as in Firecracker (the
+//! PVH start info leaves `rsdp_paddr` 0, as Firecracker does: the guest scans for it).
 
 use linux_loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
@@ -13,7 +16,7 @@ use crate::error::ArchError;
 use crate::gdt::{write_gdt_idt, write_page_tables};
 use crate::layout::{
     CMDLINE_START, E820_RAM, E820_RESERVED, EBDA_START, HIMEM_START, MEMMAP_START, MODLIST_START,
-    PVH_INFO_START, ZERO_PAGE_START,
+    PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PVH_INFO_START, RSDP_ADDR, ZERO_PAGE_START,
 };
 use crate::loader::{BootProtocol, InitrdConfig};
 use crate::mptable::setup_mptable;
@@ -51,6 +54,11 @@ pub fn e820_entries(mem: &GuestMemoryMmap) -> Vec<E820Entry> {
         E820Entry {
             addr: EBDA_START,
             size: HIMEM_START - EBDA_START,
+            kind: E820_RESERVED,
+        },
+        E820Entry {
+            addr: PCI_MMCONFIG_START,
+            size: PCI_MMCONFIG_SIZE,
             kind: E820_RESERVED,
         },
     ];
@@ -92,6 +100,7 @@ pub fn build_zero_page(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<boot_p
     } else {
         params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
     }
+    params.acpi_rsdp_addr = RSDP_ADDR;
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
     params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
     params.hdr.header = KERNEL_HDR_MAGIC;
@@ -188,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn test_e820_small_memory_three_entries() {
+    fn test_e820_small_memory_four_entries() {
         let mem = create_guest_memory(128).unwrap();
         assert_eq!(
             e820_entries(&mem),
@@ -201,6 +210,11 @@ mod tests {
                 E820Entry {
                     addr: 0x9fc00,
                     size: 0x60400,
+                    kind: E820_RESERVED
+                },
+                E820Entry {
+                    addr: 0xeec0_0000,
+                    size: 0x1000_0000,
                     kind: E820_RESERVED
                 },
                 E820Entry {
@@ -220,9 +234,9 @@ mod tests {
         ];
         let mem = GuestMemoryMmap::from_ranges(&regions).unwrap();
         let e = e820_entries(&mem);
-        assert_eq!(e.len(), 4);
+        assert_eq!(e.len(), 5);
         assert_eq!(
-            e[3],
+            e[4],
             E820Entry {
                 addr: 1 << 32,
                 size: 0x10_0000,
@@ -243,8 +257,15 @@ mod tests {
         assert_eq!((ptr, size, align), (0x20000, 10, 0x0100_0000));
         let (image, rsize) = (hdr.ramdisk_image, hdr.ramdisk_size);
         assert_eq!((image, rsize), (0x0f00_0000, 0x1000));
-        assert_eq!(p.e820_entries, 3);
-        let last = p.e820_table[2];
+        let rsdp = p.acpi_rsdp_addr;
+        assert_eq!(rsdp, 0xe0000);
+        assert_eq!(p.e820_entries, 4);
+        let ecam = p.e820_table[2];
+        assert_eq!(
+            (ecam.addr, ecam.size, ecam.r#type),
+            (0xeec0_0000, 256 << 20, 2)
+        );
+        let last = p.e820_table[3];
         assert_eq!(
             (last.addr, last.size, last.r#type),
             (0x10_0000, (256 << 20) - 0x10_0000, 1)
@@ -260,7 +281,11 @@ mod tests {
         assert_eq!((info.cmdline_paddr, info.memmap_paddr), (0x20000, 0x7000));
         assert_eq!(
             (info.nr_modules, info.modlist_paddr, info.memmap_entries),
-            (1, 0x6040, 3)
+            (1, 0x6040, 4)
+        );
+        assert_eq!(
+            info.rsdp_paddr, 0,
+            "Firecracker leaves it 0: the guest scans"
         );
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(MODLIST_START)).unwrap();
         assert_eq!((module.paddr, module.size), (0x0f00_0000, 0x1000));

@@ -5,6 +5,29 @@ use thiserror::Error;
 /// Everything that can go wrong while laying out and loading a guest.
 #[derive(Debug, Error)]
 pub enum ArchError {
+    /// A virtio-mmio device cannot be described in the DSDT (GSI outside 5..=23, or its window
+    /// is empty or not below 4 GiB).
+    #[error(
+        "cannot describe the virtio-mmio device at {addr:#x} (size {len:#x}, GSI {gsi}) in ACPI"
+    )]
+    AcpiDevice {
+        /// Window base.
+        addr: u64,
+        /// Window size.
+        len: u64,
+        /// GSI.
+        gsi: u32,
+    },
+    /// The ACPI tables do not fit the system memory region before the RSDP.
+    #[error("ACPI tables of {size} bytes at {start:#x} do not fit below {end:#x}")]
+    AcpiTooLarge {
+        /// Bytes needed.
+        size: u64,
+        /// First table address.
+        start: u64,
+        /// End of the region.
+        end: u64,
+    },
     /// The bzImage has no 64-bit entry point (boot protocol < 2.12 or `XLF_KERNEL_64` clear).
     #[error("bzImage does not provide a 64-bit entry point")]
     BzImageNot64Bit,

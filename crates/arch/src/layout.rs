@@ -32,6 +32,32 @@ pub const EBDA_START: u64 = 0x9fc00;
 pub const MPTABLE_START: u64 = 0x9fc00;
 /// Bytes available to the MP table.
 pub const MPTABLE_MAX_SIZE: usize = 0x400;
+/// Start of Firecracker's "system memory" region: the MP table, then the ACPI tables
+/// (`SYSTEM_MEM_START`, the last KiB of the 640 KiB base memory).
+pub const SYSTEM_MEM_START: u64 = 0x9fc00;
+/// ACPI RSDP (`RSDP_ADDR`): the start of the BIOS area Linux scans (0xE0000–0xFFFFF); also
+/// given to Linux in `boot_params.acpi_rsdp_addr`.
+pub const RSDP_ADDR: u64 = 0xe0000;
+/// Size of the system memory region, `[SYSTEM_MEM_START, RSDP_ADDR)` (257 KiB).
+pub const SYSTEM_MEM_SIZE: u64 = RSDP_ADDR - SYSTEM_MEM_START;
+/// Size of the PCIe ECAM window (256 buses × 1 MiB), the last 256 MiB below the IOAPIC.
+pub const PCI_MMCONFIG_SIZE: u64 = 256 << 20;
+/// Start of the PCIe ECAM window (`PCI_MMCONFIG_START`), announced by the ACPI MCFG.
+pub const PCI_MMCONFIG_START: u64 = IOAPIC_ADDR as u64 - PCI_MMCONFIG_SIZE;
+/// First GSI handed to devices (IOAPIC pins 0–4 are the legacy ISA ones squib uses).
+pub const GSI_LEGACY_START: u32 = 5;
+/// Last legacy GSI (IOAPIC pin 23).
+pub const GSI_LEGACY_END: u32 = 23;
+/// COM1 I/O port base (8 ports).
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1 interrupt line.
+pub const COM1_GSI: u32 = 4;
+/// i8042 data port.
+pub const I8042_DATA_PORT: u16 = 0x60;
+/// i8042 command/status port.
+pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// i8042 keyboard interrupt line.
+pub const I8042_GSI: u32 = 1;
 /// Start of high memory: kernel load address, RAM resumes here in the e820 map.
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO gap (3 GiB).

@@ -10,6 +10,8 @@
 //! - [`boot`]: boot-protocol data in guest memory: zero page with e820 map, PVH start info,
 //!   GDT/IDT, identity page tables; [`boot::configure_system`] writes them all.
 //! - [`mptable`]: the Intel MP table announcing every vCPU to non-ACPI SMP guests.
+//! - [`acpi`]: Firecracker's ACPI tables (RSDP, XSDT, FADT, MADT, MCFG, DSDT with the
+//!   virtio-mmio devices, COM1 and the PS/2 controller).
 //! - [`cpuid`]: normalisation of the hypervisor's supported CPUID per vCPU.
 //! - [`regs`]: the neutral [`squib_hv::X86BootState`] for each vCPU.
 //!
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod error;
@@ -31,6 +34,7 @@ pub mod memory;
 pub mod mptable;
 pub mod regs;
 
+pub use acpi::{MmioDeviceInfo, setup_acpi_tables};
 pub use boot::{BootConfig, configure_system};
 pub use cpuid::{CpuidConfig, normalize_cpuid};
 pub use error::ArchError;

@@ -8,7 +8,8 @@
 //!    ([`create_vm`]: map memory, platform, dirty log);
 //! 2. devices through the [`DeviceManager`]: from the configuration, or from saved state at the
 //!    same addresses;
-//! 3. boot only: kernel, initrd, command line, boot structures;
+//! 3. boot only: kernel, initrd, command line, boot structures (zero page or PVH info, MP table,
+//!    ACPI tables describing the attached devices);
 //! 4. vCPU threads ([`spawn_vcpus`]), started from a boot state or from saved vCPU state; a
 //!    boot resumes them all, a restore leaves them paused.
 //!
@@ -21,7 +22,8 @@ use std::{
 
 use squib_arch::{
     BootConfig, BootProtocol, BootStateConfig, CpuidConfig, DEFAULT_BOOT_ARGS, configure_system,
-    create_guest_memory, load_initrd, load_kernel, write_cmdline, x86_boot_state,
+    create_guest_memory, load_initrd, load_kernel, setup_acpi_tables, write_cmdline,
+    x86_boot_state,
 };
 use squib_config::vm_config::VmConfig;
 use squib_core::GuestMemoryMmap;
@@ -313,6 +315,8 @@ pub fn build_microvm(
         },
     )
     .map_err(StartMicrovmError::Configure)?;
+    setup_acpi_tables(&memory, mc.vcpu_count, &devices.virtio_mmio_devices())
+        .map_err(StartMicrovmError::Configure)?;
 
     let supported = hv
         .as_x86()

@@ -630,6 +630,19 @@ impl DeviceManager {
         self.boot_timer.as_ref()
     }
 
+    /// Window (base, size) and GSI of every virtio-mmio device, in attach order (the ACPI
+    /// DSDT's `LNRO0005` nodes).
+    pub fn virtio_mmio_devices(&self) -> Vec<squib_arch::MmioDeviceInfo> {
+        self.virtio
+            .iter()
+            .map(|e| squib_arch::MmioDeviceInfo {
+                addr: e.slot.base,
+                len: MMIO_SLOT_SIZE,
+                gsi: e.slot.gsi,
+            })
+            .collect()
+    }
+
     /// Ids and handles of the virtio devices, in registration order.
     pub fn virtio_devices(&self) -> impl Iterator<Item = (&str, &VirtioHandle)> {
         self.virtio.iter().map(|e| (e.id.as_str(), &e.handle))
