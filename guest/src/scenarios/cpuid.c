@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cpuid: print the CPUID leaves (and optionally MSRs) this vCPU sees, one line each:
+ *
+ *   CPUID 0x1.0 eax=0x000806f8 ebx=0x00010800 ecx=0xf6fa3203 edx=0x0f8bfbff
+ *   MSR 0x10a value=0x000000000000000c
+ *
+ * Fixed leaves: 0, 1, 6, 7.0, 7.1, 0xd.0, 0xd.1, 0x80000000, 0x80000001, 0x80000007,
+ * 0x80000008 (leaves above the reported maximum are skipped). More with
+ * `squibtest.cpuid=<leaf>.<subleaf>` tokens (repeatable, hex with 0x or decimal), MSRs with
+ * `squibtest.msr=<index>` tokens. An MSR the vCPU cannot read raises #GP, which the trap
+ * handler reports as a failure. Tests compare these lines with what a CPU template asked for.
+ */
+#include "../guest.h"
+
+struct leaf {
+	uint32_t leaf;
+	uint32_t subleaf;
+};
+
+static const struct leaf fixed[] = {
+	{ 0x0, 0 }, { 0x1, 0 }, { 0x6, 0 }, { 0x7, 0 }, { 0x7, 1 }, { 0xd, 0 }, { 0xd, 1 },
+	{ 0x80000000, 0 }, { 0x80000001, 0 }, { 0x80000007, 0 }, { 0x80000008, 0 },
+};
+
+static uint32_t max_basic, max_ext;
+
+static void print_leaf(uint32_t leaf, uint32_t subleaf)
+{
+	uint32_t max = leaf >= 0x80000000u ? max_ext : max_basic;
+	if (leaf > max && leaf != 0x80000000u) {
+		kprintf("TEST info cpuid-skipped %#x.%u above max %#x\n", leaf, subleaf, max);
+		return;
+	}
+	uint32_t a, b, c, d;
+	cpuid(leaf, subleaf, &a, &b, &c, &d);
+	kprintf("CPUID %#x.%x eax=0x%08x ebx=0x%08x ecx=0x%08x edx=0x%08x\n", leaf, subleaf, a, b,
+		c, d);
+}
+
+/* Parses `<leaf>[.<subleaf>]`; returns false on garbage. */
+static bool parse_leaf(const char *v, size_t len, struct leaf *out)
+{
+	const char *end;
+	uint64_t leaf = strtou64(v, &end, 0);
+	if (end == v || leaf > 0xffffffffu)
+		return false;
+	uint64_t sub = 0;
+	if (end < v + len && *end == '.') {
+		const char *s = end + 1;
+		sub = strtou64(s, &end, 0);
+		if (end == s || sub > 0xffffffffu)
+			return false;
+	}
+	if (end != v + len)
+		return false;
+	out->leaf = (uint32_t)leaf;
+	out->subleaf = (uint32_t)sub;
+	return true;
+}
+
+int scenario_cpuid(void)
+{
+	uint32_t b, c, d;
+	cpuid(0, 0, &max_basic, &b, &c, &d);
+	cpuid(0x80000000u, 0, &max_ext, &b, &c, &d);
+	int rc = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+		print_leaf(fixed[i].leaf, fixed[i].subleaf);
+
+	size_t pos = 0, len = 0;
+	const char *v;
+	while ((v = cmdline_next(g_boot.cmdline, "squibtest.cpuid", &pos, &len)) != NULL) {
+		struct leaf l;
+		if (!parse_leaf(v, len, &l)) {
+			kprintf("TEST fail cpuid bad-leaf-token\n");
+			rc = 1;
+			continue;
+		}
+		print_leaf(l.leaf, l.subleaf);
+	}
+
+	pos = 0;
+	while ((v = cmdline_next(g_boot.cmdline, "squibtest.msr", &pos, &len)) != NULL) {
+		struct leaf l;
+		if (!parse_leaf(v, len, &l)) {
+			kprintf("TEST fail cpuid bad-msr-token\n");
+			rc = 1;
+			continue;
+		}
+		kprintf("MSR %#x value=0x%016lx\n", l.leaf, rdmsr(l.leaf));
+	}
+
+	if (rc == 0)
+		kprintf("TEST ok cpuid\n");
+	return rc;
+}
