@@ -10,10 +10,15 @@
 //! - optional hiding of feature bits (`hide_cx16` for the nested-PVM SLUB workaround).
 //!
 //! SMT: with `smt` and an even count, two threads per core; else one.
+//!
+//! A CPU template ([`crate::template`]) is applied to the supported table *before* this, so
+//! the values set here win over a template's (Firecracker's order). Feature bits are changed
+//! with the templates' primitive, [`BitFilter`] through [`modify_register`].
 
 use squib_hv::CpuidEntry;
 
 use crate::error::ArchError;
+use crate::template::{BitFilter, CpuidReg, modify_register};
 
 /// Leaf 0x1 ECX bit: hypervisor present.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -78,15 +83,25 @@ pub fn normalize_cpuid(
             0x1 => {
                 e.ebx =
                     (apic_id << 24) | ((count & 0xff) << 16) | (CLFLUSH_SIZE << 8) | (e.ebx & 0xff);
-                e.ecx |= LEAF1_ECX_HYPERVISOR;
+                modify_register(
+                    &mut e,
+                    CpuidReg::Ecx,
+                    BitFilter::set(u64::from(LEAF1_ECX_HYPERVISOR)),
+                );
                 if cfg.hide_cx16 {
-                    e.ecx &= !LEAF1_ECX_CX16;
+                    modify_register(
+                        &mut e,
+                        CpuidReg::Ecx,
+                        BitFilter::clear(u64::from(LEAF1_ECX_CX16)),
+                    );
                 }
-                if count > 1 {
-                    e.edx |= LEAF1_EDX_HTT;
+                let htt = u64::from(LEAF1_EDX_HTT);
+                let htt = if count > 1 {
+                    BitFilter::set(htt)
                 } else {
-                    e.edx &= !LEAF1_EDX_HTT;
-                }
+                    BitFilter::clear(htt)
+                };
+                modify_register(&mut e, CpuidReg::Edx, htt);
             }
             0x4 if intel => {
                 let level = (e.eax >> 5) & 0x7;

@@ -12,6 +12,8 @@
 //! - [`mptable`]: the Intel MP table announcing every vCPU to non-ACPI SMP guests.
 //! - [`cpuid`]: normalisation of the hypervisor's supported CPUID per vCPU.
 //! - [`regs`]: the neutral [`squib_hv::X86BootState`] for each vCPU.
+//! - [`template`]: CPU templates (custom and Firecracker's static ones) as bit filters over the
+//!   neutral CPUID and MSR lists.
 //!
 //! # Threading and safety
 //!
@@ -30,6 +32,7 @@ pub mod loader;
 pub mod memory;
 pub mod mptable;
 pub mod regs;
+pub mod template;
 
 pub use boot::{BootConfig, configure_system};
 pub use cpuid::{CpuidConfig, normalize_cpuid};

@@ -35,7 +35,7 @@ pub use exit::{InternalError, InternalErrorKind, SystemEventKind, VcpuExit, Vcpu
 pub use squib_core::CapabilityProfile;
 pub use squib_core::GuestMemoryMmap;
 pub use traits::{
-    DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker, VcpuStateBlob, Vm,
+    CapabilityModifier, DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker, VcpuStateBlob, Vm,
     VmConfig, VmStateBlob,
 };
 pub use x86::{
