@@ -3,9 +3,9 @@
 //! `KVM_CHECK_EXTENSION` when the VM is created and again when a snapshot is restored.
 
 use kvm_bindings::{
-    KVM_CAP_ADJUST_CLOCK, KVM_CAP_DEBUGREGS, KVM_CAP_EXT_CPUID, KVM_CAP_IOEVENTFD,
-    KVM_CAP_IRQCHIP, KVM_CAP_IRQFD, KVM_CAP_MP_STATE, KVM_CAP_PIT_STATE2, KVM_CAP_PIT2,
-    KVM_CAP_SET_TSS_ADDR, KVM_CAP_USER_MEMORY, KVM_CAP_VCPU_EVENTS, KVM_CAP_XCRS, KVM_CAP_XSAVE,
+    KVM_CAP_ADJUST_CLOCK, KVM_CAP_DEBUGREGS, KVM_CAP_EXT_CPUID, KVM_CAP_IOEVENTFD, KVM_CAP_IRQCHIP,
+    KVM_CAP_IRQFD, KVM_CAP_MP_STATE, KVM_CAP_PIT_STATE2, KVM_CAP_PIT2, KVM_CAP_SET_TSS_ADDR,
+    KVM_CAP_USER_MEMORY, KVM_CAP_VCPU_EVENTS, KVM_CAP_XCRS, KVM_CAP_XSAVE,
 };
 use squib_hv::{CapabilityModifier, HvError};
 
@@ -49,10 +49,7 @@ pub fn required(modifiers: &[CapabilityModifier]) -> Vec<u32> {
 }
 
 /// Checks every required capability with `has` (`KVM_CHECK_EXTENSION` > 0).
-pub fn check(
-    modifiers: &[CapabilityModifier],
-    has: impl Fn(u32) -> bool,
-) -> Result<(), HvError> {
+pub fn check(modifiers: &[CapabilityModifier], has: impl Fn(u32) -> bool) -> Result<(), HvError> {
     match required(modifiers).into_iter().find(|&cap| !has(cap)) {
         Some(missing) => Err(HvError::MissingCapability(missing)),
         None => Ok(()),
@@ -85,7 +82,11 @@ mod tests {
     fn test_should_report_the_first_missing_capability() {
         let err = check(&[CapabilityModifier::Add(9999)], |c| c != 9999).unwrap_err();
         assert!(matches!(err, HvError::MissingCapability(9999)));
-        assert!(check(&[CapabilityModifier::Remove(KVM_CAP_XCRS)], |c| c != KVM_CAP_XCRS).is_ok());
+        assert!(
+            check(&[CapabilityModifier::Remove(KVM_CAP_XCRS)], |c| c
+                != KVM_CAP_XCRS)
+            .is_ok()
+        );
         assert!(matches!(
             check(&[], |c| c != KVM_CAP_XCRS).unwrap_err(),
             HvError::MissingCapability(KVM_CAP_XCRS)

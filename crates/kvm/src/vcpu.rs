@@ -11,8 +11,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 use squib_hv::{
-    CpuidEntry, HvError, InternalError, MsrEntry, InternalErrorKind, SystemEventKind, Vcpu, VcpuExit, VcpuIo, VcpuKicker,
-    VcpuStateBlob, VcpuX86, X86BootState, X86Regs, X86SpecialRegs,
+    CpuidEntry, HvError, InternalError, InternalErrorKind, MsrEntry, SystemEventKind, Vcpu,
+    VcpuExit, VcpuIo, VcpuKicker, VcpuStateBlob, VcpuX86, X86BootState, X86Regs, X86SpecialRegs,
 };
 
 use crate::convert::{

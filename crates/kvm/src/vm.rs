@@ -10,9 +10,7 @@ use kvm_bindings::{
     KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
-use squib_hv::{
-    CapabilityModifier, DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm,
-};
+use squib_hv::{CapabilityModifier, DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 

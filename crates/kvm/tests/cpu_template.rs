@@ -30,7 +30,8 @@ fn test_create_vm_checks_template_capabilities() {
     ]))
     .unwrap();
     // Adding one the host has (KVM_CAP_IRQCHIP = 0) is fine too.
-    hv.create_vm(&cfg(vec![CapabilityModifier::Add(0)])).unwrap();
+    hv.create_vm(&cfg(vec![CapabilityModifier::Add(0)]))
+        .unwrap();
 }
 
 #[test]
@@ -53,8 +54,7 @@ fn test_vm_state_carries_capabilities_and_restore_checks_them() {
     vm2.setup_platform().unwrap();
     vm2.restore_state(&saved).unwrap();
     // The restored VM saves the same requirements again.
-    let again: serde_json::Value =
-        serde_json::from_slice(&vm2.save_state().unwrap().data).unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&vm2.save_state().unwrap().data).unwrap();
     assert_eq!(again["capabilities"], v["capabilities"]);
 
     // A snapshot that requires a capability this host lacks is refused.
@@ -85,7 +85,9 @@ fn test_probe_msrs_reads_a_fresh_vcpu_and_stops_at_the_first_unreadable() {
         }]
     );
     // 0x12345 is no MSR: reading stops there (Firecracker then reports it).
-    let got = x86.probe_msrs(&cpuid, &[MSR_PAT, 0x12345, MSR_PAT]).unwrap();
+    let got = x86
+        .probe_msrs(&cpuid, &[MSR_PAT, 0x12345, MSR_PAT])
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert!(x86.probe_msrs(&cpuid, &[]).unwrap().is_empty());
 }

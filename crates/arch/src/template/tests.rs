@@ -19,7 +19,8 @@ fn entry(function: u32, index: u32, regs: [u32; 4]) -> CpuidEntry {
 }
 
 fn vendor_leaf(vendor: &[u8; 12]) -> CpuidEntry {
-    let word = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
+    let word =
+        |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
     entry(0, 0, [0x1c, word(0), word(8), word(4)])
 }
 
@@ -63,7 +64,10 @@ fn test_bit_filter_sets_clears_and_keeps() {
     assert_eq!(f.apply(0b1000), 0b1101);
     assert_eq!(BitFilter::set(0b10).apply(0), 0b10);
     assert_eq!(BitFilter::clear(0b10).apply(0b11), 0b01);
-    assert_eq!(BitFilter::new(u64::MAX, 0x1_0000_0001).apply32(0xffff_ffff), 1);
+    assert_eq!(
+        BitFilter::new(u64::MAX, 0x1_0000_0001).apply32(0xffff_ffff),
+        1
+    );
 }
 
 #[test]
@@ -86,10 +90,16 @@ fn test_cpuid_template_modifies_registers_and_flags_like_firecracker() {
     );
     let out = apply_cpuid_template(&supported, &t).unwrap();
     let e = find(&out, 3, 0);
-    assert_eq!((e.eax, e.ebx, e.ecx, e.edx), (0b0101, 0b0100, 0b0111, 0b0001));
+    assert_eq!(
+        (e.eax, e.ebx, e.ecx, e.edx),
+        (0b0101, 0b0100, 0b0111, 0b0001)
+    );
     assert!(e.significant_index);
     // An empty template changes nothing.
-    assert_eq!(apply_cpuid_template(&supported, &CpuTemplate::default()).unwrap(), supported);
+    assert_eq!(
+        apply_cpuid_template(&supported, &CpuTemplate::default()).unwrap(),
+        supported
+    );
 }
 
 #[test]
@@ -107,7 +117,10 @@ fn test_cpuid_template_applies_register_modifiers_in_order() {
         }],
         vec![],
     );
-    assert_eq!(find(&apply_cpuid_template(&supported, &t).unwrap(), 1, 0).eax, 0xf1);
+    assert_eq!(
+        find(&apply_cpuid_template(&supported, &t).unwrap(), 1, 0).eax,
+        0xf1
+    );
 }
 
 #[test]
@@ -165,7 +178,11 @@ fn test_normalisation_wins_over_the_template() {
     let l1 = find(&normalize_cpuid(&templated, &cfg).unwrap(), 1, 0);
     assert_ne!(l1.ecx & (1 << 31), 0, "hypervisor bit is normalisation's");
     assert_eq!(l1.ebx >> 24, 1, "APIC id is normalisation's");
-    assert_eq!(l1.ecx & (1 << 13), 0, "the template's own bit stays cleared");
+    assert_eq!(
+        l1.ecx & (1 << 13),
+        0,
+        "the template's own bit stays cleared"
+    );
 }
 
 #[test]
@@ -302,7 +319,9 @@ fn test_static_templates_check_the_cpu_model_like_firecracker() {
     // This host: Emerald Rapids (family 6, model 0xcf): no Intel template allows it.
     for t in INTEL_TEMPLATES {
         assert_eq!(
-            static_template(t, &intel(0x000c_06f2)).unwrap_err().to_string(),
+            static_template(t, &intel(0x000c_06f2))
+                .unwrap_err()
+                .to_string(),
             "Failed to get CPU template: The current CPU model is not permitted to apply the CPU template."
         );
     }
@@ -323,7 +342,14 @@ fn test_static_templates_check_the_cpu_model_like_firecracker() {
     };
     assert!(static_template(StaticTemplate::T2A, &amd).is_ok());
     assert_eq!(
-        static_template(StaticTemplate::T2A, &HostCpu { signature: 0x00a1_0f11, ..amd }).unwrap_err(),
+        static_template(
+            StaticTemplate::T2A,
+            &HostCpu {
+                signature: 0x00a1_0f11,
+                ..amd
+            }
+        )
+        .unwrap_err(),
         TemplateError::InvalidCpuModel
     );
     assert!(static_template_warning(StaticTemplate::C3, &intel(SKYLAKE)).is_some());
@@ -334,10 +360,21 @@ fn test_static_templates_check_the_cpu_model_like_firecracker() {
 fn test_static_template_contents_match_firecracker() {
     let t2 = StaticTemplate::T2.template();
     assert!(t2.capabilities.is_empty() && t2.msrs.is_empty());
-    let leaves: Vec<_> = t2.cpuid.iter().map(|m| (m.leaf, m.subleaf, m.flags)).collect();
+    let leaves: Vec<_> = t2
+        .cpuid
+        .iter()
+        .map(|m| (m.leaf, m.subleaf, m.flags))
+        .collect();
     assert_eq!(
         leaves,
-        vec![(1, 0, 0), (7, 0, 1), (0xd, 0, 1), (0xd, 1, 1), (0x8000_0001, 0, 0), (0x8000_0008, 0, 0)]
+        vec![
+            (1, 0, 0),
+            (7, 0, 1),
+            (0xd, 0, 1),
+            (0xd, 1, 1),
+            (0x8000_0001, 0, 0),
+            (0x8000_0008, 0, 0)
+        ]
     );
     // T2 leaf 1 EAX: the T2 family/model/stepping (0x306f2) over the version bits.
     assert_eq!(
@@ -354,28 +391,53 @@ fn test_static_template_contents_match_firecracker() {
         }]
     );
     assert_ne!(t2s.msrs[0].bits.value() & (1 << 17), 0);
-    assert_eq!(StaticTemplate::T2CL.template().msrs[0].bits.filter(), 0xffff_ffff_e2f5_1e00);
+    assert_eq!(
+        StaticTemplate::T2CL.template().msrs[0].bits.filter(),
+        0xffff_ffff_e2f5_1e00
+    );
     assert!(StaticTemplate::C3.template().cpuid.len() == 5);
     assert!(StaticTemplate::T2A.template().msrs.is_empty());
     // Every static template applies to a table that has its leaves.
     let table = host_table(&VENDOR_INTEL, SKYLAKE);
-    for t in [StaticTemplate::C3, StaticTemplate::T2, StaticTemplate::T2S, StaticTemplate::T2CL, StaticTemplate::T2A] {
+    for t in [
+        StaticTemplate::C3,
+        StaticTemplate::T2,
+        StaticTemplate::T2S,
+        StaticTemplate::T2CL,
+        StaticTemplate::T2A,
+    ] {
         let out = apply_cpuid_template(&table, &t.template()).unwrap();
-        assert_eq!(find(&out, 1, 0).eax & 0x0fff_3fff, t.template().cpuid[0].registers[0].1.value() as u32);
+        assert_eq!(
+            find(&out, 1, 0).eax & 0x0fff_3fff,
+            t.template().cpuid[0].registers[0].1.value() as u32
+        );
     }
 }
 
 fn reg() -> impl Strategy<Value = CpuidReg> {
-    prop_oneof![Just(CpuidReg::Eax), Just(CpuidReg::Ebx), Just(CpuidReg::Ecx), Just(CpuidReg::Edx)]
+    prop_oneof![
+        Just(CpuidReg::Eax),
+        Just(CpuidReg::Ebx),
+        Just(CpuidReg::Ecx),
+        Just(CpuidReg::Edx)
+    ]
 }
 
 fn cpuid_modifier() -> impl Strategy<Value = CpuidModifier> {
-    (0u32..4, 0u32..3, any::<u32>(), proptest::collection::vec((reg(), any::<u64>(), any::<u64>()), 0..6))
+    (
+        0u32..4,
+        0u32..3,
+        any::<u32>(),
+        proptest::collection::vec((reg(), any::<u64>(), any::<u64>()), 0..6),
+    )
         .prop_map(|(leaf, subleaf, flags, regs)| CpuidModifier {
             leaf,
             subleaf,
             flags,
-            registers: regs.into_iter().map(|(r, f, v)| (r, BitFilter::new(f, v))).collect(),
+            registers: regs
+                .into_iter()
+                .map(|(r, f, v)| (r, BitFilter::new(f, v)))
+                .collect(),
         })
 }
 

@@ -33,17 +33,13 @@ pub(super) const C3: StaticData = StaticData {
             leaf: 0xd,
             subleaf: 0x0,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_02f8, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_02f8, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0xd,
             subleaf: 0x1,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_000e, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0x80000001,
@@ -85,17 +81,13 @@ pub(super) const T2: StaticData = StaticData {
             leaf: 0xd,
             subleaf: 0x0,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_02f8, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_02f8, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0xd,
             subleaf: 0x1,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_000e, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0x80000001,
@@ -110,9 +102,7 @@ pub(super) const T2: StaticData = StaticData {
             leaf: 0x80000008,
             subleaf: 0x0,
             flags: 0,
-            registers: &[
-                (Ebx, 0x0000_0200, 0x0000_0000),
-            ],
+            registers: &[(Ebx, 0x0000_0200, 0x0000_0000)],
         },
     ],
     msrs: &[],
@@ -145,17 +135,13 @@ pub(super) const T2S: StaticData = StaticData {
             leaf: 0xd,
             subleaf: 0x0,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_02f8, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_02f8, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0xd,
             subleaf: 0x1,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_000e, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0x80000001,
@@ -170,14 +156,10 @@ pub(super) const T2S: StaticData = StaticData {
             leaf: 0x80000008,
             subleaf: 0x0,
             flags: 0,
-            registers: &[
-                (Ebx, 0x0000_0200, 0x0000_0000),
-            ],
+            registers: &[(Ebx, 0x0000_0200, 0x0000_0000)],
         },
     ],
-    msrs: &[
-        (0x10a, 0xffff_ffff_ffff_ffff, 0x0000_0000_0c0a_0c4c),
-    ],
+    msrs: &[(0x10a, 0xffff_ffff_ffff_ffff, 0x0000_0000_0c0a_0c4c)],
 };
 
 /// T2CL: Intel; Cascade Lake, Ice Lake. Instruction-set parity with T2A.
@@ -207,17 +189,13 @@ pub(super) const T2CL: StaticData = StaticData {
             leaf: 0xd,
             subleaf: 0x0,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_02f8, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_02f8, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0xd,
             subleaf: 0x1,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_000e, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0x80000001,
@@ -232,14 +210,10 @@ pub(super) const T2CL: StaticData = StaticData {
             leaf: 0x80000008,
             subleaf: 0x0,
             flags: 0,
-            registers: &[
-                (Ebx, 0x0000_0200, 0x0000_0000),
-            ],
+            registers: &[(Ebx, 0x0000_0200, 0x0000_0000)],
         },
     ],
-    msrs: &[
-        (0x10a, 0xffff_ffff_e2f5_1e00, 0x0000_0000_0000_0000),
-    ],
+    msrs: &[(0x10a, 0xffff_ffff_e2f5_1e00, 0x0000_0000_0000_0000)],
 };
 
 /// T2A: AMD; Milan. Instruction-set parity with T2CL.
@@ -269,17 +243,13 @@ pub(super) const T2A: StaticData = StaticData {
             leaf: 0xd,
             subleaf: 0x0,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_02f8, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_02f8, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0xd,
             subleaf: 0x1,
             flags: 1,
-            registers: &[
-                (Eax, 0x0000_000e, 0x0000_0000),
-            ],
+            registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
             leaf: 0x80000001,
@@ -294,9 +264,7 @@ pub(super) const T2A: StaticData = StaticData {
             leaf: 0x80000008,
             subleaf: 0x0,
             flags: 0,
-            registers: &[
-                (Ebx, 0x001c_0205, 0x001c_0004),
-            ],
+            registers: &[(Ebx, 0x001c_0205, 0x001c_0004)],
         },
     ],
     msrs: &[],

@@ -54,9 +54,10 @@ impl HugePages {
 /// Static CPU template (deprecated in Firecracker; `None` clears a previous template).
 ///
 /// Firecracker has a different enum per architecture: x86_64 offers `C3`, `T2`, `T2S`, `T2CL`,
-/// `T2A`; aarch64 offers `V1N1`. squib parses the union and refuses the other architecture's
-/// names at admission ([`CpuTemplate::supported_on`], [`CpuTemplate::wrong_arch_message`]);
-/// an unknown name gets Firecracker's x86_64 serde text.
+/// `T2A` ([`X86CpuTemplate`]); aarch64 offers `V1N1` ([`Aarch64CpuTemplate`]). The HTTP API
+/// parses the host architecture's names; the config file parses this union, and admission
+/// refuses the other architecture's names ([`CpuTemplate::supported_on`],
+/// [`CpuTemplate::wrong_arch_message`]). An unknown name gets Firecracker's x86_64 serde text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum CpuTemplate {
     /// Intel C3.
@@ -140,14 +141,64 @@ impl<'de> Deserialize<'de> for CpuTemplate {
     }
 }
 
+/// Firecracker's x86_64 `StaticCpuTemplate` names (the HTTP API on an x86_64 host parses these,
+/// so an unknown or ARM name gets Firecracker's exact serde text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum X86CpuTemplate {
+    /// Intel C3.
+    C3,
+    /// Intel T2.
+    T2,
+    /// Intel T2S.
+    T2S,
+    /// No template.
+    None,
+    /// Intel T2CL.
+    T2CL,
+    /// AMD T2A.
+    T2A,
+}
+
+impl From<X86CpuTemplate> for CpuTemplate {
+    fn from(t: X86CpuTemplate) -> Self {
+        match t {
+            X86CpuTemplate::C3 => Self::C3,
+            X86CpuTemplate::T2 => Self::T2,
+            X86CpuTemplate::T2S => Self::T2S,
+            X86CpuTemplate::None => Self::None,
+            X86CpuTemplate::T2CL => Self::T2CL,
+            X86CpuTemplate::T2A => Self::T2A,
+        }
+    }
+}
+
+/// Firecracker's aarch64 `StaticCpuTemplate` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Aarch64CpuTemplate {
+    /// ARM Neoverse V1 → N1.
+    V1N1,
+    /// No template.
+    None,
+}
+
+impl From<Aarch64CpuTemplate> for CpuTemplate {
+    fn from(t: Aarch64CpuTemplate) -> Self {
+        match t {
+            Aarch64CpuTemplate::V1N1 => Self::V1N1,
+            Aarch64CpuTemplate::None => Self::None,
+        }
+    }
+}
+
 /// Raw `PUT /machine-config` body. A JSON array body fails with Firecracker's text
 /// ("invalid length 0, expected struct MachineConfig with 6 elements").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "struct MachineConfig with 6 elements"
+    expecting = "struct MachineConfig with 6 elements",
+    bound(deserialize = "T: Deserialize<'de>")
 )]
-pub struct RawMachineConfig {
+pub struct RawMachineConfig<T = CpuTemplate> {
     /// Number of vCPUs.
     pub vcpu_count: u8,
     /// Guest memory in MiB.
@@ -155,9 +206,9 @@ pub struct RawMachineConfig {
     /// Simultaneous multithreading.
     #[serde(default)]
     pub smt: bool,
-    /// Deprecated static CPU template.
+    /// Deprecated static CPU template (`T`: one architecture's names, or the union).
     #[serde(default)]
-    pub cpu_template: Option<CpuTemplate>,
+    pub cpu_template: Option<T>,
     /// Dirty page tracking (needed for diff snapshots).
     #[serde(default)]
     pub track_dirty_pages: bool,
@@ -248,10 +299,10 @@ impl MachineConfig {
     }
 }
 
-impl TryFrom<RawMachineConfig> for MachineConfig {
+impl<T: Into<CpuTemplate>> TryFrom<RawMachineConfig<T>> for MachineConfig {
     type Error = String;
 
-    fn try_from(raw: RawMachineConfig) -> Result<Self, Self::Error> {
+    fn try_from(raw: RawMachineConfig<T>) -> Result<Self, Self::Error> {
         check_vcpus(raw.vcpu_count, raw.smt)?;
         if !raw.huge_pages.is_valid_mem_size(raw.mem_size_mib) {
             return Err(INVALID_MEMORY_SIZE.to_owned());
@@ -260,7 +311,7 @@ impl TryFrom<RawMachineConfig> for MachineConfig {
             vcpu_count: raw.vcpu_count,
             mem_size_mib: raw.mem_size_mib,
             smt: raw.smt,
-            cpu_template: raw.cpu_template,
+            cpu_template: raw.cpu_template.map(Into::into),
             track_dirty_pages: raw.track_dirty_pages,
             huge_pages: raw.huge_pages,
         })
@@ -268,9 +319,9 @@ impl TryFrom<RawMachineConfig> for MachineConfig {
 }
 
 /// Raw `PATCH /machine-config` body: every field optional, at least one required.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMachineConfigUpdate {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
+pub struct RawMachineConfigUpdate<T = CpuTemplate> {
     /// Number of vCPUs.
     #[serde(default)]
     pub vcpu_count: Option<u8>,
@@ -280,15 +331,28 @@ pub struct RawMachineConfigUpdate {
     /// Simultaneous multithreading.
     #[serde(default)]
     pub smt: Option<bool>,
-    /// Deprecated static CPU template.
+    /// Deprecated static CPU template (`T`: one architecture's names, or the union).
     #[serde(default)]
-    pub cpu_template: Option<CpuTemplate>,
+    pub cpu_template: Option<T>,
     /// Dirty page tracking.
     #[serde(default)]
     pub track_dirty_pages: Option<bool>,
     /// Guest memory backing.
     #[serde(default)]
     pub huge_pages: Option<HugePages>,
+}
+
+impl<T> Default for RawMachineConfigUpdate<T> {
+    fn default() -> Self {
+        Self {
+            vcpu_count: None,
+            mem_size_mib: None,
+            smt: None,
+            cpu_template: None,
+            track_dirty_pages: None,
+            huge_pages: None,
+        }
+    }
 }
 
 /// Validated `PATCH /machine-config` body (merged into the current config by
@@ -336,15 +400,15 @@ impl From<&MachineConfig> for MachineConfigUpdate {
     }
 }
 
-impl TryFrom<RawMachineConfigUpdate> for MachineConfigUpdate {
+impl<T: Into<CpuTemplate>> TryFrom<RawMachineConfigUpdate<T>> for MachineConfigUpdate {
     type Error = String;
 
-    fn try_from(raw: RawMachineConfigUpdate) -> Result<Self, Self::Error> {
+    fn try_from(raw: RawMachineConfigUpdate<T>) -> Result<Self, Self::Error> {
         let upd = Self {
             vcpu_count: raw.vcpu_count,
             mem_size_mib: raw.mem_size_mib,
             smt: raw.smt,
-            cpu_template: raw.cpu_template,
+            cpu_template: raw.cpu_template.map(Into::into),
             track_dirty_pages: raw.track_dirty_pages,
             huge_pages: raw.huge_pages,
         };

@@ -164,9 +164,7 @@ pub fn boot(hv: &KvmHypervisor, spec: &BootSpec<'_>) -> BootReport {
     )
     .unwrap();
 
-    let vm = hv
-        .create_vm(&VmConfig::new(u32::from(vcpus)))
-        .unwrap();
+    let vm = hv.create_vm(&VmConfig::new(u32::from(vcpus))).unwrap();
     vm.setup_platform().unwrap();
     vm.map_memory(&mem).unwrap();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
