@@ -4,7 +4,7 @@
 mod common;
 
 use common::hypervisor_or_skip;
-use squib_hv::{CapabilityModifier, HvError, Hypervisor, HypervisorX86, MsrEntry, VmConfig};
+use squib_hv::{CapabilityModifier, HvError, Hypervisor, MsrEntry, VmConfig};
 
 /// `IA32_PAT` and its architectural reset value.
 const MSR_PAT: u32 = 0x277;

@@ -42,7 +42,7 @@ pub(super) const C3: StaticData = StaticData {
             registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
-            leaf: 0x80000001,
+            leaf: 0x8000_0001,
             subleaf: 0x0,
             flags: 0,
             registers: &[
@@ -90,7 +90,7 @@ pub(super) const T2: StaticData = StaticData {
             registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
-            leaf: 0x80000001,
+            leaf: 0x8000_0001,
             subleaf: 0x0,
             flags: 0,
             registers: &[
@@ -99,7 +99,7 @@ pub(super) const T2: StaticData = StaticData {
             ],
         },
         LeafBits {
-            leaf: 0x80000008,
+            leaf: 0x8000_0008,
             subleaf: 0x0,
             flags: 0,
             registers: &[(Ebx, 0x0000_0200, 0x0000_0000)],
@@ -144,7 +144,7 @@ pub(super) const T2S: StaticData = StaticData {
             registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
-            leaf: 0x80000001,
+            leaf: 0x8000_0001,
             subleaf: 0x0,
             flags: 0,
             registers: &[
@@ -153,7 +153,7 @@ pub(super) const T2S: StaticData = StaticData {
             ],
         },
         LeafBits {
-            leaf: 0x80000008,
+            leaf: 0x8000_0008,
             subleaf: 0x0,
             flags: 0,
             registers: &[(Ebx, 0x0000_0200, 0x0000_0000)],
@@ -198,7 +198,7 @@ pub(super) const T2CL: StaticData = StaticData {
             registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
-            leaf: 0x80000001,
+            leaf: 0x8000_0001,
             subleaf: 0x0,
             flags: 0,
             registers: &[
@@ -207,7 +207,7 @@ pub(super) const T2CL: StaticData = StaticData {
             ],
         },
         LeafBits {
-            leaf: 0x80000008,
+            leaf: 0x8000_0008,
             subleaf: 0x0,
             flags: 0,
             registers: &[(Ebx, 0x0000_0200, 0x0000_0000)],
@@ -252,7 +252,7 @@ pub(super) const T2A: StaticData = StaticData {
             registers: &[(Eax, 0x0000_000e, 0x0000_0000)],
         },
         LeafBits {
-            leaf: 0x80000001,
+            leaf: 0x8000_0001,
             subleaf: 0x0,
             flags: 0,
             registers: &[
@@ -261,7 +261,7 @@ pub(super) const T2A: StaticData = StaticData {
             ],
         },
         LeafBits {
-            leaf: 0x80000008,
+            leaf: 0x8000_0008,
             subleaf: 0x0,
             flags: 0,
             registers: &[(Ebx, 0x001c_0205, 0x001c_0004)],
