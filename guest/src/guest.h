@@ -110,6 +110,7 @@ struct smp_result {
 	uint32_t started;           /* BSP + APs that checked in */
 	uint32_t apic_ids[MAX_CPUS];/* APIC IDs of the APs that checked in, ascending */
 	uint32_t apic_ids_count;
+	uint64_t fingerprints[MAX_CPUS]; /* cpuid_fingerprint() of each AP, same order as apic_ids */
 };
 uint32_t lapic_id(void);
 void smp_boot_aps(const struct cpu_list *cpus, struct smp_result *res);
@@ -149,6 +150,9 @@ int scenario_blk_throughput(void);
 int scenario_blk_patch(void);
 int scenario_rng(void);
 int scenario_acpi(void);
+int scenario_cpuid(void);
+/* scenarios/cpuid.c: FNV-1a over the fixed CPUID leaves, APIC-id fields masked (same on every vCPU). */
+uint64_t cpuid_fingerprint(void);
 
 extern const char *g_scenario_name;
 

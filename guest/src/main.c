@@ -30,6 +30,7 @@ static const struct scenario scenarios[] = {
 	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
 	{ "acpi",      scenario_acpi,      "find the RSDP like Linux, check XSDT/FADT/DSDT/MADT, count LAPICs" },
+	{ "cpuid",     scenario_cpuid,     "print the CPUID leaves (and squibtest.msr= MSRs) this vCPU sees" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

@@ -36,6 +36,7 @@ static bool x2apic;
 /* Written by APs. */
 static volatile uint32_t ap_checked_in;
 static volatile uint32_t ap_apic_id_plus1[MAX_CPUS];
+static volatile uint64_t ap_fingerprint[MAX_CPUS];
 
 void ap_main(uint32_t index);
 
@@ -96,8 +97,10 @@ static void send_ipi(uint32_t dest, uint32_t cmd)
 
 void ap_main(uint32_t index)
 {
-	if (index < MAX_CPUS)
+	if (index < MAX_CPUS) {
+		ap_fingerprint[index] = cpuid_fingerprint();
 		ap_apic_id_plus1[index] = lapic_id() + 1;
+	}
 	__atomic_fetch_add(&ap_checked_in, 1, __ATOMIC_SEQ_CST);
 	halt_forever();
 }
@@ -164,14 +167,19 @@ void smp_boot_aps(const struct cpu_list *cpus, struct smp_result *res)
 	res->started = 1 + got;
 	uint32_t k = 0;
 	for (uint32_t i = 0; i < MAX_CPUS && k < MAX_CPUS; i++)
-		if (ap_apic_id_plus1[i])
+		if (ap_apic_id_plus1[i]) {
+			res->fingerprints[k] = ap_fingerprint[i];
 			res->apic_ids[k++] = ap_apic_id_plus1[i] - 1;
+		}
 	/* Sort for stable output (APs race to check in). */
 	for (uint32_t i = 1; i < k; i++)
 		for (uint32_t j = i; j > 0 && res->apic_ids[j - 1] > res->apic_ids[j]; j--) {
 			uint32_t t = res->apic_ids[j];
 			res->apic_ids[j] = res->apic_ids[j - 1];
 			res->apic_ids[j - 1] = t;
+			uint64_t f = res->fingerprints[j];
+			res->fingerprints[j] = res->fingerprints[j - 1];
+			res->fingerprints[j - 1] = f;
 		}
 	res->apic_ids_count = k;
 }

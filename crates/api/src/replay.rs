@@ -55,6 +55,23 @@ pub enum ReplayError {
 
 /// Read and parse a config file.
 pub fn parse_config_file(path: &Path) -> Result<RawConfigFile, ReplayError> {
+    let text = read_bounded(path)?;
+    let mut config = parse_config_bytes(&text)?;
+    // `cpu-config` may name a template file (Firecracker); resolve it relative to the cwd. It
+    // is validated with the other members, for the guest architecture.
+    if let Some(template) = config.cpu_config_path().map(PathBuf::from) {
+        let bytes = read_bounded(&template)?;
+        let contents = String::from_utf8(bytes).map_err(|e| ReplayError::Read {
+            path: template.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        config.resolve_cpu_config(contents);
+    }
+    Ok(config)
+}
+
+/// Reads a whole file of at most [`MAX_CONFIG_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ReplayError> {
     let read_err = |source| ReplayError::Read {
         path: path.to_path_buf(),
         source,
@@ -65,22 +82,7 @@ pub fn parse_config_file(path: &Path) -> Result<RawConfigFile, ReplayError> {
             path: path.to_path_buf(),
         });
     }
-    let text = std::fs::read(path).map_err(read_err)?;
-    let mut config = parse_config_bytes(&text)?;
-    // `cpu-config` may name a template file (Firecracker); resolve it relative to the cwd.
-    if let Some(template) = config.cpu_config_path().map(PathBuf::from) {
-        let contents = std::fs::read_to_string(&template).map_err(|source| ReplayError::Read {
-            path: template.clone(),
-            source,
-        })?;
-        config
-            .resolve_cpu_config(&contents)
-            .map_err(|message| ReplayError::Invalid {
-                member: "cpu-config".into(),
-                message,
-            })?;
-    }
-    Ok(config)
+    std::fs::read(path).map_err(read_err)
 }
 
 /// Parse a config document from bytes.
@@ -96,7 +98,7 @@ pub async fn replay_config(
     start_microvm: bool,
 ) -> Result<(), ReplayError> {
     let actions = config
-        .actions_in_order()
+        .actions_in_order(controller.snapshot().profile.arch)
         .map_err(|(member, message)| ReplayError::Invalid { member, message })?;
     for (member, action) in actions {
         dispatch(controller, member, action).await?;

@@ -5,15 +5,22 @@
 //! - leaf 0x1: initial APIC id (EBX[31:24]) = vCPU index, logical processor count (EBX[23:16]),
 //!   CLFLUSH size 64 bytes, hypervisor bit (ECX[31]), HTT (EDX[28]) when `n > 1`;
 //! - leaf 0x4 (Intel deterministic caches): cores/threads sharing each cache level;
+//! - leaf 0x6 (Intel power management): no Turbo Boost (EAX[1]), no energy-performance bias
+//!   (ECX[3]: its MSR is not emulated);
 //! - leaf 0xA: zeroed (no PMU);
 //! - leaves 0xB and 0x1F (extended topology): SMT and core levels for `n` vCPUs, x2APIC id;
 //! - optional hiding of feature bits (`hide_cx16` for the nested-PVM SLUB workaround).
 //!
 //! SMT: with `smt` and an even count, two threads per core; else one.
+//!
+//! A CPU template ([`crate::template`]) is applied to the supported table *before* this, so
+//! the values set here win over a template's (Firecracker's order). Feature bits are changed
+//! with the templates' primitive, [`BitFilter`] through [`modify_register`].
 
 use squib_hv::CpuidEntry;
 
 use crate::error::ArchError;
+use crate::template::{BitFilter, CpuidReg, modify_register};
 
 /// Leaf 0x1 ECX bit: hypervisor present.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -21,6 +28,10 @@ const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF1_ECX_CX16: u32 = 1 << 13;
 /// Leaf 0x1 EDX bit: hyper-threading / multi-core package.
 const LEAF1_EDX_HTT: u32 = 1 << 28;
+/// Leaf 0x6 EAX bit: Intel Turbo Boost.
+const LEAF6_EAX_TURBO: u64 = 1 << 1;
+/// Leaf 0x6 ECX bit: performance-energy bias preference (`IA32_ENERGY_PERF_BIAS`).
+const LEAF6_ECX_EPB: u64 = 1 << 3;
 /// CLFLUSH line size in 8-byte units (64 bytes).
 const CLFLUSH_SIZE: u32 = 8;
 /// Topology level type: SMT.
@@ -78,15 +89,25 @@ pub fn normalize_cpuid(
             0x1 => {
                 e.ebx =
                     (apic_id << 24) | ((count & 0xff) << 16) | (CLFLUSH_SIZE << 8) | (e.ebx & 0xff);
-                e.ecx |= LEAF1_ECX_HYPERVISOR;
+                modify_register(
+                    &mut e,
+                    CpuidReg::Ecx,
+                    BitFilter::set(u64::from(LEAF1_ECX_HYPERVISOR)),
+                );
                 if cfg.hide_cx16 {
-                    e.ecx &= !LEAF1_ECX_CX16;
+                    modify_register(
+                        &mut e,
+                        CpuidReg::Ecx,
+                        BitFilter::clear(u64::from(LEAF1_ECX_CX16)),
+                    );
                 }
-                if count > 1 {
-                    e.edx |= LEAF1_EDX_HTT;
+                let htt = u64::from(LEAF1_EDX_HTT);
+                let htt = if count > 1 {
+                    BitFilter::set(htt)
                 } else {
-                    e.edx &= !LEAF1_EDX_HTT;
-                }
+                    BitFilter::clear(htt)
+                };
+                modify_register(&mut e, CpuidReg::Edx, htt);
             }
             0x4 if intel => {
                 let level = (e.eax >> 5) & 0x7;
@@ -100,6 +121,10 @@ pub fn normalize_cpuid(
                     e.eax |= (sharing.saturating_sub(1) & 0xfff) << 14;
                     e.eax |= (cores.saturating_sub(1) & 0x3f) << 26;
                 }
+            }
+            0x6 if intel => {
+                modify_register(&mut e, CpuidReg::Eax, BitFilter::clear(LEAF6_EAX_TURBO));
+                modify_register(&mut e, CpuidReg::Ecx, BitFilter::clear(LEAF6_ECX_EPB));
             }
             0xa => {
                 e.eax = 0;
@@ -195,6 +220,21 @@ mod tests {
         let t = normalize_cpuid(&[l1], &c).unwrap();
         assert_eq!(t[0].edx & LEAF1_EDX_HTT, 0);
         assert_eq!(t[0].ecx & LEAF1_ECX_CX16, 0);
+    }
+
+    #[test]
+    fn test_intel_leaf6_hides_turbo_and_energy_bias_only() {
+        let vendor = |w: &[u8; 4]| u32::from_le_bytes(*w);
+        let mut l0 = leaf(0, 0);
+        (l0.ebx, l0.edx, l0.ecx) = (vendor(b"Genu"), vendor(b"ineI"), vendor(b"ntel"));
+        let mut l6 = leaf(6, 0);
+        (l6.eax, l6.ecx) = (0b111, 0b1001);
+        let t = normalize_cpuid(&[l0, l6], &cfg(0, 1, false)).unwrap();
+        let got = find(&t, 6, 0);
+        assert_eq!((got.eax, got.ecx), (0b101, 0b0001));
+        // Not on other vendors.
+        let t = normalize_cpuid(&[l6], &cfg(0, 1, false)).unwrap();
+        assert_eq!((t[0].eax, t[0].ecx), (0b111, 0b1001));
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   virtio-mmio devices, COM1 and the PS/2 controller).
 //! - [`cpuid`]: normalisation of the hypervisor's supported CPUID per vCPU.
 //! - [`regs`]: the neutral [`squib_hv::X86BootState`] for each vCPU.
+//! - [`template`]: CPU templates (custom and Firecracker's static ones) as bit filters over the
+//!   neutral CPUID and MSR lists.
 //!
 //! # Threading and safety
 //!
@@ -33,6 +35,7 @@ pub mod loader;
 pub mod memory;
 pub mod mptable;
 pub mod regs;
+pub mod template;
 
 pub use acpi::{MmioDeviceInfo, setup_acpi_tables};
 pub use boot::{BootConfig, configure_system};

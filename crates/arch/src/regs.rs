@@ -19,6 +19,7 @@ use crate::gdt::{
 };
 use crate::layout::{BOOT_STACK_POINTER, PML4_START, PVH_INFO_START, ZERO_PAGE_START};
 use crate::loader::BootProtocol;
+use crate::template::with_template_msrs;
 
 /// CR0.PE.
 pub const CR0_PE: u64 = 1;
@@ -76,8 +77,11 @@ pub struct BootStateConfig<'a> {
     pub entry: GuestAddress,
     /// CPUID inputs (index, count, SMT).
     pub cpuid: CpuidConfig,
-    /// The hypervisor's supported CPUID table.
+    /// The hypervisor's supported CPUID table, with the CPU template already applied
+    /// ([`crate::template::apply_cpuid_template`]).
     pub supported_cpuid: &'a [CpuidEntry],
+    /// The CPU template's MSR values ([`crate::template::apply_msr_template`]); boot MSRs win.
+    pub template_msrs: &'a [MsrEntry],
     /// The VM has a local APIC to program (in-kernel irqchip).
     pub lapic: bool,
 }
@@ -141,7 +145,7 @@ pub fn x86_boot_state(cfg: &BootStateConfig<'_>) -> Result<X86BootState, ArchErr
         sregs: boot_sregs(cfg.protocol),
         fpu: X86Fpu::default(),
         cpuid: normalize_cpuid(cfg.supported_cpuid, &cfg.cpuid)?,
-        msrs: boot_msrs(),
+        msrs: with_template_msrs(boot_msrs(), cfg.template_msrs),
         lapic: cfg.lapic.then_some(LapicLints {
             lint0: LapicDeliveryMode::ExtInt,
             lint1: LapicDeliveryMode::Nmi,
@@ -164,6 +168,7 @@ mod tests {
                 hide_cx16: false,
             },
             supported_cpuid: &[],
+            template_msrs: &[],
             lapic: true,
         }
     }
@@ -193,6 +198,29 @@ mod tests {
         assert_eq!(s.sregs.cr0 & CR0_PG, 0);
         assert_eq!(s.sregs.efer, 0);
         assert!(s.sregs.cs.db && !s.sregs.cs.l);
+    }
+
+    #[test]
+    fn test_template_msrs_follow_boot_msrs_which_win() {
+        let template = [
+            MsrEntry {
+                index: 0x1a0,
+                value: 0,
+            },
+            MsrEntry {
+                index: 0x277,
+                value: 0x0507_0406_0007_0406,
+            },
+        ];
+        let mut c = cfg(BootProtocol::LinuxBoot, 0);
+        c.template_msrs = &template;
+        let s = x86_boot_state(&c).unwrap();
+        assert_eq!(s.msrs.len(), boot_msrs().len() + 1);
+        assert!(s.msrs.contains(&MsrEntry {
+            index: 0x1a0,
+            value: 1
+        }));
+        assert_eq!(s.msrs.last(), Some(&template[1]));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! queuing it; the VMM checks it again when it dequeues (the phase may have moved meanwhile).
 //! [`ActionClass`] selects the per-class timeout. [`ApiResponse`] is the VMM's answer.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use squib_core::{CapabilityProfile, LifecyclePhase};
 
@@ -198,7 +200,7 @@ impl ApiAction {
         profile: &CapabilityProfile,
     ) -> Result<(), AdmissionError> {
         if let Some(msg) = self.profile_rejection(profile) {
-            return Err(AdmissionError::Unsupported(msg.to_owned()));
+            return Err(AdmissionError::Unsupported(msg.into_owned()));
         }
         if matches!(self, Self::Shutdown) {
             return Ok(());
@@ -215,13 +217,23 @@ impl ApiAction {
         }
     }
 
-    fn profile_rejection<'p>(&self, profile: &'p CapabilityProfile) -> Option<&'p str> {
-        match self {
+    fn profile_rejection<'p>(&self, profile: &'p CapabilityProfile) -> Option<Cow<'p, str>> {
+        let template = match self {
+            Self::PutMachineConfig(cfg) => cfg.cpu_template,
+            Self::PatchMachineConfig(upd) => upd.cpu_template,
+            _ => None,
+        };
+        // A static template of the other architecture (Firecracker cannot even parse it).
+        if let Some(t) = template.filter(|t| !t.supported_on(profile.arch)) {
+            return Some(Cow::Owned(t.wrong_arch_message(profile.arch)));
+        }
+        let rejection = match self {
             Self::Instance(InstanceAction::SendCtrlAltDel) => profile.ctrl_alt_del.rejection(),
             Self::PutMachineConfig(cfg) if cfg.smt => profile.smt.rejection(),
             Self::PatchMachineConfig(upd) if upd.smt == Some(true) => profile.smt.rejection(),
             _ => None,
-        }
+        };
+        rejection.map(Cow::Borrowed)
     }
 
     /// Whether a successful action changes the configuration document ([`crate::vm_config`]).
@@ -340,5 +352,43 @@ impl ApiResponse {
     /// `true` for `NoContent` and `Json`.
     pub fn is_success(&self) -> bool {
         !matches!(self, Self::Fault { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schemas::machine_config::{
+        CpuTemplate, MachineConfigUpdate, RawMachineConfigUpdate,
+    };
+
+    fn patch_template(name: &str) -> ApiAction {
+        let raw: RawMachineConfigUpdate =
+            serde_json::from_value(serde_json::json!({ "cpu_template": name })).unwrap();
+        ApiAction::PatchMachineConfig(MachineConfigUpdate::try_from(raw).unwrap())
+    }
+
+    #[test]
+    fn test_should_refuse_static_templates_of_the_other_architecture() {
+        let x86 = CapabilityProfile::x86_64_kvm();
+        let arm = CapabilityProfile::apple_silicon();
+        let phase = LifecyclePhase::NotStarted;
+        assert_eq!(
+            patch_template("V1N1")
+                .admit(phase, &x86)
+                .unwrap_err()
+                .to_string(),
+            CpuTemplate::V1N1.wrong_arch_message(squib_core::GuestArch::X86_64)
+        );
+        assert!(patch_template("T2").admit(phase, &x86).is_ok());
+        assert!(patch_template("None").admit(phase, &x86).is_ok());
+        assert_eq!(
+            patch_template("T2A")
+                .admit(phase, &arm)
+                .unwrap_err()
+                .to_string(),
+            CpuTemplate::T2A.wrong_arch_message(squib_core::GuestArch::Aarch64)
+        );
+        assert!(patch_template("V1N1").admit(phase, &arm).is_ok());
     }
 }

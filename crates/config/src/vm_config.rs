@@ -16,12 +16,13 @@
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use squib_core::GuestArch;
 
 use crate::action::ApiAction;
 use crate::schemas::{
     balloon::{BalloonConfig, RawBalloonConfig},
     boot_source::{BootSource, RawBootSource},
-    cpu_config::{CpuConfig, RawCpuConfig},
+    cpu_config::CpuConfig,
     drive::{DriveConfig, RawDriveConfig},
     entropy::{EntropyConfig, RawEntropyConfig},
     hotplug_memory::{HotplugMemoryConfig, RawHotplugMemoryConfig},
@@ -193,14 +194,20 @@ impl VmConfig {
         match action {
             ApiAction::PutMachineConfig(cfg) => {
                 let next = self.machine_config.replaced_by(cfg)?;
-                self.set_machine_config(next)
+                self.set_machine_config(next)?;
+                self.static_template_given(cfg.cpu_template.is_some());
+                Ok(())
             }
             ApiAction::PatchMachineConfig(upd) => {
                 let next = self.machine_config.updated(upd)?;
-                self.set_machine_config(next)
+                self.set_machine_config(next)?;
+                self.static_template_given(upd.cpu_template.is_some());
+                Ok(())
             }
             ApiAction::PutCpuConfig(c) => {
+                // Firecracker keeps one template slot: the last one configured wins.
                 self.cpu_config = Some(c.clone());
+                self.machine_config.cpu_template = None;
                 Ok(())
             }
             ApiAction::PutBootSource(b) => {
@@ -320,6 +327,14 @@ impl VmConfig {
         }
     }
 
+    /// A machine-config update that names a static template (or `"None"`) replaces a custom
+    /// template too: Firecracker has one template slot.
+    fn static_template_given(&mut self, given: bool) {
+        if given {
+            self.cpu_config = None;
+        }
+    }
+
     fn set_machine_config(&mut self, next: MachineConfig) -> Result<(), String> {
         if let Some(b) = &self.balloon
             && u64::try_from(next.mem_size_mib).unwrap_or(u64::MAX) < b.amount_mib
@@ -407,13 +422,21 @@ impl VmConfig {
 }
 
 /// `cpu-config` in a config file: an inline template or a path to a template file.
+///
+/// The template's schema depends on the guest architecture, which is not known while the
+/// document is parsed: an inline template is kept as JSON and validated by
+/// [`RawConfigFile::actions_in_order`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawCpuConfigSource {
     /// Path to a JSON template file (resolved by the caller).
     Path(String),
-    /// Inline template.
-    Inline(RawCpuConfig),
+    /// Inline template, validated later for the guest architecture.
+    Inline(Value),
+    /// The contents of the template file the caller read ([`RawConfigFile::resolve_cpu_config`]),
+    /// validated later for the guest architecture.
+    #[serde(skip)]
+    FileContents(String),
 }
 
 /// The `--config-file` document: Firecracker's `VmmConfig`. Kebab-case keys; unknown top-level
@@ -492,20 +515,23 @@ impl RawConfigFile {
         }
     }
 
-    /// Replace a `cpu-config` path by the template parsed from `contents` (the file the caller
-    /// read). Errors are serde's message for the file's JSON.
-    pub fn resolve_cpu_config(&mut self, contents: &str) -> Result<(), String> {
-        let template: RawCpuConfig = serde_json::from_str(contents).map_err(|e| e.to_string())?;
-        self.cpu_config = Some(RawCpuConfigSource::Inline(template));
-        Ok(())
+    /// Replace a `cpu-config` path by the contents of the file the caller read. They are
+    /// validated by [`RawConfigFile::actions_in_order`] for the guest architecture, with
+    /// Firecracker's texts (positions in the file).
+    pub fn resolve_cpu_config(&mut self, contents: String) {
+        self.cpu_config = Some(RawCpuConfigSource::FileContents(contents));
     }
 
     /// Validate every member and return the actions in Firecracker's application order
     /// (logger, metrics, machine-config, cpu-config, boot-source, drives, network-interfaces,
     /// vsock, balloon, mmds-config, entropy, pmem, memory-hotplug), each with its member name.
     /// The error is `(member, fault_message)` for the first invalid member. Stateful rules run
-    /// when the actions are applied, exactly as for HTTP requests.
-    pub fn actions_in_order(self) -> Result<Vec<(&'static str, ApiAction)>, MemberError> {
+    /// when the actions are applied, exactly as for HTTP requests. `arch` selects the
+    /// `cpu-config` schema.
+    pub fn actions_in_order(
+        self,
+        arch: GuestArch,
+    ) -> Result<Vec<(&'static str, ApiAction)>, MemberError> {
         list_cap("drives", self.drives.len())?;
         list_cap("network-interfaces", self.network_interfaces.len())?;
         list_cap("pmem", self.pmem.len())?;
@@ -523,11 +549,15 @@ impl RawConfigFile {
             ));
         }
         match self.cpu_config {
-            Some(RawCpuConfigSource::Inline(raw)) => {
-                out.push((
-                    "cpu-config",
-                    ApiAction::PutCpuConfig(member("cpu-config", raw)?),
-                ));
+            Some(RawCpuConfigSource::Inline(value)) => {
+                let template = CpuConfig::from_value(value, arch)
+                    .map_err(|e| ("cpu-config".to_owned(), e.to_string()))?;
+                out.push(("cpu-config", ApiAction::PutCpuConfig(template)));
+            }
+            Some(RawCpuConfigSource::FileContents(text)) => {
+                let template = CpuConfig::from_json(text.as_bytes(), arch)
+                    .map_err(|e| ("cpu-config".to_owned(), e.to_string()))?;
+                out.push(("cpu-config", ApiAction::PutCpuConfig(template)));
             }
             Some(RawCpuConfigSource::Path(path)) => {
                 return Err((

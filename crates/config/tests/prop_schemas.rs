@@ -17,7 +17,7 @@ use squib_config::{
             RawBalloonStartCmd, RawBalloonStatsUpdate, RawBalloonUpdate,
         },
         boot_source::{BootSource, RawBootSource},
-        cpu_config::{CpuConfig, RawCpuConfig},
+        cpu_config::CpuConfig,
         drive::{DriveConfig, DriveUpdate, RawDriveConfig, RawDriveUpdate},
         entropy::{EntropyConfig, RawEntropyConfig},
         hotplug_memory::{
@@ -70,7 +70,14 @@ fn exercise_all(bytes: &[u8]) {
     exercise::<RawBalloonStatsUpdate, BalloonStatsUpdate>(bytes);
     exercise::<RawBalloonStartCmd, BalloonStartCmd>(bytes);
     exercise::<RawBootSource, BootSource>(bytes);
-    exercise::<RawCpuConfig, CpuConfig>(bytes);
+    for arch in [
+        squib_core::GuestArch::X86_64,
+        squib_core::GuestArch::Aarch64,
+    ] {
+        if let Ok(template) = CpuConfig::from_json(bytes, arch) {
+            let _ = serde_json::to_string(&template);
+        }
+    }
     exercise::<RawDriveConfig, DriveConfig>(bytes);
     exercise::<RawDriveUpdate, DriveUpdate>(bytes);
     exercise::<RawEntropyConfig, EntropyConfig>(bytes);
@@ -100,7 +107,7 @@ fn exercise_config_file(bytes: &[u8]) {
     let Ok(file) = serde_json::from_slice::<RawConfigFile>(bytes) else {
         return;
     };
-    let Ok(actions) = file.actions_in_order() else {
+    let Ok(actions) = file.actions_in_order(squib_core::GuestArch::X86_64) else {
         return;
     };
     let mut cfg = VmConfig::default();

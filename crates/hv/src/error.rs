@@ -16,6 +16,9 @@ pub enum HvError {
         /// Format version in the blob.
         found_version: u32,
     },
+    /// A required hypervisor capability (the backend's id) is missing on this host.
+    #[error("missing hypervisor capability {0:#x}")]
+    MissingCapability(u32),
     /// An argument is outside what the backend or the guest layout allows.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

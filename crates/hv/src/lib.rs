@@ -35,8 +35,8 @@ pub use exit::{InternalError, InternalErrorKind, SystemEventKind, VcpuExit, Vcpu
 pub use squib_core::CapabilityProfile;
 pub use squib_core::GuestMemoryMmap;
 pub use traits::{
-    DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker, VcpuStateBlob, Vm,
-    VmConfig, VmStateBlob,
+    CapabilityModifier, DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker,
+    VcpuStateBlob, Vm, VmConfig, VmStateBlob,
 };
 pub use x86::{
     CpuidEntry, HypervisorX86, LapicDeliveryMode, LapicLints, MsrEntry, VcpuX86, X86BootState,

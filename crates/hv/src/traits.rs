@@ -40,11 +40,36 @@ pub struct HvCapabilities {
     pub emulated_guests: bool,
 }
 
-/// Parameters fixed when a VM is created.
+/// A change to the set of hypervisor capabilities a VM requires (Firecracker's
+/// `kvm_capabilities` of a CPU template). The numbers are the backend's own capability ids
+/// (`KVM_CAP_*` for KVM); a backend without numbered capabilities refuses any `Add`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CapabilityModifier {
+    /// Also require this capability.
+    Add(u32),
+    /// Do not require this capability even if the backend's default set does.
+    Remove(u32),
+}
+
+/// Parameters fixed when a VM is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmConfig {
     /// Number of vCPUs the VM will have (some backends size structures up front).
     pub vcpu_count: u32,
+    /// Changes to the backend's required capabilities; [`Hypervisor::create_vm`] fails with
+    /// [`HvError::MissingCapability`] if one is missing. The backend keeps them in its VM state
+    /// blob and checks them again on restore.
+    pub capabilities: Vec<CapabilityModifier>,
+}
+
+impl VmConfig {
+    /// A VM of `vcpu_count` vCPUs with the backend's default capability requirements.
+    pub fn new(vcpu_count: u32) -> Self {
+        Self {
+            vcpu_count,
+            capabilities: Vec::new(),
+        }
+    }
 }
 
 /// Guest address that an ioeventfd watches.

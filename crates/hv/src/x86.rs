@@ -196,6 +196,15 @@ pub struct X86BootState {
 pub trait HypervisorX86 {
     /// The CPUID leaves the hypervisor can expose (input to `squib-arch`'s normalisation).
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError>;
+
+    /// The values MSRs `indices` have on a fresh vCPU whose CPUID is `cpuid` (the base values a
+    /// CPU template's MSR filters apply to). Reading stops at the first MSR the hypervisor
+    /// cannot read: the result holds the readable prefix, in order. Costs a scratch VM; call it
+    /// only when a template has MSR modifiers.
+    fn probe_msrs(&self, cpuid: &[CpuidEntry], indices: &[u32]) -> Result<Vec<MsrEntry>, HvError> {
+        let _ = (cpuid, indices);
+        Err(HvError::Unsupported("MSR probing"))
+    }
 }
 
 /// x86_64 extension of [`crate::Vcpu`].

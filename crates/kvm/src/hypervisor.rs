@@ -8,8 +8,11 @@ use std::sync::Arc;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm};
 use squib_core::CapabilityProfile;
-use squib_hv::{CpuidEntry, HvCapabilities, HvError, Hypervisor, HypervisorX86, Vm, VmConfig};
+use squib_hv::{
+    CpuidEntry, HvCapabilities, HvError, Hypervisor, HypervisorX86, MsrEntry, Vm, VmConfig,
+};
 
+use crate::caps;
 use crate::convert::cpuid_from_kvm;
 use crate::vm::KvmVm;
 
@@ -82,6 +85,10 @@ impl KvmHypervisor {
                 self.kvm.get_max_vcpus()
             )));
         }
+        // Firecracker checks its capability list (as changed by the CPU template) first.
+        caps::check(&config.capabilities, |cap| {
+            self.kvm.check_extension_raw(libc::c_ulong::from(cap)) > 0
+        })?;
         let fd = self
             .kvm
             .create_vm()
@@ -92,7 +99,12 @@ impl KvmHypervisor {
             .map_err(|e| HvError::errno("KVM_GET_MSR_INDEX_LIST", e.errno()))?
             .as_slice()
             .to_vec();
-        Ok(KvmVm::new(fd, self.options, msr_indices))
+        Ok(KvmVm::new(
+            fd,
+            self.options,
+            msr_indices,
+            config.capabilities.clone(),
+        ))
     }
 }
 
@@ -138,5 +150,15 @@ impl HypervisorX86 for KvmHypervisor {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| HvError::errno("KVM_GET_SUPPORTED_CPUID", e.errno()))?;
         Ok(cpuid.as_slice().iter().map(cpuid_from_kvm).collect())
+    }
+
+    fn probe_msrs(&self, cpuid: &[CpuidEntry], indices: &[u32]) -> Result<Vec<MsrEntry>, HvError> {
+        // A scratch VM shaped like a real one (TSS, irqchip, PIT) with one vCPU: Firecracker
+        // reads these values from vCPU 0 right after setting its CPUID, before any MSR write.
+        let vm = self.create_kvm_vm(&VmConfig::new(1))?;
+        vm.setup_platform()?;
+        let mut vcpu = vm.create_kvm_vcpu(0)?;
+        vcpu.set_cpuid(cpuid)?;
+        vcpu.read_msr_prefix(indices)
     }
 }

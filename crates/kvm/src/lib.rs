@@ -28,6 +28,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod caps;
 mod convert;
 mod hypervisor;
 mod kick;
@@ -36,6 +37,7 @@ mod vcpu;
 mod vm;
 mod vm_state;
 
+pub use caps::DEFAULT_CAPABILITIES;
 pub use hypervisor::{KvmHypervisor, KvmOptions, is_pvm};
 pub use kick::KvmKicker;
 pub use vcpu::KvmVcpu;

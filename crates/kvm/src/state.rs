@@ -42,7 +42,7 @@ fn os(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HvError {
 }
 
 /// Reads every MSR of `indices` that KVM lets us read (unreadable ones are skipped).
-fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, HvError> {
+pub(crate) fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, HvError> {
     let mut out = Vec::with_capacity(indices.len());
     let mut rest = indices;
     while !rest.is_empty() {
@@ -95,8 +95,8 @@ pub(crate) fn save(fd: &VcpuFd, msr_indices: &[u32]) -> Result<VcpuStateBlob, Hv
     })
 }
 
-/// Applies a blob produced by [`save`].
-pub(crate) fn restore(fd: &VcpuFd, blob: &VcpuStateBlob) -> Result<(), HvError> {
+/// Applies a blob produced by [`save`]; returns the indices of the MSRs it restored.
+pub(crate) fn restore(fd: &VcpuFd, blob: &VcpuStateBlob) -> Result<Vec<u32>, HvError> {
     if blob.backend != BACKEND || blob.version != VERSION {
         return Err(HvError::IncompatibleState {
             found_backend: blob.backend.clone(),
@@ -133,5 +133,6 @@ pub(crate) fn restore(fd: &VcpuFd, blob: &VcpuStateBlob) -> Result<(), HvError> 
         }
     }
     fd.set_vcpu_events(&s.vcpu_events)
-        .map_err(os("KVM_SET_VCPU_EVENTS"))
+        .map_err(os("KVM_SET_VCPU_EVENTS"))?;
+    Ok(s.msrs.iter().map(|m| m.index).collect())
 }

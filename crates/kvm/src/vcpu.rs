@@ -11,8 +11,8 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 use squib_hv::{
-    HvError, InternalError, InternalErrorKind, SystemEventKind, Vcpu, VcpuExit, VcpuIo, VcpuKicker,
-    VcpuStateBlob, VcpuX86, X86BootState, X86Regs, X86SpecialRegs,
+    CpuidEntry, HvError, InternalError, InternalErrorKind, MsrEntry, SystemEventKind, Vcpu,
+    VcpuExit, VcpuIo, VcpuKicker, VcpuStateBlob, VcpuX86, X86BootState, X86Regs, X86SpecialRegs,
 };
 
 use crate::convert::{
@@ -46,6 +46,9 @@ pub struct KvmVcpu {
     kick: Arc<KickState>,
     /// MSRs saved in snapshots (`KVM_GET_MSR_INDEX_LIST`).
     msr_indices: Arc<Vec<u32>>,
+    /// MSRs set at boot (CPU template) or restored that the index list lacks: saved too, as
+    /// Firecracker adds a template's MSRs to `msrs_to_save`.
+    extra_msrs: Vec<u32>,
 }
 
 fn os(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HvError {
@@ -65,6 +68,49 @@ impl KvmVcpu {
             options,
             kick: Arc::new(KickState::default()),
             msr_indices,
+            extra_msrs: Vec::new(),
+        }
+    }
+
+    /// Sets the vCPU's CPUID table (`KVM_SET_CPUID2`).
+    pub fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<(), HvError> {
+        let entries: Vec<_> = entries.iter().map(cpuid_to_kvm).collect();
+        let cpuid = CpuId::from_entries(&entries)
+            .map_err(|_| HvError::InvalidArgument(format!("{} CPUID entries", entries.len())))?;
+        self.fd.set_cpuid2(&cpuid).map_err(os("KVM_SET_CPUID2"))
+    }
+
+    /// Reads `indices` in order, stopping at the first MSR KVM cannot read (the readable
+    /// prefix is returned).
+    pub fn read_msr_prefix(&self, indices: &[u32]) -> Result<Vec<MsrEntry>, HvError> {
+        let mut out = Vec::with_capacity(indices.len());
+        for chunk in indices.chunks(kvm_bindings::KVM_MAX_MSR_ENTRIES) {
+            let entries: Vec<kvm_msr_entry> = chunk
+                .iter()
+                .map(|&index| kvm_msr_entry {
+                    index,
+                    ..Default::default()
+                })
+                .collect();
+            let mut msrs = Msrs::from_entries(&entries)
+                .map_err(|_| HvError::InvalidArgument("MSR list".to_owned()))?;
+            let n = self.fd.get_msrs(&mut msrs).map_err(os("KVM_GET_MSRS"))?;
+            out.extend(msrs.as_slice()[..n].iter().map(|m| MsrEntry {
+                index: m.index,
+                value: m.data,
+            }));
+            if n < chunk.len() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn remember_msrs(&mut self, indices: impl IntoIterator<Item = u32>) {
+        for index in indices {
+            if !self.msr_indices.contains(&index) && !self.extra_msrs.contains(&index) {
+                self.extra_msrs.push(index);
+            }
         }
     }
 
@@ -247,11 +293,18 @@ impl Vcpu for KvmVcpu {
     }
 
     fn save_state(&self) -> Result<VcpuStateBlob, HvError> {
-        state::save(&self.fd, &self.msr_indices)
+        if self.extra_msrs.is_empty() {
+            return state::save(&self.fd, &self.msr_indices);
+        }
+        let mut indices = self.msr_indices.to_vec();
+        indices.extend_from_slice(&self.extra_msrs);
+        state::save(&self.fd, &indices)
     }
 
     fn restore_state(&mut self, state: &VcpuStateBlob) -> Result<(), HvError> {
-        state::restore(&self.fd, state)
+        let restored = state::restore(&self.fd, state)?;
+        self.remember_msrs(restored);
+        Ok(())
     }
 
     fn as_x86(&mut self) -> Option<&mut dyn VcpuX86> {
@@ -261,11 +314,10 @@ impl Vcpu for KvmVcpu {
 
 impl VcpuX86 for KvmVcpu {
     fn apply_boot_state(&mut self, state: &X86BootState) -> Result<(), HvError> {
-        // CPUID first: KVM validates CR4/EFER bits in SET_SREGS against the guest CPUID.
-        let entries: Vec<_> = state.cpuid.iter().map(cpuid_to_kvm).collect();
-        let cpuid = CpuId::from_entries(&entries)
-            .map_err(|_| HvError::InvalidArgument(format!("{} CPUID entries", entries.len())))?;
-        self.fd.set_cpuid2(&cpuid).map_err(os("KVM_SET_CPUID2"))?;
+        // CPUID first: KVM validates CR4/EFER bits in SET_SREGS against the guest CPUID, and
+        // CPUID-dependent MSRs (Linux >= 6.13) only accept values once it is set.
+        self.set_cpuid(&state.cpuid)?;
+        self.remember_msrs(state.msrs.iter().map(|m| m.index));
 
         let msr_entries: Vec<kvm_msr_entry> = state
             .msrs

@@ -10,7 +10,7 @@ use kvm_bindings::{
     KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
-use squib_hv::{DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm};
+use squib_hv::{CapabilityModifier, DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -39,16 +39,30 @@ pub struct KvmVm {
     options: KvmOptions,
     slots: Mutex<Memslots>,
     msr_indices: Arc<Vec<u32>>,
+    /// The CPU template's capability changes (saved in the VM state, checked on restore).
+    capabilities: Mutex<Vec<CapabilityModifier>>,
 }
 
 impl KvmVm {
-    pub(crate) fn new(fd: VmFd, options: KvmOptions, msr_indices: Vec<u32>) -> Self {
+    pub(crate) fn new(
+        fd: VmFd,
+        options: KvmOptions,
+        msr_indices: Vec<u32>,
+        capabilities: Vec<CapabilityModifier>,
+    ) -> Self {
         Self {
             fd,
             options,
             slots: Mutex::new(Memslots::default()),
             msr_indices: Arc::new(msr_indices),
+            capabilities: Mutex::new(capabilities),
         }
+    }
+
+    fn capabilities(&self) -> std::sync::MutexGuard<'_, Vec<CapabilityModifier>> {
+        self.capabilities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Creates a vCPU with its concrete type (tests and KVM-specific callers).
@@ -124,11 +138,14 @@ impl Vm for KvmVm {
     }
 
     fn save_state(&self) -> Result<squib_hv::VmStateBlob, HvError> {
-        crate::vm_state::save(&self.fd)
+        let capabilities = self.capabilities().clone();
+        crate::vm_state::save(&self.fd, capabilities)
     }
 
     fn restore_state(&self, state: &squib_hv::VmStateBlob) -> Result<(), HvError> {
-        crate::vm_state::restore(&self.fd, state)
+        let capabilities = crate::vm_state::restore(&self.fd, state)?;
+        *self.capabilities() = capabilities;
+        Ok(())
     }
 
     fn enable_dirty_log(&self) -> Result<(), HvError> {

@@ -48,7 +48,7 @@ fn test_real_mode_pio_out_in_completed_through_callbacks() {
         0xee,             // out dx, al       (ioeventfd: no callback)
         0xf4,             // hlt
     ];
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     let mem = memory_with_code(0x4000, CODE, &code);
     vm.map_memory(&mem).unwrap();
     let evt = EventFd::new(EFD_NONBLOCK).unwrap();
@@ -84,7 +84,7 @@ fn test_real_mode_mmio_read_value_supplied_by_callback() {
         0x89, 0x47, 0x10, // mov [bx+0x10], ax (MMIO write)
         0xf4,             // hlt
     ];
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     let mem = memory_with_code(0x2000, CODE, &code);
     vm.map_memory(&mem).unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
@@ -124,7 +124,7 @@ fn test_long_mode_with_arch_boot_state_and_irqchip() {
         0xf4,                         // hlt
         0xeb, 0xfd,                   // jmp hlt
     ];
-    let vm = hv.create_kvm_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_kvm_vm(&VmConfig::new(1)).unwrap();
     vm.setup_platform().unwrap();
     let mem = memory_with_code(4 << 20, entry, &code);
     write_gdt_idt(&mem, BootProtocol::LinuxBoot).unwrap();
@@ -141,6 +141,7 @@ fn test_long_mode_with_arch_boot_state_and_irqchip() {
             hide_cx16: false,
         },
         supported_cpuid: &supported,
+        template_msrs: &[],
         lapic: true,
     })
     .unwrap();
@@ -184,7 +185,7 @@ fn test_kick_interrupts_spinning_vcpu() {
     let Some(hv) = hypervisor_or_skip() else {
         return;
     };
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     let mem = memory_with_code(0x2000, CODE, &[0xeb, 0xfe]); // jmp $
     vm.map_memory(&mem).unwrap();
     let (kicker_tx, kicker_rx) = mpsc::channel();
@@ -239,7 +240,7 @@ fn test_two_vcpus_on_their_own_threads() {
         0xee,             // out dx, al   (al = vCPU index, set by the test)
         0xf4,             // hlt
     ];
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 2 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(2)).unwrap();
     let mem = memory_with_code(0x2000, CODE, &code);
     vm.map_memory(&mem).unwrap();
     let handles: Vec<_> = (0..2u32)
@@ -273,7 +274,7 @@ fn test_capabilities_and_irq_plumbing() {
     assert!(caps.max_vcpus >= 1);
     assert_eq!(caps.emulated_guests, squib_kvm::is_pvm());
     assert!(hv.profile().max_vcpus >= 1);
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm.setup_platform().unwrap();
     let evt = EventFd::new(EFD_NONBLOCK).unwrap();
     vm.register_irqfd(&evt, 4).unwrap();
@@ -300,7 +301,7 @@ fn test_save_restore_state_continues_in_a_new_vm() {
         0xeb, 0xfe,       // jmp $
     ];
     let mem = memory_with_code(0x4000, CODE, &code);
-    let vm1 = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm1 = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm1.setup_platform().unwrap();
     vm1.map_memory(&mem).unwrap();
     let mut vcpu1 = vm1.create_vcpu(0).unwrap();
@@ -314,7 +315,7 @@ fn test_save_restore_state_continues_in_a_new_vm() {
     let blob = vcpu1.save_state().unwrap();
     assert_eq!((blob.backend.as_str(), blob.version), ("kvm", 1));
 
-    let vm2 = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm2 = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm2.setup_platform().unwrap();
     vm2.map_memory(&mem).unwrap();
     let mut vcpu2 = vm2.create_vcpu(0).unwrap();
@@ -372,7 +373,7 @@ fn run_int3_guest(hv: &KvmHypervisor) -> (VcpuExit, Vec<u8>) {
     // IVT[3] = 0000:1100
     mem.write_slice(&[0x00, 0x11, 0x00, 0x00], GuestAddress(3 * 4))
         .unwrap();
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm.map_memory(&mem).unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     real_mode(vcpu.as_mut(), CODE, 0);
@@ -404,7 +405,7 @@ fn test_emulation_failure_reports_instruction_bytes() {
         0x66, 0xf3, 0x0f, 0xb8, 0xc3, // popcnt eax, ebx
         0xf4,                         // hlt
     ];
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     let mem = memory_with_code(0x4000, CODE, &code);
     vm.map_memory(&mem).unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
@@ -462,7 +463,7 @@ fn test_long_mode_int3_through_idt() {
         mem.write_slice(&gate, GuestAddress(idt + 3 * 16)).unwrap();
         write_gdt_idt(&mem, BootProtocol::LinuxBoot).unwrap();
         write_page_tables(&mem).unwrap();
-        let vm = hv2.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+        let vm = hv2.create_vm(&VmConfig::new(1)).unwrap();
         vm.map_memory(&mem).unwrap();
         let supported = hv.as_x86().unwrap().supported_cpuid().unwrap();
         let mut state = x86_boot_state(&BootStateConfig {
@@ -475,6 +476,7 @@ fn test_long_mode_int3_through_idt() {
                 hide_cx16: false,
             },
             supported_cpuid: &supported,
+            template_msrs: &[],
             lapic: false,
         })
         .unwrap();

@@ -21,14 +21,14 @@ fn test_vm_state_round_trip_in_a_new_vm() {
     let Some(hv) = hypervisor_or_skip() else {
         return;
     };
-    let vm1 = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm1 = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm1.setup_platform().unwrap();
     // Leave a visible trace in the IOAPIC (a raised level-triggered line).
     vm1.set_irq_line(10, true).unwrap();
     let saved = vm1.save_state().unwrap();
     assert_eq!((saved.backend.as_str(), saved.version), ("kvm", 1));
 
-    let vm2 = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm2 = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm2.setup_platform().unwrap();
     let fresh = vm2.save_state().unwrap();
     assert!(
@@ -69,7 +69,7 @@ fn test_dirty_log_sees_guest_writes_and_clears() {
         0xeb, 0xfe,             // jmp $
     ];
     let mem = memory_with_code(0x8000, CODE, &code);
-    let vm = hv.create_vm(&VmConfig { vcpu_count: 1 }).unwrap();
+    let vm = hv.create_vm(&VmConfig::new(1)).unwrap();
     vm.setup_platform().unwrap();
     assert!(vm.dirty_log().is_err(), "not enabled yet");
     vm.map_memory(&mem).unwrap();

@@ -28,10 +28,11 @@ use squib_arch::{
 use squib_config::vm_config::VmConfig;
 use squib_core::GuestMemoryMmap;
 use squib_devices::pseudo::{BootTimer, BootTimestamp};
-use squib_hv::{Hypervisor, Vm, VmConfig as HvVmConfig};
+use squib_hv::{CapabilityModifier, Hypervisor, Vm, VmConfig as HvVmConfig};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{
+    cpu_template::{self, GuestCpu},
     device_manager::{DeviceManager, LegacyArgs, Prepared, RestoreOverrides},
     error::StartMicrovmError,
     mmds::MmdsService,
@@ -197,14 +198,17 @@ pub fn kernel_cmdline(config: &VmConfig) -> String {
 }
 
 /// Step 1: a VM with `memory` mapped, its platform created and, if asked, dirty logging on.
+/// `capabilities` are the CPU template's changes to the hypervisor's required capabilities.
 pub fn create_vm(
     hv: &Arc<dyn Hypervisor>,
     memory: &GuestMemoryMmap,
     vcpu_count: u8,
     track_dirty_pages: bool,
+    capabilities: Vec<CapabilityModifier>,
 ) -> Result<Arc<dyn Vm>, StartMicrovmError> {
     let vm = hv.create_vm(&HvVmConfig {
         vcpu_count: u32::from(vcpu_count),
+        capabilities,
     })?;
     vm.map_memory(memory)?;
     vm.setup_platform()?;
@@ -257,7 +261,18 @@ pub fn build_microvm(
     }
     let mc = &config.machine_config;
     let memory = create_guest_memory(mc.mem_size_mib).map_err(StartMicrovmError::Memory)?;
-    let vm = create_vm(hv, &memory, mc.vcpu_count, mc.track_dirty_pages)?;
+    // The CPU template first (Firecracker: static templates' vendor/model checks, then its
+    // capability requirements when the VM is created).
+    let x86 = hv.as_x86().ok_or(StartMicrovmError::NoX86)?;
+    let supported = x86.supported_cpuid()?;
+    let template = cpu_template::resolve(config, &supported)?;
+    let vm = create_vm(
+        hv,
+        &memory,
+        mc.vcpu_count,
+        mc.track_dirty_pages,
+        template.capabilities.clone(),
+    )?;
 
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
@@ -318,23 +333,23 @@ pub fn build_microvm(
     setup_acpi_tables(&memory, mc.vcpu_count, &devices.virtio_mmio_devices())
         .map_err(StartMicrovmError::Configure)?;
 
-    let supported = hv
-        .as_x86()
-        .ok_or(StartMicrovmError::NoX86)?
-        .supported_cpuid()?;
     let caps = hv.capabilities();
+    let cpuid_config = |vcpu_index| CpuidConfig {
+        vcpu_index,
+        vcpu_count: mc.vcpu_count,
+        smt: mc.smt,
+        hide_cx16: caps.emulated_guests,
+    };
+    // Every vCPU gets the templated CPUID (normalised for it) and the template's MSRs.
+    let guest_cpu = GuestCpu::prepare(x86, &supported, &template, &cpuid_config(0))?;
     let mut starts = Vec::with_capacity(usize::from(mc.vcpu_count));
     for index in 0..mc.vcpu_count {
         let boot_state = x86_boot_state(&BootStateConfig {
             protocol: entry.protocol,
             entry: entry.addr,
-            cpuid: CpuidConfig {
-                vcpu_index: index,
-                vcpu_count: mc.vcpu_count,
-                smt: mc.smt,
-                hide_cx16: caps.emulated_guests,
-            },
-            supported_cpuid: &supported,
+            cpuid: cpuid_config(index),
+            supported_cpuid: &guest_cpu.cpuid,
+            template_msrs: &guest_cpu.msrs,
             lapic: caps.in_kernel_irqchip,
         })
         .map_err(StartMicrovmError::Configure)?;
@@ -389,7 +404,14 @@ pub fn restore_microvm(
         track_dirty_pages: args.track_dirty_pages,
         ..state.machine
     };
-    let vm = create_vm(hv, &memory, machine.vcpu_count, machine.track_dirty_pages)?;
+    // The VM state carries the CPU template's capability requirements; restoring it checks them.
+    let vm = create_vm(
+        hv,
+        &memory,
+        machine.vcpu_count,
+        machine.track_dirty_pages,
+        Vec::new(),
+    )?;
     vm.restore_state(&state.vm)?;
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());

@@ -1,7 +1,7 @@
 //! Errors of the VMM core. `Display` texts follow Firecracker's (`<Category> error: <detail>`
 //! once prefixed by the caller, e.g. `Start microvm error: ...`).
 
-use squib_arch::ArchError;
+use squib_arch::{ArchError, template::TemplateError};
 use squib_hv::HvError;
 
 /// Why `InstanceStart` failed. A failed start is not fatal: the client may fix and retry.
@@ -31,7 +31,13 @@ pub enum StartMicrovmError {
     Configure(ArchError),
     /// The hypervisor refused something.
     #[error("Hypervisor error: {0}")]
-    Hypervisor(#[from] HvError),
+    Hypervisor(HvError),
+    /// A capability the CPU template (or the backend's default set) requires is missing.
+    #[error("Kvm error: Missing KVM capabilities: {0:#x}")]
+    MissingCapability(u32),
+    /// The CPU template cannot be resolved or applied (the text carries Firecracker's category).
+    #[error("{0}")]
+    CpuTemplate(#[from] TemplateError),
     /// A device could not be created.
     #[error("{0}")]
     Device(#[from] DeviceError),
@@ -49,6 +55,15 @@ pub enum StartMicrovmError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<HvError> for StartMicrovmError {
+    fn from(e: HvError) -> Self {
+        match e {
+            HvError::MissingCapability(cap) => Self::MissingCapability(cap),
+            other => Self::Hypervisor(other),
+        }
+    }
 }
 
 /// Why a device could not be created, registered, restored or updated.

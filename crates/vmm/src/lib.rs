@@ -6,6 +6,8 @@
 //! - [`builder`]: `InstanceStart` and snapshot restore, in shared steps: guest memory + VM,
 //!   devices (from the configuration or from saved state), kernel/initrd/command line and boot
 //!   structures (boot only), vCPU threads (booted or restored).
+//! - [`cpu_template`]: the CPU template of a boot (static or custom) and the templated CPUID
+//!   and MSRs every vCPU gets.
 //! - [`device_manager`]: [`device_manager::DeviceManager`], the one owner of every device (bus
 //!   ranges, IRQs, event sources, save/restore).
 //! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
@@ -20,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod builder;
+pub mod cpu_template;
 pub mod device_manager;
 pub mod error;
 pub mod exit_code;

@@ -331,6 +331,7 @@ impl Vmm {
             ApiAction::LoadSnapshot(params) => self.load_snapshot(params),
             ApiAction::PutMachineConfig(_)
             | ApiAction::PatchMachineConfig(_)
+            | ApiAction::PutCpuConfig(_)
             | ApiAction::PutSerial(_)
             | ApiAction::PutEntropy(_) => self.apply(action),
             ApiAction::DeleteDrive(_)
@@ -346,7 +347,6 @@ impl Vmm {
             | ApiAction::StopBalloonHinting
             | ApiAction::PutHotplugMemory(_)
             | ApiAction::PatchHotplugMemory(_)
-            | ApiAction::PutCpuConfig(_)
             | ApiAction::PutLogger(_)
             | ApiAction::PutMetrics(_) => ApiResponse::bad_request(unsupported(action)),
         }
@@ -669,7 +669,6 @@ fn unsupported(action: &ApiAction) -> String {
         ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
             ("Memory hotplug config", "virtio-mem")
         }
-        ApiAction::PutCpuConfig(_) => ("CPU config", "custom CPU templates"),
         ApiAction::PutLogger(_) => (
             "Logger",
             "runtime logger configuration (use --log-path/--level)",

@@ -1,10 +1,16 @@
 //! `GET`, `PUT`, `PATCH /machine-config`.
+//!
+//! The body's `cpu_template` names are the host architecture's (Firecracker has one enum per
+//! architecture), so an unknown name gets Firecracker's serde text with its position.
 
 use axum::{body::Bytes, extract::State, response::Response};
 use squib_config::{
     action::ApiAction,
-    schemas::machine_config::{RawMachineConfig, RawMachineConfigUpdate},
+    schemas::machine_config::{
+        Aarch64CpuTemplate, RawMachineConfig, RawMachineConfigUpdate, X86CpuTemplate,
+    },
 };
+use squib_core::GuestArch;
 
 use super::{Ctrl, Reply, json_reply, submit_validated, vm_config_member};
 use crate::error::Result;
@@ -14,9 +20,26 @@ pub(crate) async fn get(State(ctrl): Ctrl) -> Response {
 }
 
 pub(crate) async fn put(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
-    submit_validated::<RawMachineConfig, _>(&ctrl, &body, ApiAction::PutMachineConfig).await
+    let wrap = ApiAction::PutMachineConfig;
+    match ctrl.snapshot().profile.arch {
+        GuestArch::X86_64 => {
+            submit_validated::<RawMachineConfig<X86CpuTemplate>, _>(&ctrl, &body, wrap).await
+        }
+        GuestArch::Aarch64 => {
+            submit_validated::<RawMachineConfig<Aarch64CpuTemplate>, _>(&ctrl, &body, wrap).await
+        }
+    }
 }
 
 pub(crate) async fn patch(State(ctrl): Ctrl, body: Bytes) -> Result<Reply> {
-    submit_validated::<RawMachineConfigUpdate, _>(&ctrl, &body, ApiAction::PatchMachineConfig).await
+    let wrap = ApiAction::PatchMachineConfig;
+    match ctrl.snapshot().profile.arch {
+        GuestArch::X86_64 => {
+            submit_validated::<RawMachineConfigUpdate<X86CpuTemplate>, _>(&ctrl, &body, wrap).await
+        }
+        GuestArch::Aarch64 => {
+            submit_validated::<RawMachineConfigUpdate<Aarch64CpuTemplate>, _>(&ctrl, &body, wrap)
+                .await
+        }
+    }
 }

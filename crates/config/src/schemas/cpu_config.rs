@@ -1,86 +1,64 @@
-//! `PUT /cpu-config` body: a custom CPU template (`CpuConfig` in the swagger).
+//! `PUT /cpu-config` body and the `cpu-config` config-file member: a custom CPU template
+//! (`CpuConfig` in the swagger), with Firecracker 1.17's JSON rules and error texts.
 //!
-//! Numbers arrive as strings: `"0x.."` hex, `"0b.."` binary, otherwise decimal (Firecracker's
-//! `deserialize_*_from_str`). Bitmaps are `"0b"` followed by up to 32 (CPUID, vCPU features),
-//! 64 (MSR) or 128 (ARM registers) characters of `0`, `1` or `x` (don't care); underscores are
-//! allowed as separators (Firecracker strips them). Shorter bitmaps cover the low bits, as in
-//! Firecracker. `kvm_capabilities` entries are decimal numbers, optionally prefixed with `!`
-//! (remove instead of add).
+//! Unlike the other schemas, the validated types deserialize directly (no `Raw*` → `TryFrom`
+//! step): Firecracker validates these values inside serde, so its messages carry serde's
+//! ` at line L column C` suffix, and so do ours.
 //!
-//! The validated [`CpuConfig`] holds parsed values and serializes back to the same string
-//! forms (hex numbers, full-width bitmaps).
+//! - The top level depends on the guest architecture, as Firecracker's does (it is a different
+//!   type per `target_arch`): x86_64 takes `kvm_capabilities`, `cpuid_modifiers`,
+//!   `msr_modifiers`; aarch64 takes `kvm_capabilities`, `vcpu_features`, `reg_modifiers`. Any
+//!   other top-level key is an unknown field. Nested objects accept (and ignore) unknown keys,
+//!   as in Firecracker. See [`CpuConfig::from_json`].
+//! - Numbers (`leaf`, `subleaf`, `addr`) are strings with a mandatory `0x` (hex) or `0b`
+//!   (binary) prefix; `flags` and `index` are JSON integers.
+//! - Bitmaps are strings of `0`, `1`, `x` (leave alone) and `_` (ignored), with an optional `0b`
+//!   prefix, read from the right: at most 32 bits (CPUID, vCPU features), 64 (MSR) or 128
+//!   (aarch64 registers); a shorter bitmap covers the low bits.
+//! - `kvm_capabilities` entries are decimal numbers, `!`-prefixed to remove a capability from
+//!   the default set instead of adding one.
+//!
+//! Lists are bounded by [`MAX_LIST_ENTRIES`] (the HTTP payload limit bounds them anyway). The
+//! validated [`CpuConfig`] serializes back to the same string forms (hex numbers, full-width
+//! bitmaps). It is architecture-neutral data; `squib-arch` applies it.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use squib_core::GuestArch;
 
-use super::limits::check_list_len;
+use super::limits::{MAX_LIST_ENTRIES, check_list_len};
 
-/// Raw CPUID register modifier.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCpuidRegisterModifier {
-    /// `eax`, `ebx`, `ecx` or `edx`.
-    pub register: String,
-    /// 32-bit bitmap string.
-    pub bitmap: String,
+/// Prefix-less number (Firecracker's text, before serde's position suffix).
+fn no_prefix(s: &str) -> String {
+    format!(
+        "No supported number system prefix found in value [{s}]. Make sure to prefix the number \
+         with '0x' for hexadecimal numbers or '0b' for binary numbers."
+    )
 }
 
-/// Raw CPUID leaf modifier.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCpuidLeafModifier {
-    /// Leaf, as a number string.
-    pub leaf: String,
-    /// Subleaf, as a number string.
-    pub subleaf: String,
-    /// KVM CPUID flags.
-    pub flags: u32,
-    /// Register modifiers.
-    pub modifiers: Vec<RawCpuidRegisterModifier>,
+macro_rules! template_number {
+    ($name:ident, $ty:ty) => {
+        /// Parses a template number: `0x` hex or `0b` binary (Firecracker's rules and texts).
+        pub fn $name(s: &str) -> Result<$ty, String> {
+            let parsed = if let Some(bin) = s.strip_prefix("0b") {
+                <$ty>::from_str_radix(bin, 2)
+            } else if let Some(hex) = s.strip_prefix("0x") {
+                <$ty>::from_str_radix(hex, 16)
+            } else {
+                return Err(no_prefix(s));
+            };
+            parsed.map_err(|e| {
+                format!("Failed to parse string [{s}] as a number for CPU template - {e:?}")
+            })
+        }
+    };
 }
 
-/// Raw register modifier (MSR on x86_64, system register on aarch64).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRegisterModifier {
-    /// Register address, as a number string.
-    pub addr: String,
-    /// Bitmap string.
-    pub bitmap: String,
-}
-
-/// Raw aarch64 vCPU feature modifier.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawVcpuFeatures {
-    /// Index in `kvm_vcpu_init.features`.
-    pub index: u32,
-    /// 32-bit bitmap string.
-    pub bitmap: String,
-}
-
-/// Raw `PUT /cpu-config` body.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCpuConfig {
-    /// KVM capabilities to add (`"121"`) or remove (`"!121"`).
-    #[serde(default)]
-    pub kvm_capabilities: Vec<String>,
-    /// CPUID modifiers (x86_64).
-    #[serde(default)]
-    pub cpuid_modifiers: Vec<RawCpuidLeafModifier>,
-    /// MSR modifiers (x86_64).
-    #[serde(default)]
-    pub msr_modifiers: Vec<RawRegisterModifier>,
-    /// Register modifiers (aarch64).
-    #[serde(default)]
-    pub reg_modifiers: Vec<RawRegisterModifier>,
-    /// vCPU feature modifiers (aarch64).
-    #[serde(default)]
-    pub vcpu_features: Vec<RawVcpuFeatures>,
-}
+template_number!(parse_template_u32, u32);
+template_number!(parse_template_u64, u64);
 
 /// A bit filter: bits set in `filter` are forced to the matching bit of `value`; the others are
-/// left alone (`x`).
+/// left alone (`x`). `value` never has bits outside `filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Bitmap {
@@ -93,31 +71,51 @@ pub struct Bitmap {
 }
 
 impl Bitmap {
-    fn parse(field: &str, s: &str, width: u32) -> Result<Self, String> {
-        let fail =
-            |why: &str| format!("Invalid {field}: failed to parse string [{s}] as a bitmap: {why}");
-        let body = s
-            .strip_prefix("0b")
-            .ok_or_else(|| fail("missing 0b prefix"))?;
-        let mut bits = 0u32;
-        let (mut filter, mut value) = (0u128, 0u128);
-        for c in body.chars() {
-            let (f, v) = match c {
-                '_' => continue,
-                '0' => (1, 0),
-                '1' => (1, 1),
-                'x' => (0, 0),
-                _ => return Err(fail("only 0, 1, x and _ are allowed")),
-            };
-            bits += 1;
-            if bits > width {
-                return Err(fail(&format!("more than {width} bits")));
-            }
-            filter = (filter << 1) | f;
-            value = (value << 1) | v;
+    /// A bitmap from its parts (`value` is masked by `filter`, both by `width`).
+    pub fn new(width: u32, filter: u128, value: u128) -> Self {
+        let width = width.clamp(1, 128);
+        let mask = if width == 128 {
+            u128::MAX
+        } else {
+            (1u128 << width) - 1
+        };
+        Self {
+            width,
+            filter: filter & mask,
+            value: value & filter & mask,
         }
-        if bits == 0 {
-            return Err(fail("no bits"));
+    }
+
+    /// Parses a bitmap string of at most `width` bits (Firecracker's rules and texts): an
+    /// optional `0b` prefix, then `0`/`1`/`x`/`_` read from the right.
+    pub fn parse(s: &str, width: u32) -> Result<Self, String> {
+        let width = width.clamp(1, 128);
+        let body = s.strip_prefix("0b").unwrap_or(s);
+        let (mut filter, mut value) = (0u128, 0u128);
+        let mut bit = 0u32;
+        for c in body.bytes().rev() {
+            // Checked before looking at the character, as Firecracker does (so a leading `_`
+            // after `width` bits is "too long").
+            if bit == width {
+                return Err(format!(
+                    "Failed to parse string [{s}] as a bitmap - string is too long"
+                ));
+            }
+            match c {
+                b'_' => continue,
+                b'x' => {}
+                b'0' => filter |= 1 << bit,
+                b'1' => {
+                    filter |= 1 << bit;
+                    value |= 1 << bit;
+                }
+                other => {
+                    return Err(format!(
+                        "Failed to parse string [{s}] as a bitmap - unknown character: {other}"
+                    ));
+                }
+            }
+            bit += 1;
         }
         Ok(Self {
             width,
@@ -126,7 +124,7 @@ impl Bitmap {
         })
     }
 
-    /// Apply to a register value.
+    /// Applies the filter to a register value.
     pub fn apply(&self, current: u128) -> u128 {
         (current & !self.filter) | (self.value & self.filter)
     }
@@ -148,21 +146,36 @@ impl Serialize for Bitmap {
     }
 }
 
-fn parse_number(field: &str, s: &str) -> Result<u64, String> {
-    let digits: String = s.chars().filter(|&c| c != '_').collect();
-    let parsed = if let Some(hex) = digits.strip_prefix("0x") {
-        u64::from_str_radix(hex, 16)
-    } else if let Some(bin) = digits.strip_prefix("0b") {
-        u64::from_str_radix(bin, 2)
-    } else {
-        digits.parse::<u64>()
-    };
-    parsed.map_err(|e| format!("Invalid {field}: failed to parse string [{s}] as a number: {e}"))
+fn de_with<'de, D, T>(d: D, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let s = String::deserialize(d)?;
+    parse(&s).map_err(D::Error::custom)
 }
 
-fn parse_u32(field: &str, s: &str) -> Result<u32, String> {
-    let n = parse_number(field, s)?;
-    u32::try_from(n).map_err(|_| format!("Invalid {field}: [{s}] does not fit in 32 bits"))
+fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de_with(d, parse_template_u32)
+}
+
+fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    de_with(d, parse_template_u64)
+}
+
+fn de_msr_addr<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    de_with(d, |s| parse_template_u32(s).map(u64::from))
+}
+
+fn de_bitmap32<'de, D: Deserializer<'de>>(d: D) -> Result<Bitmap, D::Error> {
+    de_with(d, |s| Bitmap::parse(s, 32))
+}
+
+fn de_bitmap64<'de, D: Deserializer<'de>>(d: D) -> Result<Bitmap, D::Error> {
+    de_with(d, |s| Bitmap::parse(s, 64))
+}
+
+fn de_bitmap128<'de, D: Deserializer<'de>>(d: D) -> Result<Bitmap, D::Error> {
+    de_with(d, |s| Bitmap::parse(s, 128))
 }
 
 fn hex<S: Serializer, T: std::fmt::LowerHex>(n: &T, serializer: S) -> Result<S::Ok, S::Error> {
@@ -183,34 +196,73 @@ pub enum CpuidRegister {
     Edx,
 }
 
-/// Validated CPUID register modifier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl CpuidRegister {
+    /// Parses `eax`..`edx` (lowercase only, as Firecracker).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "eax" => Ok(Self::Eax),
+            "ebx" => Ok(Self::Ebx),
+            "ecx" => Ok(Self::Ecx),
+            "edx" => Ok(Self::Edx),
+            _ => Err("Invalid CPUID register. Must be one of [eax, ebx, ecx, edx]".to_owned()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuidRegister {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_with(d, Self::parse)
+    }
+}
+
+/// One CPUID register modifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CpuidRegisterModifier {
     /// The register.
     pub register: CpuidRegister,
     /// 32-bit filter.
+    #[serde(deserialize_with = "de_bitmap32")]
     pub bitmap: Bitmap,
 }
 
-/// Validated CPUID leaf modifier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl CpuidRegisterModifier {
+    /// A modifier for `register`.
+    pub fn new(register: CpuidRegister, bitmap: Bitmap) -> Self {
+        Self { register, bitmap }
+    }
+}
+
+/// One CPUID leaf/subleaf modifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CpuidLeafModifier {
     /// Leaf.
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "de_u32")]
     pub leaf: u32,
     /// Subleaf.
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "de_u32")]
     pub subleaf: u32,
-    /// KVM CPUID flags.
+    /// KVM CPUID entry flags (bit 0: the subleaf is significant); they replace the entry's.
     pub flags: u32,
-    /// Register modifiers.
+    /// Register modifiers, applied in order.
     pub modifiers: Vec<CpuidRegisterModifier>,
 }
 
-/// Validated register modifier (MSR: 32-bit address, 64-bit bitmap; aarch64: 64-bit address,
-/// 128-bit bitmap).
+impl CpuidLeafModifier {
+    /// A leaf modifier.
+    pub fn new(leaf: u32, subleaf: u32, flags: u32, modifiers: Vec<CpuidRegisterModifier>) -> Self {
+        Self {
+            leaf,
+            subleaf,
+            flags,
+            modifiers,
+        }
+    }
+}
+
+/// One register modifier: an MSR (32-bit address, 64-bit bitmap) on x86_64, a system register
+/// (64-bit id, 128-bit bitmap) on aarch64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct RegisterModifier {
@@ -221,23 +273,64 @@ pub struct RegisterModifier {
     pub bitmap: Bitmap,
 }
 
-/// Validated vCPU feature modifier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+impl RegisterModifier {
+    /// A register modifier.
+    pub fn new(addr: u64, bitmap: Bitmap) -> Self {
+        Self { addr, bitmap }
+    }
+}
+
+/// Wire form of an x86_64 MSR modifier.
+#[derive(Deserialize)]
+struct MsrModifierWire {
+    #[serde(deserialize_with = "de_msr_addr")]
+    addr: u64,
+    #[serde(deserialize_with = "de_bitmap64")]
+    bitmap: Bitmap,
+}
+
+/// Wire form of an aarch64 register modifier.
+#[derive(Deserialize)]
+struct RegModifierWire {
+    #[serde(deserialize_with = "de_u64")]
+    addr: u64,
+    #[serde(deserialize_with = "de_bitmap128")]
+    bitmap: Bitmap,
+}
+
+/// aarch64 vCPU feature modifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct VcpuFeatures {
     /// Index in `kvm_vcpu_init.features`.
     pub index: u32,
     /// 32-bit filter.
+    #[serde(deserialize_with = "de_bitmap32")]
     pub bitmap: Bitmap,
 }
 
-/// A KVM capability to add or remove.
+/// A KVM capability to require or to drop from the default set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvmCapability {
     /// Require this capability.
     Add(u32),
     /// Drop this capability from the default set.
     Remove(u32),
+}
+
+impl KvmCapability {
+    /// Parses `"121"` or `"!121"` (Firecracker's text on error).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let fail = |e: std::num::ParseIntError| {
+            format!(
+                "Failed to parse string [{s}] as a kvm capability - can not convert to numeric: {e}"
+            )
+        };
+        match s.strip_prefix('!') {
+            Some(rest) => rest.parse::<u32>().map(Self::Remove).map_err(fail),
+            None => s.parse::<u32>().map(Self::Add).map_err(fail),
+        }
+    }
 }
 
 impl Serialize for KvmCapability {
@@ -249,7 +342,37 @@ impl Serialize for KvmCapability {
     }
 }
 
-/// Validated custom CPU template.
+impl<'de> Deserialize<'de> for KvmCapability {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_with(d, Self::parse)
+    }
+}
+
+/// The x86_64 top level (Firecracker's x86_64 `CustomCpuTemplate`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct X86Template {
+    #[serde(default)]
+    kvm_capabilities: Vec<KvmCapability>,
+    #[serde(default)]
+    cpuid_modifiers: Vec<CpuidLeafModifier>,
+    #[serde(default)]
+    msr_modifiers: Vec<MsrModifierWire>,
+}
+
+/// The aarch64 top level (Firecracker's aarch64 `CustomCpuTemplate`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Aarch64Template {
+    #[serde(default)]
+    kvm_capabilities: Vec<KvmCapability>,
+    #[serde(default)]
+    vcpu_features: Vec<VcpuFeatures>,
+    #[serde(default)]
+    reg_modifiers: Vec<RegModifierWire>,
+}
+
+/// Validated custom CPU template (architecture-neutral data; see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CpuConfig {
@@ -265,226 +388,121 @@ pub struct CpuConfig {
     pub vcpu_features: Vec<VcpuFeatures>,
 }
 
-fn parse_capability(s: &str) -> Result<KvmCapability, String> {
-    let (remove, digits) = match s.strip_prefix('!') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let n = digits.parse::<u32>().map_err(|e| {
-        format!("Invalid kvm_capabilities: failed to parse string [{s}] as a capability: {e}")
-    })?;
-    Ok(if remove {
-        KvmCapability::Remove(n)
-    } else {
-        KvmCapability::Add(n)
-    })
-}
+/// `KVM_REG_SIZE_MASK` / `KVM_REG_SIZE_SHIFT` of an aarch64 register id.
+const KVM_REG_SIZE_MASK: u64 = 0x00f0_0000_0000_0000;
+const KVM_REG_SIZE_SHIFT: u32 = 52;
 
-fn parse_register(s: &str) -> Result<CpuidRegister, String> {
-    match s {
-        "eax" => Ok(CpuidRegister::Eax),
-        "ebx" => Ok(CpuidRegister::Ebx),
-        "ecx" => Ok(CpuidRegister::Ecx),
-        "edx" => Ok(CpuidRegister::Edx),
-        _ => Err("Invalid CPUID register. Must be one of [eax, ebx, ecx, edx]".to_owned()),
-    }
-}
-
-fn convert_leaf(raw: RawCpuidLeafModifier) -> Result<CpuidLeafModifier, String> {
-    check_list_len("cpuid_modifiers.modifiers", raw.modifiers.len())?;
-    let modifiers = raw
-        .modifiers
-        .into_iter()
-        .map(|m| {
-            Ok(CpuidRegisterModifier {
-                register: parse_register(&m.register)?,
-                bitmap: Bitmap::parse("cpuid bitmap", &m.bitmap, 32)?,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(CpuidLeafModifier {
-        leaf: parse_u32("leaf", &raw.leaf)?,
-        subleaf: parse_u32("subleaf", &raw.subleaf)?,
-        flags: raw.flags,
-        modifiers,
-    })
-}
-
-impl TryFrom<RawCpuConfig> for CpuConfig {
-    type Error = String;
-
-    fn try_from(raw: RawCpuConfig) -> Result<Self, Self::Error> {
-        check_list_len("kvm_capabilities", raw.kvm_capabilities.len())?;
-        check_list_len("cpuid_modifiers", raw.cpuid_modifiers.len())?;
-        check_list_len("msr_modifiers", raw.msr_modifiers.len())?;
-        check_list_len("reg_modifiers", raw.reg_modifiers.len())?;
-        check_list_len("vcpu_features", raw.vcpu_features.len())?;
-        let kvm_capabilities = raw
-            .kvm_capabilities
-            .iter()
-            .map(|s| parse_capability(s))
-            .collect::<Result<_, _>>()?;
-        let cpuid_modifiers = raw
-            .cpuid_modifiers
-            .into_iter()
-            .map(convert_leaf)
-            .collect::<Result<_, _>>()?;
-        let msr_modifiers = raw
-            .msr_modifiers
-            .into_iter()
-            .map(|m| {
-                Ok(RegisterModifier {
-                    addr: u64::from(parse_u32("msr addr", &m.addr)?),
-                    bitmap: Bitmap::parse("msr bitmap", &m.bitmap, 64)?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        let reg_modifiers = raw
-            .reg_modifiers
-            .into_iter()
-            .map(|m| {
-                Ok(RegisterModifier {
-                    addr: parse_number("reg addr", &m.addr)?,
-                    bitmap: Bitmap::parse("reg bitmap", &m.bitmap, 128)?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        let vcpu_features = raw
-            .vcpu_features
-            .into_iter()
-            .map(|f| {
-                Ok(VcpuFeatures {
-                    index: f.index,
-                    bitmap: Bitmap::parse("vcpu_features bitmap", &f.bitmap, 32)?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Self {
+impl CpuConfig {
+    /// A template with these x86_64 modifiers.
+    pub fn x86(
+        kvm_capabilities: Vec<KvmCapability>,
+        cpuid_modifiers: Vec<CpuidLeafModifier>,
+        msr_modifiers: Vec<RegisterModifier>,
+    ) -> Self {
+        Self {
             kvm_capabilities,
             cpuid_modifiers,
             msr_modifiers,
-            reg_modifiers,
-            vcpu_features,
-        })
+            ..Self::default()
+        }
+    }
+
+    /// Parses a template for `arch` from JSON bytes. The error's `Display` is Firecracker's
+    /// text (serde's, with its position).
+    pub fn from_json(bytes: &[u8], arch: GuestArch) -> Result<Self, serde_json::Error> {
+        match arch {
+            GuestArch::X86_64 => Self::from_x86(serde_json::from_slice(bytes)?),
+            GuestArch::Aarch64 => Self::from_aarch64(serde_json::from_slice(bytes)?),
+        }
+    }
+
+    /// Parses a template for `arch` from an already parsed JSON value (an inline config-file
+    /// member; serde reports no position then).
+    pub fn from_value(
+        value: serde_json::Value,
+        arch: GuestArch,
+    ) -> Result<Self, serde_json::Error> {
+        match arch {
+            GuestArch::X86_64 => Self::from_x86(from_value(value)?),
+            GuestArch::Aarch64 => Self::from_aarch64(from_value(value)?),
+        }
+    }
+
+    fn from_x86(t: X86Template) -> Result<Self, serde_json::Error> {
+        let cfg = Self {
+            kvm_capabilities: t.kvm_capabilities,
+            cpuid_modifiers: t.cpuid_modifiers,
+            msr_modifiers: t
+                .msr_modifiers
+                .into_iter()
+                .map(|m| RegisterModifier::new(m.addr, m.bitmap))
+                .collect(),
+            ..Self::default()
+        };
+        cfg.check_bounds().map_err(serde_json::Error::custom)?;
+        Ok(cfg)
+    }
+
+    fn from_aarch64(t: Aarch64Template) -> Result<Self, serde_json::Error> {
+        let cfg = Self {
+            kvm_capabilities: t.kvm_capabilities,
+            vcpu_features: t.vcpu_features,
+            reg_modifiers: t
+                .reg_modifiers
+                .into_iter()
+                .map(|m| RegisterModifier::new(m.addr, m.bitmap))
+                .collect(),
+            ..Self::default()
+        };
+        cfg.check_bounds().map_err(serde_json::Error::custom)?;
+        for m in &cfg.reg_modifiers {
+            check_aarch64_register(m).map_err(serde_json::Error::custom)?;
+        }
+        Ok(cfg)
+    }
+
+    fn check_bounds(&self) -> Result<(), String> {
+        check_list_len("kvm_capabilities", self.kvm_capabilities.len())?;
+        check_list_len("cpuid_modifiers", self.cpuid_modifiers.len())?;
+        for leaf in &self.cpuid_modifiers {
+            check_list_len("cpuid_modifiers.modifiers", leaf.modifiers.len())?;
+        }
+        check_list_len("msr_modifiers", self.msr_modifiers.len())?;
+        check_list_len("reg_modifiers", self.reg_modifiers.len())?;
+        check_list_len("vcpu_features", self.vcpu_features.len())
     }
 }
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(value)
+}
+
+/// Firecracker's aarch64 `validate`: the bitmap must fit the register's size.
+fn check_aarch64_register(m: &RegisterModifier) -> Result<(), String> {
+    let bytes = 1u32 << ((m.addr & KVM_REG_SIZE_MASK) >> KVM_REG_SIZE_SHIFT);
+    match bytes {
+        4 | 8 => {
+            let limit = (1u128 << (bytes * 8)) - 1;
+            if m.bitmap.value > limit || m.bitmap.filter > limit {
+                return Err(format!(
+                    "Invalid size of bitmap for register {:#x}, should be <= {} bits",
+                    m.addr,
+                    bytes * 8
+                ));
+            }
+            Ok(())
+        }
+        16 => Ok(()),
+        _ => Err(format!(
+            "Invalid aarch64 register address: {:#x} - Only 32, 64 and 128 bit wide registers \
+             are supported",
+            m.addr
+        )),
+    }
+}
+
+/// The most entries any template list may have.
+pub const MAX_TEMPLATE_ENTRIES: usize = MAX_LIST_ENTRIES;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(json: &str) -> Result<CpuConfig, String> {
-        let raw: RawCpuConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        CpuConfig::try_from(raw)
-    }
-
-    #[test]
-    fn test_should_accept_empty_template() {
-        assert_eq!(parse("{}").unwrap(), CpuConfig::default());
-    }
-
-    #[test]
-    fn test_should_parse_x86_template() {
-        let cfg = parse(
-            r#"{"kvm_capabilities":["121","!55"],
-                "cpuid_modifiers":[{"leaf":"0x80000001","subleaf":"0b0","flags":1,
-                  "modifiers":[{"register":"ecx","bitmap":"0bxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx01"}]}],
-                "msr_modifiers":[{"addr":"266","bitmap":"0b0000_0001"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            cfg.kvm_capabilities,
-            vec![KvmCapability::Add(121), KvmCapability::Remove(55)]
-        );
-        let leaf = &cfg.cpuid_modifiers[0];
-        assert_eq!((leaf.leaf, leaf.subleaf, leaf.flags), (0x8000_0001, 0, 1));
-        assert_eq!(leaf.modifiers[0].register, CpuidRegister::Ecx);
-        assert_eq!(leaf.modifiers[0].bitmap.filter, 0b11);
-        assert_eq!(leaf.modifiers[0].bitmap.value, 0b01);
-        assert_eq!(leaf.modifiers[0].bitmap.apply(0b1110), 0b1101);
-        assert_eq!(cfg.msr_modifiers[0].addr, 0x10a);
-        assert_eq!(cfg.msr_modifiers[0].bitmap.filter, 0xff);
-    }
-
-    #[test]
-    fn test_should_parse_arm_template() {
-        let cfg = parse(
-            r#"{"reg_modifiers":[{"addr":"0x603000000013c020","bitmap":"0bx1"}],
-                "vcpu_features":[{"index":0,"bitmap":"0b1100000"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(cfg.reg_modifiers[0].addr, 0x6030_0000_0013_c020);
-        assert_eq!(cfg.vcpu_features[0].bitmap.value, 0b110_0000);
-    }
-
-    #[test]
-    fn test_should_reject_malformed_values() {
-        let bad_reg = r#"{"cpuid_modifiers":[{"leaf":"0","subleaf":"0","flags":0,
-            "modifiers":[{"register":"ekx","bitmap":"0b1"}]}]}"#;
-        assert_eq!(
-            parse(bad_reg).unwrap_err(),
-            "Invalid CPUID register. Must be one of [eax, ebx, ecx, edx]"
-        );
-        let bad_leaf =
-            r#"{"cpuid_modifiers":[{"leaf":"k","subleaf":"0","flags":0,"modifiers":[]}]}"#;
-        assert!(
-            parse(bad_leaf)
-                .unwrap_err()
-                .starts_with("Invalid leaf: failed to parse string [k]")
-        );
-        let bad_bits = r#"{"msr_modifiers":[{"addr":"1","bitmap":"0bx0?1"}]}"#;
-        assert!(parse(bad_bits).unwrap_err().contains("as a bitmap"));
-        let no_prefix = r#"{"msr_modifiers":[{"addr":"1","bitmap":"0101"}]}"#;
-        assert!(parse(no_prefix).unwrap_err().contains("missing 0b prefix"));
-        let too_wide = format!(
-            r#"{{"vcpu_features":[{{"index":0,"bitmap":"0b{}"}}]}}"#,
-            "1".repeat(33)
-        );
-        assert!(parse(&too_wide).unwrap_err().contains("more than 32 bits"));
-        assert!(
-            parse(r#"{"kvm_capabilities":["!x"]}"#)
-                .unwrap_err()
-                .contains("[!x]")
-        );
-        assert!(
-            parse(r#"{"msr_modifiers":[{"addr":"0x100000000","bitmap":"0b1"}]}"#)
-                .unwrap_err()
-                .contains("does not fit in 32 bits")
-        );
-        assert!(
-            parse(r#"{"bogus":[]}"#)
-                .unwrap_err()
-                .starts_with("unknown field `bogus`")
-        );
-    }
-
-    #[test]
-    fn test_should_bound_lists() {
-        let caps = vec!["1"; 257];
-        let json = serde_json::json!({ "kvm_capabilities": caps }).to_string();
-        assert_eq!(
-            parse(&json).unwrap_err(),
-            "Invalid kvm_capabilities: exceeds 256 entries (got 257)"
-        );
-    }
-
-    #[test]
-    fn test_should_serialize_back_to_string_forms() {
-        let cfg = parse(
-            r#"{"kvm_capabilities":["!7"],"cpuid_modifiers":[{"leaf":"1","subleaf":"0x2","flags":0,
-                "modifiers":[{"register":"eax","bitmap":"0b10x"}]}]}"#,
-        )
-        .unwrap();
-        let v = serde_json::to_value(&cfg).unwrap();
-        assert_eq!(v["kvm_capabilities"][0], "!7");
-        assert_eq!(v["cpuid_modifiers"][0]["leaf"], "0x1");
-        assert_eq!(v["cpuid_modifiers"][0]["subleaf"], "0x2");
-        let bitmap = v["cpuid_modifiers"][0]["modifiers"][0]["bitmap"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert_eq!(bitmap.len(), 34);
-        assert!(bitmap.ends_with("10x"));
-        assert_eq!(v["cpuid_modifiers"][0]["modifiers"][0]["register"], "eax");
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@
 //! [`crate::action`], not here.
 
 use serde::{Deserialize, Serialize};
-use squib_core::MAX_SUPPORTED_VCPUS;
+use squib_core::{GuestArch, MAX_SUPPORTED_VCPUS};
 
 /// Firecracker's default guest memory, MiB.
 pub const DEFAULT_MEM_SIZE_MIB: usize = 128;
@@ -52,7 +52,13 @@ impl HugePages {
 }
 
 /// Static CPU template (deprecated in Firecracker; `None` clears a previous template).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Firecracker has a different enum per architecture: x86_64 offers `C3`, `T2`, `T2S`, `T2CL`,
+/// `T2A` ([`X86CpuTemplate`]); aarch64 offers `V1N1` ([`Aarch64CpuTemplate`]). The HTTP API
+/// parses the host architecture's names; the config file parses this union, and admission
+/// refuses the other architecture's names ([`CpuTemplate::supported_on`],
+/// [`CpuTemplate::wrong_arch_message`]). An unknown name gets Firecracker's x86_64 serde text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum CpuTemplate {
     /// Intel C3.
     C3,
@@ -60,15 +66,128 @@ pub enum CpuTemplate {
     T2,
     /// Intel T2S.
     T2S,
+    /// No template.
+    #[default]
+    None,
     /// Intel T2CL.
     T2CL,
     /// AMD T2A.
     T2A,
     /// ARM Neoverse V1 → N1.
     V1N1,
+}
+
+/// Firecracker's x86_64 variant list (in its declaration order, as serde prints it).
+const X86_TEMPLATE_NAMES: &[&str] = &["C3", "T2", "T2S", "None", "T2CL", "T2A"];
+
+impl CpuTemplate {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::C3 => "C3",
+            Self::T2 => "T2",
+            Self::T2S => "T2S",
+            Self::None => "None",
+            Self::T2CL => "T2CL",
+            Self::T2A => "T2A",
+            Self::V1N1 => "V1N1",
+        }
+    }
+
+    /// Whether Firecracker offers this name on `arch`.
+    pub fn supported_on(self, arch: GuestArch) -> bool {
+        match arch {
+            GuestArch::X86_64 => self != Self::V1N1,
+            GuestArch::Aarch64 => matches!(self, Self::V1N1 | Self::None),
+        }
+    }
+
+    /// The `fault_message` Firecracker answers on `arch` for this name (its serde text for an
+    /// unknown variant; squib cannot give the JSON position here).
+    pub fn wrong_arch_message(self, arch: GuestArch) -> String {
+        let expected = match arch {
+            GuestArch::X86_64 => "one of `C3`, `T2`, `T2S`, `None`, `T2CL`, `T2A`",
+            GuestArch::Aarch64 => "`V1N1` or `None`",
+        };
+        format!(
+            "An error occurred when deserializing the json body of a request: unknown variant `{}`, expected {expected}.",
+            self.name()
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CpuTemplate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("variant identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CpuTemplate, E> {
+                Ok(match v {
+                    "C3" => CpuTemplate::C3,
+                    "T2" => CpuTemplate::T2,
+                    "T2S" => CpuTemplate::T2S,
+                    "None" => CpuTemplate::None,
+                    "T2CL" => CpuTemplate::T2CL,
+                    "T2A" => CpuTemplate::T2A,
+                    "V1N1" => CpuTemplate::V1N1,
+                    other => return Err(E::unknown_variant(other, X86_TEMPLATE_NAMES)),
+                })
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// Firecracker's x86_64 `StaticCpuTemplate` names (the HTTP API on an x86_64 host parses these,
+/// so an unknown or ARM name gets Firecracker's exact serde text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum X86CpuTemplate {
+    /// Intel C3.
+    C3,
+    /// Intel T2.
+    T2,
+    /// Intel T2S.
+    T2S,
     /// No template.
-    #[default]
     None,
+    /// Intel T2CL.
+    T2CL,
+    /// AMD T2A.
+    T2A,
+}
+
+impl From<X86CpuTemplate> for CpuTemplate {
+    fn from(t: X86CpuTemplate) -> Self {
+        match t {
+            X86CpuTemplate::C3 => Self::C3,
+            X86CpuTemplate::T2 => Self::T2,
+            X86CpuTemplate::T2S => Self::T2S,
+            X86CpuTemplate::None => Self::None,
+            X86CpuTemplate::T2CL => Self::T2CL,
+            X86CpuTemplate::T2A => Self::T2A,
+        }
+    }
+}
+
+/// Firecracker's aarch64 `StaticCpuTemplate` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Aarch64CpuTemplate {
+    /// ARM Neoverse V1 → N1.
+    V1N1,
+    /// No template.
+    None,
+}
+
+impl From<Aarch64CpuTemplate> for CpuTemplate {
+    fn from(t: Aarch64CpuTemplate) -> Self {
+        match t {
+            Aarch64CpuTemplate::V1N1 => Self::V1N1,
+            Aarch64CpuTemplate::None => Self::None,
+        }
+    }
 }
 
 /// Raw `PUT /machine-config` body. A JSON array body fails with Firecracker's text
@@ -76,9 +195,10 @@ pub enum CpuTemplate {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "struct MachineConfig with 6 elements"
+    expecting = "struct MachineConfig with 6 elements",
+    bound(deserialize = "T: Deserialize<'de>")
 )]
-pub struct RawMachineConfig {
+pub struct RawMachineConfig<T = CpuTemplate> {
     /// Number of vCPUs.
     pub vcpu_count: u8,
     /// Guest memory in MiB.
@@ -86,9 +206,9 @@ pub struct RawMachineConfig {
     /// Simultaneous multithreading.
     #[serde(default)]
     pub smt: bool,
-    /// Deprecated static CPU template.
+    /// Deprecated static CPU template (`T`: one architecture's names, or the union).
     #[serde(default)]
-    pub cpu_template: Option<CpuTemplate>,
+    pub cpu_template: Option<T>,
     /// Dirty page tracking (needed for diff snapshots).
     #[serde(default)]
     pub track_dirty_pages: bool,
@@ -179,10 +299,10 @@ impl MachineConfig {
     }
 }
 
-impl TryFrom<RawMachineConfig> for MachineConfig {
+impl<T: Into<CpuTemplate>> TryFrom<RawMachineConfig<T>> for MachineConfig {
     type Error = String;
 
-    fn try_from(raw: RawMachineConfig) -> Result<Self, Self::Error> {
+    fn try_from(raw: RawMachineConfig<T>) -> Result<Self, Self::Error> {
         check_vcpus(raw.vcpu_count, raw.smt)?;
         if !raw.huge_pages.is_valid_mem_size(raw.mem_size_mib) {
             return Err(INVALID_MEMORY_SIZE.to_owned());
@@ -191,7 +311,7 @@ impl TryFrom<RawMachineConfig> for MachineConfig {
             vcpu_count: raw.vcpu_count,
             mem_size_mib: raw.mem_size_mib,
             smt: raw.smt,
-            cpu_template: raw.cpu_template,
+            cpu_template: raw.cpu_template.map(Into::into),
             track_dirty_pages: raw.track_dirty_pages,
             huge_pages: raw.huge_pages,
         })
@@ -199,9 +319,9 @@ impl TryFrom<RawMachineConfig> for MachineConfig {
 }
 
 /// Raw `PATCH /machine-config` body: every field optional, at least one required.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMachineConfigUpdate {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
+pub struct RawMachineConfigUpdate<T = CpuTemplate> {
     /// Number of vCPUs.
     #[serde(default)]
     pub vcpu_count: Option<u8>,
@@ -211,15 +331,28 @@ pub struct RawMachineConfigUpdate {
     /// Simultaneous multithreading.
     #[serde(default)]
     pub smt: Option<bool>,
-    /// Deprecated static CPU template.
+    /// Deprecated static CPU template (`T`: one architecture's names, or the union).
     #[serde(default)]
-    pub cpu_template: Option<CpuTemplate>,
+    pub cpu_template: Option<T>,
     /// Dirty page tracking.
     #[serde(default)]
     pub track_dirty_pages: Option<bool>,
     /// Guest memory backing.
     #[serde(default)]
     pub huge_pages: Option<HugePages>,
+}
+
+impl<T> Default for RawMachineConfigUpdate<T> {
+    fn default() -> Self {
+        Self {
+            vcpu_count: None,
+            mem_size_mib: None,
+            smt: None,
+            cpu_template: None,
+            track_dirty_pages: None,
+            huge_pages: None,
+        }
+    }
 }
 
 /// Validated `PATCH /machine-config` body (merged into the current config by
@@ -267,15 +400,15 @@ impl From<&MachineConfig> for MachineConfigUpdate {
     }
 }
 
-impl TryFrom<RawMachineConfigUpdate> for MachineConfigUpdate {
+impl<T: Into<CpuTemplate>> TryFrom<RawMachineConfigUpdate<T>> for MachineConfigUpdate {
     type Error = String;
 
-    fn try_from(raw: RawMachineConfigUpdate) -> Result<Self, Self::Error> {
+    fn try_from(raw: RawMachineConfigUpdate<T>) -> Result<Self, Self::Error> {
         let upd = Self {
             vcpu_count: raw.vcpu_count,
             mem_size_mib: raw.mem_size_mib,
             smt: raw.smt,
-            cpu_template: raw.cpu_template,
+            cpu_template: raw.cpu_template.map(Into::into),
             track_dirty_pages: raw.track_dirty_pages,
             huge_pages: raw.huge_pages,
         };
@@ -433,5 +566,45 @@ mod tests {
         assert!(!next.smt);
         assert!(!next.track_dirty_pages);
         assert_eq!(next.huge_pages, HugePages::None);
+    }
+
+    #[test]
+    fn test_should_name_firecracker_x86_templates_in_unknown_variant_text() {
+        // Recorded from Firecracker 1.17 (x86_64), body with its spaces.
+        assert_eq!(
+            put(r#"{"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "XX"}"#).unwrap_err(),
+            "unknown variant `XX`, expected one of `C3`, `T2`, `T2S`, `None`, `T2CL`, `T2A` at line 1 column 59"
+        );
+        for t in ["C3", "T2", "T2S", "None", "T2CL", "T2A", "V1N1"] {
+            let cfg = put(&format!(
+                r#"{{"vcpu_count":1,"mem_size_mib":128,"cpu_template":"{t}"}}"#
+            ))
+            .unwrap();
+            assert_eq!(cfg.cpu_template.map(CpuTemplate::name), Some(t));
+        }
+    }
+
+    #[test]
+    fn test_should_know_which_architecture_offers_each_template() {
+        for t in [
+            CpuTemplate::C3,
+            CpuTemplate::T2,
+            CpuTemplate::T2S,
+            CpuTemplate::T2CL,
+            CpuTemplate::T2A,
+        ] {
+            assert!(t.supported_on(GuestArch::X86_64) && !t.supported_on(GuestArch::Aarch64));
+        }
+        assert!(CpuTemplate::V1N1.supported_on(GuestArch::Aarch64));
+        assert!(!CpuTemplate::V1N1.supported_on(GuestArch::X86_64));
+        assert!(CpuTemplate::None.supported_on(GuestArch::X86_64));
+        assert_eq!(
+            CpuTemplate::V1N1.wrong_arch_message(GuestArch::X86_64),
+            "An error occurred when deserializing the json body of a request: unknown variant `V1N1`, expected one of `C3`, `T2`, `T2S`, `None`, `T2CL`, `T2A`."
+        );
+        assert_eq!(
+            CpuTemplate::T2.wrong_arch_message(GuestArch::Aarch64),
+            "An error occurred when deserializing the json body of a request: unknown variant `T2`, expected `V1N1` or `None`."
+        );
     }
 }

@@ -337,7 +337,7 @@ fn test_should_convert_config_file_in_firecracker_order() {
         "unknown-key": {"ignored": true}
     });
     let file: RawConfigFile = serde_json::from_value(doc).unwrap();
-    let actions = file.actions_in_order().unwrap();
+    let actions = file.actions_in_order(GuestArch::X86_64).unwrap();
     let names: Vec<_> = actions.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
@@ -400,7 +400,7 @@ fn test_should_report_member_errors() {
         "machine-config": {"vcpu_count": 0, "mem_size_mib": 128}
     }))
     .unwrap();
-    let (member, msg) = file.actions_in_order().unwrap_err();
+    let (member, msg) = file.actions_in_order(GuestArch::X86_64).unwrap_err();
     assert_eq!(member, "machine-config");
     assert_eq!(msg, crate::schemas::machine_config::INVALID_VCPU_COUNT);
 
@@ -414,7 +414,7 @@ fn test_should_report_member_errors() {
     )
     .unwrap();
     assert_eq!(
-        file.actions_in_order().unwrap_err(),
+        file.actions_in_order(GuestArch::X86_64).unwrap_err(),
         (
             "drives".to_owned(),
             "Invalid drives: exceeds 256 entries (got 257)".to_owned()
@@ -429,14 +429,30 @@ fn test_should_resolve_cpu_config_paths_through_the_caller() {
     }))
     .unwrap();
     assert_eq!(file.cpu_config_path(), Some("/t.json"));
-    let (member, msg) = file.clone().actions_in_order().unwrap_err();
+    let (member, msg) = file
+        .clone()
+        .actions_in_order(GuestArch::X86_64)
+        .unwrap_err();
     assert_eq!(member, "cpu-config");
     assert!(msg.starts_with(UNRESOLVED_CPU_CONFIG_PATH));
-    assert!(file.resolve_cpu_config("{not json").is_err());
-    file.resolve_cpu_config(r#"{"kvm_capabilities":["!1"]}"#)
-        .unwrap();
+    let mut bad = file.clone();
+    bad.resolve_cpu_config("{not json".to_owned());
+    assert_eq!(
+        bad.actions_in_order(GuestArch::X86_64).unwrap_err(),
+        (
+            "cpu-config".to_owned(),
+            "key must be a string at line 1 column 2".to_owned()
+        )
+    );
+    let mut foreign = file.clone();
+    foreign.resolve_cpu_config(r#"{"reg_modifiers":[]}"#.to_owned());
+    assert_eq!(
+        foreign.actions_in_order(GuestArch::X86_64).unwrap_err().1,
+        "unknown field `reg_modifiers`, expected one of `kvm_capabilities`, `cpuid_modifiers`, `msr_modifiers` at line 1 column 16"
+    );
+    file.resolve_cpu_config(r#"{"kvm_capabilities":["!1"]}"#.to_owned());
     assert_eq!(file.cpu_config_path(), None);
-    let actions = file.actions_in_order().unwrap();
+    let actions = file.actions_in_order(GuestArch::X86_64).unwrap();
     assert!(matches!(actions[0].1, ApiAction::PutCpuConfig(_)));
 }
 
@@ -451,4 +467,80 @@ fn test_should_cap_lists_when_applying() {
         "Invalid drives: exceeds 256 entries (got 257)"
     );
     cfg.apply(&drive("d0", false)).unwrap();
+}
+
+#[test]
+fn test_should_keep_one_template_slot_like_firecracker() {
+    use crate::schemas::cpu_config::KvmCapability;
+    use crate::schemas::machine_config::{
+        CpuTemplate, MachineConfigUpdate, RawMachineConfigUpdate,
+    };
+    let custom = CpuConfig::x86(vec![KvmCapability::Add(9999)], vec![], vec![]);
+    let patch = |json: serde_json::Value| {
+        let raw: RawMachineConfigUpdate = serde_json::from_value(json).unwrap();
+        ApiAction::PatchMachineConfig(MachineConfigUpdate::try_from(raw).unwrap())
+    };
+    let mut cfg = VmConfig::default();
+    // Static then custom: the custom template wins and GET /machine-config shows no template.
+    cfg.apply(&patch(json!({"cpu_template": "T2"}))).unwrap();
+    cfg.apply(&ApiAction::PutCpuConfig(custom.clone())).unwrap();
+    assert_eq!(cfg.machine_config.cpu_template, None);
+    assert_eq!(cfg.cpu_config.as_ref(), Some(&custom));
+    // A machine-config update without a template keeps the custom one.
+    cfg.apply(&patch(json!({"vcpu_count": 2}))).unwrap();
+    assert_eq!(cfg.cpu_config.as_ref(), Some(&custom));
+    // Custom then static: the static template wins.
+    cfg.apply(&patch(json!({"cpu_template": "T2S"}))).unwrap();
+    assert_eq!(cfg.machine_config.cpu_template, Some(CpuTemplate::T2S));
+    assert_eq!(cfg.cpu_config, None);
+    // "None" clears whichever template is set.
+    cfg.apply(&ApiAction::PutCpuConfig(custom)).unwrap();
+    cfg.apply(&patch(json!({"cpu_template": "None"}))).unwrap();
+    assert_eq!(
+        (cfg.machine_config.cpu_template, cfg.cpu_config.as_ref()),
+        (None, None)
+    );
+    // A failed update changes nothing.
+    cfg.apply(&ApiAction::PutCpuConfig(CpuConfig::default()))
+        .unwrap();
+    assert_eq!(
+        cfg.apply(&patch(
+            json!({"cpu_template": "T2", "huge_pages": "2M", "mem_size_mib": 127})
+        ))
+        .unwrap_err(),
+        crate::schemas::machine_config::INVALID_MEMORY_SIZE
+    );
+    assert!(cfg.cpu_config.is_some());
+    // cpu-config is never shown in GET /vm/config.
+    assert_eq!(
+        serde_json::to_value(&cfg).unwrap()["cpu-config"],
+        Value::Null
+    );
+}
+
+#[test]
+fn test_should_validate_inline_cpu_config_for_the_architecture() {
+    let file = |tpl: serde_json::Value| -> RawConfigFile {
+        serde_json::from_value(json!({
+            "drives": [], "boot-source": {"kernel_image_path": "/k"}, "cpu-config": tpl
+        }))
+        .unwrap()
+    };
+    let ok =
+        file(json!({"cpuid_modifiers":[{"leaf":"0x1","subleaf":"0x0","flags":0,"modifiers":[]}]}));
+    let actions = ok.actions_in_order(GuestArch::X86_64).unwrap();
+    assert!(matches!(&actions[0].1, ApiAction::PutCpuConfig(c) if c.cpuid_modifiers.len() == 1));
+    let (member, msg) = file(json!({"reg_modifiers": []}))
+        .actions_in_order(GuestArch::X86_64)
+        .unwrap_err();
+    assert_eq!(member, "cpu-config");
+    assert_eq!(
+        msg,
+        "unknown field `reg_modifiers`, expected one of `kvm_capabilities`, `cpuid_modifiers`, `msr_modifiers`"
+    );
+    assert!(
+        file(json!({"reg_modifiers": []}))
+            .actions_in_order(GuestArch::Aarch64)
+            .is_ok()
+    );
 }

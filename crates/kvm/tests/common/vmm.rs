@@ -164,11 +164,7 @@ pub fn boot(hv: &KvmHypervisor, spec: &BootSpec<'_>) -> BootReport {
     )
     .unwrap();
 
-    let vm = hv
-        .create_vm(&VmConfig {
-            vcpu_count: u32::from(vcpus),
-        })
-        .unwrap();
+    let vm = hv.create_vm(&VmConfig::new(u32::from(vcpus))).unwrap();
     vm.setup_platform().unwrap();
     vm.map_memory(&mem).unwrap();
     let irq = EventFd::new(EFD_NONBLOCK).unwrap();
@@ -202,6 +198,7 @@ pub fn boot(hv: &KvmHypervisor, spec: &BootSpec<'_>) -> BootReport {
                     hide_cx16: false,
                 },
                 supported_cpuid: &supported,
+                template_msrs: &[],
                 lapic: true,
             })
             .unwrap();
