@@ -171,9 +171,9 @@ impl Vmm {
             "/actions",
             &serde_json::json!({"action_type": "InstanceStart"}),
         );
-        let started = wait_for(Duration::from_secs(30), || {
+        let started = wait_for(Duration::from_secs(180), || {
             self.output()
-                .contains("SQUIBTEST BEGIN counter")
+                .contains("TEST info tick_shift=")
                 .then_some(())
         });
         assert!(
