@@ -177,6 +177,7 @@ fn real_main() -> Result<ExitCode, MainError> {
         vmm: VmmOptions {
             boot_timer: args.flag("boot-timer"),
             boot_protocol,
+            ..VmmOptions::default()
         },
     };
 

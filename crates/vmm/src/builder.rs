@@ -260,6 +260,7 @@ pub fn build_microvm(
 
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    devices.set_status_sink(opts.status_sink.clone());
     devices.attach_legacy(
         LegacyArgs {
             config,
@@ -388,6 +389,7 @@ pub fn restore_microvm(
     vm.restore_state(&state.vm)?;
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    devices.set_status_sink(opts.status_sink.clone());
     devices.attach_legacy(
         LegacyArgs {
             config: args.config,

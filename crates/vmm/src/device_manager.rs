@@ -32,16 +32,20 @@ use squib_devices::legacy::{I8042Device, SerialDevice};
 use squib_devices::persist::Persist;
 use squib_devices::pseudo::{BootTimer, BootTimestamp, SystemBootClock};
 use squib_devices::rate_limiter::{BucketUpdate, TokenBucket};
+use squib_devices::virtio::balloon::BalloonState;
 use squib_devices::virtio::block::persist::BlockState;
 use squib_devices::virtio::mmio::persist::MmioTransportState;
 use squib_devices::virtio::rng::EntropyState;
-use squib_devices::virtio::{Block, Entropy, MmioTransport, VirtioDevice, VirtioSubscriber};
+use squib_devices::virtio::{
+    Balloon, Block, Entropy, MmioTransport, VirtioDevice, VirtioSubscriber,
+};
 use squib_devices::{Bus, BusDevice, I8042State};
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::DeviceError;
 use crate::mmio_layout::{MMIO_SLOT_SIZE, MmioAllocator, MmioSlot, root_block_args};
+use crate::runtime_status::StatusSink;
 use crate::vcpu::BusIo;
 use crate::virtio_devices::{Subscriber, block_error, rate_limiter};
 
@@ -61,6 +65,8 @@ pub enum VirtioHandle {
     Block(Arc<Mutex<Block>>),
     /// virtio-rng.
     Entropy(Arc<Mutex<Entropy>>),
+    /// virtio-balloon.
+    Balloon(Arc<Mutex<Balloon>>),
 }
 
 /// A virtio device's own snapshot state.
@@ -70,6 +76,8 @@ pub enum VirtioDeviceState {
     Block(BlockState),
     /// virtio-rng.
     Entropy(EntropyState),
+    /// virtio-balloon.
+    Balloon(BalloonState),
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,6 +89,7 @@ impl VirtioHandle {
         match self {
             Self::Block(d) => d.clone(),
             Self::Entropy(d) => d.clone(),
+            Self::Balloon(d) => d.clone(),
         }
     }
 
@@ -88,6 +97,7 @@ impl VirtioHandle {
         match self {
             Self::Block(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Entropy(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Balloon(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
         }
     }
 
@@ -95,6 +105,7 @@ impl VirtioHandle {
         match self {
             Self::Block(d) => VirtioDeviceState::Block(lock(d).save()),
             Self::Entropy(d) => VirtioDeviceState::Entropy(lock(d).save()),
+            Self::Balloon(d) => VirtioDeviceState::Balloon(lock(d).save()),
         }
     }
 
@@ -106,6 +117,10 @@ impl VirtioHandle {
             VirtioDeviceState::Entropy(s) => Self::Entropy(Arc::new(Mutex::new(
                 Entropy::restore((), s)
                     .map_err(|e| DeviceError::Restore(format!("Entropy device error: {e}")))?,
+            ))),
+            VirtioDeviceState::Balloon(s) => Self::Balloon(Arc::new(Mutex::new(
+                Balloon::restore((), s)
+                    .map_err(|e| DeviceError::Restore(format!("Balloon: {e}")))?,
             ))),
         })
     }
@@ -172,6 +187,7 @@ pub struct DeviceManager {
     virtio: Vec<VirtioEntry>,
     cmdline: Vec<String>,
     new_subscribers: Vec<Subscriber>,
+    status_sink: Option<StatusSink>,
 }
 
 impl std::fmt::Debug for DeviceManager {
@@ -254,6 +270,20 @@ impl DeviceManager {
             virtio: Vec::new(),
             cmdline: Vec::new(),
             new_subscribers: Vec::new(),
+            status_sink: None,
+        }
+    }
+
+    /// Where devices publish runtime statuses (balloon statistics, hotplug status). Set before
+    /// attaching or restoring devices.
+    pub fn set_status_sink(&mut self, sink: Option<StatusSink>) {
+        self.status_sink = sink;
+    }
+
+    /// Connects a device's runtime status to the sink, if it has one.
+    fn connect_status(&self, handle: &VirtioHandle) {
+        if let (Some(sink), VirtioHandle::Balloon(b)) = (&self.status_sink, handle) {
+            crate::balloon::connect(b, sink);
         }
     }
 
@@ -372,6 +402,7 @@ impl DeviceManager {
                 }
             }
         }
+        self.connect_status(&handle);
         self.new_subscribers.push(handle.subscriber());
         self.cmdline.push(slot.cmdline_token());
         self.virtio.push(VirtioEntry {
@@ -383,13 +414,21 @@ impl DeviceManager {
         Ok(())
     }
 
-    /// Attaches the configured virtio devices in Firecracker's order: block devices (root first;
-    /// `prepared` holds the devices opened at `PUT /drives`), then entropy.
+    /// Attaches the configured virtio devices in Firecracker's order: balloon, block devices
+    /// (root first; `prepared` holds the devices opened at `PUT /drives`), then entropy.
     pub fn attach_virtio_from_config(
         &mut self,
         config: &VmConfig,
         prepared: &[(String, Arc<Mutex<Block>>)],
     ) -> Result<(), DeviceError> {
+        if let Some(b) = &config.balloon {
+            let balloon = crate::balloon::create(b)?;
+            self.register_virtio(
+                crate::balloon::BALLOON_DEV_ID,
+                VirtioHandle::Balloon(balloon),
+                None,
+            )?;
+        }
         let mut ordered: Vec<_> = config.drives.iter().filter(|d| d.is_root_device).collect();
         ordered.extend(config.drives.iter().filter(|d| !d.is_root_device));
         for d in ordered {
@@ -473,6 +512,14 @@ impl DeviceManager {
     pub fn block(&self, id: &str) -> Option<&Arc<Mutex<Block>>> {
         self.virtio.iter().find_map(|e| match &e.handle {
             VirtioHandle::Block(b) if e.id == id => Some(b),
+            _ => None,
+        })
+    }
+
+    /// The balloon, if attached.
+    pub fn balloon(&self) -> Option<&Arc<Mutex<Balloon>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Balloon(b) => Some(b),
             _ => None,
         })
     }

@@ -8,6 +8,8 @@
 //!   structures (boot only), vCPU threads (booted or restored).
 //! - [`device_manager`]: [`device_manager::DeviceManager`], the one owner of every device (bus
 //!   ranges, IRQs, event sources, save/restore).
+//! - [`balloon`], [`memdev`]: the memory devices' API actions; [`runtime_status`]: statuses
+//!   devices publish to the API's read mirror (balloon statistics, hinting, memory hotplug).
 //! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
@@ -19,11 +21,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod balloon;
 pub mod builder;
 pub mod device_manager;
 pub mod error;
 pub mod exit_code;
+pub mod memdev;
 pub mod mmio_layout;
+pub mod runtime_status;
 pub mod snapshot;
 pub mod vcpu;
 pub mod virtio_devices;
@@ -31,4 +36,5 @@ pub mod vmm;
 
 pub use error::{DeviceError, StartMicrovmError};
 pub use exit_code::ExitCode;
+pub use runtime_status::{RuntimeStatus, StatusSink};
 pub use vmm::{BootProtocolChoice, Vmm, VmmObserver, VmmOptions, VmmRequest};

@@ -51,6 +51,12 @@ pub trait VmmObserver: Send + Sync {
     fn config_changed(&self, config: &VmConfig) {
         let _ = config;
     }
+
+    /// A device's runtime status changed (balloon statistics, hinting, memory hotplug). May be
+    /// called from a vCPU thread with a device lock held.
+    fn runtime_status(&self, status: &crate::RuntimeStatus) {
+        let _ = status;
+    }
 }
 
 /// Which entry point to use for an ELF kernel that offers both.
@@ -70,6 +76,8 @@ pub struct VmmOptions {
     pub boot_timer: bool,
     /// Entry-point choice for ELF kernels.
     pub boot_protocol: BootProtocolChoice,
+    /// Where devices publish runtime statuses ([`Vmm::new`] connects it to the observer).
+    pub status_sink: Option<crate::StatusSink>,
 }
 
 /// One API request for the VMM thread, answered through `reply`.
@@ -148,6 +156,11 @@ impl Vmm {
         observer: Arc<dyn VmmObserver>,
     ) -> Self {
         let profile = hv.profile();
+        let mut options = options;
+        let sink_observer = Arc::clone(&observer);
+        options.status_sink = Some(crate::StatusSink::new(move |s| {
+            sink_observer.runtime_status(&s);
+        }));
         Self {
             hv,
             profile,
@@ -250,6 +263,17 @@ impl Vmm {
             | ApiAction::PutEntropy(_)
             | ApiAction::PutMmds(_)
             | ApiAction::PatchMmds(_) => self.apply(action),
+            ApiAction::PutBalloon(_)
+            | ApiAction::PatchBalloon(_)
+            | ApiAction::PatchBalloonStatistics(_)
+            | ApiAction::StartBalloonHinting(_)
+            | ApiAction::BalloonHintingStatus
+            | ApiAction::StopBalloonHinting => {
+                match crate::memdev::handle(action, self.microvm.as_ref().map(Microvm::devices)) {
+                    crate::memdev::Outcome::Apply => self.apply(action),
+                    crate::memdev::Outcome::Reply(resp) => resp,
+                }
+            }
             ApiAction::DeleteDrive(_)
             | ApiAction::PutPmem(_)
             | ApiAction::PatchPmem(_)
@@ -258,12 +282,6 @@ impl Vmm {
             | ApiAction::PatchNetworkInterface(_)
             | ApiAction::DeleteNetworkInterface(_)
             | ApiAction::PutVsock(_)
-            | ApiAction::PutBalloon(_)
-            | ApiAction::PatchBalloon(_)
-            | ApiAction::PatchBalloonStatistics(_)
-            | ApiAction::StartBalloonHinting(_)
-            | ApiAction::BalloonHintingStatus
-            | ApiAction::StopBalloonHinting
             | ApiAction::PutMmdsConfig(_)
             | ApiAction::PutHotplugMemory(_)
             | ApiAction::PatchHotplugMemory(_)
@@ -525,12 +543,6 @@ fn unsupported(action: &ApiAction) -> String {
         | ApiAction::PatchNetworkInterface(_)
         | ApiAction::DeleteNetworkInterface(_) => ("Network config", "virtio-net"),
         ApiAction::PutVsock(_) => ("Vsock config", "virtio-vsock"),
-        ApiAction::PutBalloon(_)
-        | ApiAction::PatchBalloon(_)
-        | ApiAction::PatchBalloonStatistics(_)
-        | ApiAction::StartBalloonHinting(_)
-        | ApiAction::BalloonHintingStatus
-        | ApiAction::StopBalloonHinting => ("Balloon config", "virtio-balloon"),
         ApiAction::PutMmdsConfig(_) => ("MMDS config", "MMDS on virtio-net"),
         ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
             ("Memory hotplug config", "virtio-mem")

@@ -147,21 +147,43 @@ impl TryFrom<RawBalloonStatsUpdate> for BalloonStatsUpdate {
     }
 }
 
+const fn default_ack_on_stop() -> bool {
+    true
+}
+
 /// Raw `PATCH /balloon/hinting/start` body (the body itself is optional).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBalloonStartCmd {
-    /// Acknowledge automatically when the guest reports the run as done.
-    #[serde(default)]
+    /// Acknowledge automatically when the guest reports the run as done (default `true`, as
+    /// Firecracker).
+    #[serde(default = "default_ack_on_stop")]
     pub acknowledge_on_stop: bool,
 }
 
-/// Validated hinting start command. [`BalloonStartCmd::default`] stands for an empty body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+impl Default for RawBalloonStartCmd {
+    fn default() -> Self {
+        Self {
+            acknowledge_on_stop: true,
+        }
+    }
+}
+
+/// Validated hinting start command. [`BalloonStartCmd::default`] stands for an empty body
+/// (`acknowledge_on_stop: true`, Firecracker's default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BalloonStartCmd {
     /// Acknowledge automatically when the guest reports the run as done.
     pub acknowledge_on_stop: bool,
+}
+
+impl Default for BalloonStartCmd {
+    fn default() -> Self {
+        Self {
+            acknowledge_on_stop: true,
+        }
+    }
 }
 
 impl TryFrom<RawBalloonStartCmd> for BalloonStartCmd {
@@ -340,6 +362,13 @@ mod tests {
             BalloonStartCmd::try_from(raw).unwrap(),
             BalloonStartCmd::default()
         );
+        assert!(
+            BalloonStartCmd::default().acknowledge_on_stop,
+            "Firecracker's default"
+        );
+        let raw: RawBalloonStartCmd =
+            serde_json::from_str(r#"{"acknowledge_on_stop":false}"#).unwrap();
+        assert!(!BalloonStartCmd::try_from(raw).unwrap().acknowledge_on_stop);
         let raw: RawBalloonStartCmd =
             serde_json::from_str(r#"{"acknowledge_on_stop":true}"#).unwrap();
         assert!(BalloonStartCmd::try_from(raw).unwrap().acknowledge_on_stop);

@@ -8,6 +8,8 @@
 //! - [`mmio::MmioTransport`]: the virtio-mmio (modern, version 2) register file for one 4 KiB
 //!   slot, a [`BusDevice`](crate::BusDevice). It negotiates features, collects queue
 //!   configuration, activates the device on `DRIVER_OK` and owns the interrupt status register.
+//! - [`balloon::Balloon`]: virtio-balloon as Firecracker's `PUT /balloon` exposes it (inflate,
+//!   deflate, statistics, free-page hinting and reporting; released pages go back to the host).
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
 //! - [`vsock::Vsock`]: virtio-vsock with Firecracker's hybrid Unix-socket backend
@@ -49,6 +51,7 @@
 //! queue configuration gets `DEVICE_NEEDS_RESET`, and every such event is counted in a metric and
 //! logged through a [`RateLimitedLog`](crate::log::RateLimitedLog).
 
+pub mod balloon;
 pub mod block;
 mod chain;
 pub mod mmio;
@@ -70,6 +73,7 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+pub use self::balloon::{Balloon, BalloonConfig, BalloonError, BalloonStatus, BalloonStatusSink};
 pub use self::block::{Block, BlockConfig, BlockError, CacheType, IoEngine};
 pub use self::chain::ChainError;
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};

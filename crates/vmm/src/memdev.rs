@@ -1,0 +1,35 @@
+//! The VMM's handling of the memory devices' API actions (balloon, pmem, virtio-mem), kept out
+//! of `vmm.rs`: [`handle`] says whether the action only needs to be applied to the
+//! configuration document or has been answered already.
+//!
+//! Runs on the VMM thread.
+
+use squib_config::action::{ApiAction, ApiResponse};
+
+use crate::device_manager::DeviceManager;
+
+/// What the VMM does after [`handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The device accepted it (or there is no device yet): apply the action to the
+    /// configuration document and answer 204.
+    Apply,
+    /// Answer this.
+    Reply(ApiResponse),
+}
+
+/// Balloon, pmem and memory-hotplug actions. `devices` is the running microVM's, if any.
+pub fn handle(action: &ApiAction, devices: Option<&DeviceManager>) -> Outcome {
+    match action {
+        ApiAction::PutBalloon(_)
+        | ApiAction::PatchBalloon(_)
+        | ApiAction::PatchBalloonStatistics(_)
+        | ApiAction::StartBalloonHinting(_)
+        | ApiAction::BalloonHintingStatus
+        | ApiAction::StopBalloonHinting => crate::balloon::handle(action, devices),
+        _ => Outcome::Reply(ApiResponse::bad_request(format!(
+            "{} is not a memory device action",
+            action.class().label()
+        ))),
+    }
+}
