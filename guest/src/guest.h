@@ -147,6 +147,7 @@ int scenario_blk_flush(void);
 int scenario_blk_throughput(void);
 int scenario_blk_patch(void);
 int scenario_rng(void);
+int scenario_balloon(void);
 
 extern const char *g_scenario_name;
 

@@ -28,6 +28,7 @@ static const struct scenario scenarios[] = {
 	{ "blk-throughput", scenario_blk_throughput, "timed sequential and random 4 KiB reads" },
 	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
+	{ "balloon",   scenario_balloon,   "follow the balloon target: inflate/deflate, statistics" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

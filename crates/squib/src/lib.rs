@@ -72,7 +72,9 @@ impl VmmObserver for MirrorObserver {
     fn runtime_status(&self, status: &squib_vmm::RuntimeStatus) {
         use squib_vmm::RuntimeStatus;
         match status {
-            RuntimeStatus::BalloonStats(v) => self.0.publish(|s| s.balloon_stats.clone_from(v)),
+            RuntimeStatus::BalloonStats(v) => {
+                self.0.publish(|s| s.balloon_stats = v.as_deref().cloned());
+            }
             RuntimeStatus::BalloonHinting(v) => {
                 self.0.publish(|s| s.balloon_hinting.clone_from(v));
             }

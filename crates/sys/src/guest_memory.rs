@@ -94,7 +94,11 @@ pub fn discard_range<B: Bitmap>(
     len: u64,
 ) -> Result<(), DiscardError> {
     let a = addr.raw_value();
-    if len == 0 || a % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || a.checked_add(len).is_none() {
+    if len == 0
+        || !a.is_multiple_of(PAGE_SIZE)
+        || !len.is_multiple_of(PAGE_SIZE)
+        || a.checked_add(len).is_none()
+    {
         return Err(DiscardError::Unaligned { addr: a, len });
     }
     let pieces = pieces(mem, a, len).ok_or(DiscardError::OutsideMemory { addr: a, len })?;
@@ -209,7 +213,7 @@ mod tests {
 
     #[test]
     fn test_should_punch_holes_in_shared_file_mappings() {
-        use std::io::Write;
+        use std::io::{Read, Seek, Write};
         use vm_memory::FileOffset;
         use vm_memory::mmap::MmapRegionBuilder;
 
@@ -227,7 +231,6 @@ mod tests {
         .unwrap();
         discard_range(&m, GuestAddress(0x1000), 0x1000).unwrap();
         let mut data = Vec::new();
-        use std::io::{Read, Seek};
         f.rewind().unwrap();
         f.read_to_end(&mut data).unwrap();
         assert!(data[..0x1000].iter().all(|&x| x == 5));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use squib_config::{
     action::{ApiAction, ApiResponse},
-    schemas::balloon::BalloonConfig as ApiBalloonConfig,
+    schemas::balloon::{BalloonConfig as ApiBalloonConfig, RawBalloonConfig},
 };
 use squib_devices::virtio::{
     Balloon, BalloonConfig, BalloonError, BalloonStatus, BalloonStatusSink,
@@ -31,6 +31,22 @@ pub fn device_config(cfg: &ApiBalloonConfig) -> BalloonConfig {
         free_page_hinting: cfg.free_page_hinting,
         free_page_reporting: cfg.free_page_reporting,
     }
+}
+
+/// The `PUT /balloon` configuration a running balloon corresponds to (after a restore).
+pub fn api_config(balloon: &Mutex<Balloon>) -> Option<ApiBalloonConfig> {
+    let cfg = balloon
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config();
+    ApiBalloonConfig::try_from(RawBalloonConfig {
+        amount_mib: cfg.amount_mib,
+        deflate_on_oom: cfg.deflate_on_oom,
+        stats_polling_interval_s: u8::try_from(cfg.stats_polling_interval_s).unwrap_or(u8::MAX),
+        free_page_hinting: cfg.free_page_hinting,
+        free_page_reporting: cfg.free_page_reporting,
+    })
+    .ok()
 }
 
 /// Creates the balloon of `cfg`.

@@ -4,7 +4,10 @@
 //!
 //! Runs on the VMM thread.
 
-use squib_config::action::{ApiAction, ApiResponse};
+use squib_config::{
+    action::{ApiAction, ApiResponse},
+    vm_config::VmConfig,
+};
 
 use crate::device_manager::DeviceManager;
 
@@ -32,4 +35,13 @@ pub fn handle(action: &ApiAction, devices: Option<&DeviceManager>) -> Outcome {
             action.class().label()
         ))),
     }
+}
+
+/// After a snapshot restore: the memory devices' configuration, read back from the restored
+/// devices (as Firecracker rebuilds its resources from the restored VMM), so that `GET
+/// /balloon`, `GET /vm/config` and the post-boot `PATCH`es see them.
+pub fn sync_config_from_devices(config: &mut VmConfig, devices: &DeviceManager) {
+    config.balloon = devices
+        .balloon()
+        .and_then(|b| crate::balloon::api_config(b));
 }

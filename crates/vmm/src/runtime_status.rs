@@ -18,7 +18,7 @@ use squib_config::schemas::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeStatus {
     /// `GET /balloon/statistics`.
-    BalloonStats(Option<BalloonStats>),
+    BalloonStats(Option<Box<BalloonStats>>),
     /// `GET /balloon/hinting/status`.
     BalloonHinting(Option<BalloonHintingStatus>),
     /// `GET /hotplug/memory`.

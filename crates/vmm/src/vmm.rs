@@ -363,6 +363,9 @@ impl Vmm {
         mc.vcpu_count = state.machine.vcpu_count;
         mc.mem_size_mib = state.machine.mem_size_mib;
         mc.track_dirty_pages = params.track_dirty_pages;
+        if let Some(vm) = self.microvm.as_ref() {
+            crate::memdev::sync_config_from_devices(&mut self.config, vm.devices());
+        }
         self.observer.config_changed(&self.config);
         self.set_phase(LifecyclePhase::Paused);
         if params.resume_vm {

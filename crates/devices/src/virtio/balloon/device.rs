@@ -208,7 +208,7 @@ impl Balloon {
 
     fn publish_stats(&self) {
         if let (Some(sink), Ok(stats)) = (&self.sink, self.latest_stats()) {
-            sink(BalloonStatus::Stats(stats));
+            sink(BalloonStatus::Stats(Box::new(stats)));
         }
     }
 
@@ -230,7 +230,7 @@ impl Balloon {
     /// guest memory.
     pub fn update_size(&mut self, amount_mib: u64) -> Result<(), BalloonError> {
         let active = self.active.as_ref().ok_or(BalloonError::DeviceNotActive)?;
-        let mem_mib = active.mem.iter().map(|r| r.len()).sum::<u64>() >> 20;
+        let mem_mib = active.mem.iter().map(GuestMemoryRegion::len).sum::<u64>() >> 20;
         if amount_mib > mem_mib {
             return Err(BalloonError::TooMuchMemoryRequested(amount_mib));
         }
@@ -387,15 +387,12 @@ impl Balloon {
                 rl_warn!(log, "virtio-balloon: stats buffer too large: {len} bytes");
                 return Step::Pending;
             }
-            match read_stream(mem, &chain.readable) {
-                Some(bytes) => {
-                    let unknown = parse_stats(&bytes, latest);
-                    metrics.stats_update_fails.add(u64::from(unknown));
-                }
-                None => {
-                    metrics.stats_update_fails.inc();
-                    rl_warn!(log, "virtio-balloon: unreadable stats buffer");
-                }
+            if let Some(bytes) = read_stream(mem, &chain.readable) {
+                let unknown = parse_stats(&bytes, latest);
+                metrics.stats_update_fails.add(u64::from(unknown));
+            } else {
+                metrics.stats_update_fails.inc();
+                rl_warn!(log, "virtio-balloon: unreadable stats buffer");
             }
             Step::Pending
         });
@@ -532,7 +529,7 @@ fn inflate_chain(
     }
     for seg in &chain.readable {
         let len = seg.len as usize;
-        if len % 4 != 0 || len > MAX_PAGES_IN_DESC * 4 {
+        if !len.is_multiple_of(4) || len > MAX_PAGES_IN_DESC * 4 {
             metrics.event_fails.inc();
             rl_warn!(
                 log,

@@ -108,7 +108,7 @@ pub struct BalloonConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BalloonStatus {
     /// New statistics (`GET /balloon/statistics`); only while statistics are enabled.
-    Stats(BalloonStats),
+    Stats(Box<BalloonStats>),
     /// New hinting status (`GET /balloon/hinting/status`).
     Hinting(BalloonHintingStatus),
 }

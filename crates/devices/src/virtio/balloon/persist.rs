@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use squib_config::schemas::balloon::BalloonStats;
 
 use super::device::{ConfigSpace, HintingState};
-use super::{Balloon, BalloonConfig, BalloonError, FREE_PAGE_HINT_DONE};
+use super::{Balloon, BalloonConfig, BalloonError, FREE_PAGE_HINT_DONE, apply_stat};
 use crate::persist::Persist;
 use crate::virtio::{MAX_QUEUE_SIZE, VirtioDevice};
 
@@ -33,8 +33,8 @@ pub struct BalloonState {
     pub actual_pages: u32,
     /// The statistics buffer the device held.
     pub stats_desc: Option<u16>,
-    /// The guest's last statistics (the target/actual fields are recomputed).
-    pub latest_stats: BalloonStats,
+    /// The guest's last statistics as `(tag, value)` pairs (target/actual are recomputed).
+    pub latest_stats: Vec<(u16, u64)>,
     /// Free-page-hinting state.
     pub hinting: HintingState,
 }
@@ -65,13 +65,7 @@ impl Persist for Balloon {
             num_pages: self.config.num_pages,
             actual_pages: self.config.actual_pages,
             stats_desc: self.stats_desc,
-            latest_stats: BalloonStats {
-                target_pages: 0,
-                actual_pages: 0,
-                target_mib: 0,
-                actual_mib: 0,
-                ..self.latest_stats.clone()
-            },
+            latest_stats: stats_to_tags(&self.latest_stats),
             hinting: self.hinting,
         }
     }
@@ -97,9 +91,45 @@ impl Persist for Balloon {
                 free_page_hint_cmd_id: FREE_PAGE_HINT_DONE,
             },
             state.stats_desc,
-            state.latest_stats.clone(),
+            tags_to_stats(&state.latest_stats),
             state.hinting,
         );
         Ok(dev)
     }
+}
+
+/// The guest-reported statistics as `(tag, value)` pairs, in tag order. (The state container's
+/// encoding has no "skip if absent" fields, so no `Option`s are stored.)
+fn stats_to_tags(s: &BalloonStats) -> Vec<(u16, u64)> {
+    [
+        s.swap_in,
+        s.swap_out,
+        s.major_faults,
+        s.minor_faults,
+        s.free_memory,
+        s.total_memory,
+        s.available_memory,
+        s.disk_caches,
+        s.hugetlb_allocations,
+        s.hugetlb_failures,
+        s.oom_kill,
+        s.alloc_stall,
+        s.async_scan,
+        s.direct_scan,
+        s.async_reclaim,
+        s.direct_reclaim,
+    ]
+    .into_iter()
+    .zip(0u16..)
+    .filter_map(|(v, tag)| v.map(|v| (tag, v)))
+    .collect()
+}
+
+/// The inverse of [`stats_to_tags`]; unknown tags are ignored.
+fn tags_to_stats(tags: &[(u16, u64)]) -> BalloonStats {
+    let mut s = BalloonStats::default();
+    for &(tag, v) in tags {
+        apply_stat(&mut s, tag, v);
+    }
+    s
 }

@@ -36,7 +36,7 @@ fn shape_desc((a, l, f, n): (u64, u32, u16, u16)) -> (u64, u32, u16, u16) {
     let mem = MEM as u64;
     let addr = match a % 10 {
         0 => a,
-        1 => (a >> 8) % mem & !(PAGE - 1),
+        1 => ((a >> 8) % mem) & !(PAGE - 1),
         _ => DATA + (a >> 8) % 0x4000,
     };
     let len = match l % 8 {
@@ -131,7 +131,7 @@ fn run_case(
                 && let Some(end) = end
             {
                 for a in (addr..end).step_by(4) {
-                    let a = a as usize;
+                    let a = usize::try_from(a).unwrap();
                     let b = [before[a], before[a + 1], before[a + 2], before[a + 3]];
                     named.insert(u64::from(u32::from_le_bytes(b)));
                 }
@@ -166,7 +166,7 @@ fn run_case(
             continue;
         }
         prop_assert_eq!(
-            after[addr as usize],
+            after[usize::try_from(addr).unwrap()],
             0,
             "byte {:#x} changed to non-zero",
             addr

@@ -94,7 +94,7 @@ impl H {
             .iter()
             .rev()
             .find_map(|s| match s {
-                BalloonStatus::Stats(s) => Some(s.clone()),
+                BalloonStatus::Stats(s) => Some((**s).clone()),
                 BalloonStatus::Hinting(_) => None,
             })
     }
