@@ -60,6 +60,8 @@ NORETURN void halt_forever(void);
 
 /* ---- paging.c ---- */
 void paging_init(void);
+/* Identity-map [phys, phys + len) (2 MiB pages) beyond the boot map; 0 on success. */
+int map_high(uint64_t phys, uint64_t len);
 
 /* ---- trap.c ---- */
 void trap_init(void);
@@ -148,6 +150,7 @@ int scenario_blk_throughput(void);
 int scenario_blk_patch(void);
 int scenario_rng(void);
 int scenario_balloon(void);
+int scenario_pmem(void);
 
 extern const char *g_scenario_name;
 

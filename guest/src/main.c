@@ -29,6 +29,7 @@ static const struct scenario scenarios[] = {
 	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
 	{ "balloon",   scenario_balloon,   "follow the balloon target: inflate/deflate, statistics" },
+	{ "pmem",      scenario_pmem,      "checksum (and write + flush) a virtio-pmem window" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

@@ -33,10 +33,10 @@ pub mod x86;
 pub use error::HvError;
 pub use exit::{InternalError, InternalErrorKind, SystemEventKind, VcpuExit, VcpuIo};
 pub use squib_core::CapabilityProfile;
-pub use squib_core::GuestMemoryMmap;
+pub use squib_core::{GuestMemoryMmap, GuestRegionMmap};
 pub use traits::{
-    DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker, VcpuStateBlob, Vm,
-    VmConfig, VmStateBlob,
+    DataMatch, HvCapabilities, Hypervisor, IoEventAddress, RegionSlot, Vcpu, VcpuKicker,
+    VcpuStateBlob, Vm, VmConfig, VmStateBlob,
 };
 pub use x86::{
     CpuidEntry, HypervisorX86, LapicDeliveryMode, LapicLints, MsrEntry, VcpuX86, X86BootState,

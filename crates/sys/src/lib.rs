@@ -13,6 +13,9 @@
 //! - [`jail`] (Linux): the isolation system calls `squib-jailer` uses (mount namespace,
 //!   `pivot_root`, `mknod`, `setrlimit`, `setns`, `close_range`, `fork`/`clone(CLONE_NEWPID)`,
 //!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
+//! - [`pmem`] (Linux): [`pmem::PmemMapping`], a virtio-pmem backing file mapped `MAP_SHARED` as a
+//!   2 MiB-aligned guest window (anonymous tail past the end of the file), and its flush
+//!   (`msync` + `fdatasync`).
 //! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
 //!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
 //! - [`sparse`] (Linux): data extents of a sparse file (`SEEK_DATA`/`SEEK_HOLE`), to merge diff
@@ -37,6 +40,8 @@ pub mod io_uring;
 pub mod jail;
 #[cfg(target_os = "linux")]
 pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod pmem;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;
 #[cfg(target_os = "linux")]

@@ -35,9 +35,10 @@ use squib_devices::rate_limiter::{BucketUpdate, TokenBucket};
 use squib_devices::virtio::balloon::BalloonState;
 use squib_devices::virtio::block::persist::BlockState;
 use squib_devices::virtio::mmio::persist::MmioTransportState;
+use squib_devices::virtio::pmem::PmemState;
 use squib_devices::virtio::rng::EntropyState;
 use squib_devices::virtio::{
-    Balloon, Block, Entropy, MmioTransport, VirtioDevice, VirtioSubscriber,
+    Balloon, Block, Entropy, MmioTransport, Pmem, VirtioDevice, VirtioSubscriber,
 };
 use squib_devices::{Bus, BusDevice, I8042State};
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
@@ -67,6 +68,8 @@ pub enum VirtioHandle {
     Entropy(Arc<Mutex<Entropy>>),
     /// virtio-balloon.
     Balloon(Arc<Mutex<Balloon>>),
+    /// virtio-pmem.
+    Pmem(Arc<Mutex<Pmem>>),
 }
 
 /// A virtio device's own snapshot state.
@@ -78,6 +81,8 @@ pub enum VirtioDeviceState {
     Entropy(EntropyState),
     /// virtio-balloon.
     Balloon(BalloonState),
+    /// virtio-pmem.
+    Pmem(PmemState),
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,6 +95,7 @@ impl VirtioHandle {
             Self::Block(d) => d.clone(),
             Self::Entropy(d) => d.clone(),
             Self::Balloon(d) => d.clone(),
+            Self::Pmem(d) => d.clone(),
         }
     }
 
@@ -98,6 +104,7 @@ impl VirtioHandle {
             Self::Block(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Entropy(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Balloon(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Pmem(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
         }
     }
 
@@ -106,6 +113,7 @@ impl VirtioHandle {
             Self::Block(d) => VirtioDeviceState::Block(lock(d).save()),
             Self::Entropy(d) => VirtioDeviceState::Entropy(lock(d).save()),
             Self::Balloon(d) => VirtioDeviceState::Balloon(lock(d).save()),
+            Self::Pmem(d) => VirtioDeviceState::Pmem(crate::pmem::save(d)),
         }
     }
 
@@ -122,6 +130,10 @@ impl VirtioHandle {
                 Balloon::restore((), s)
                     .map_err(|e| DeviceError::Restore(format!("Balloon: {e}")))?,
             ))),
+            // Rebuilt with its window by `DeviceManager::restore_virtio`.
+            VirtioDeviceState::Pmem(_) => {
+                return Err(DeviceError::Restore("pmem needs the VM".into()));
+            }
         })
     }
 }
@@ -188,6 +200,7 @@ pub struct DeviceManager {
     cmdline: Vec<String>,
     new_subscribers: Vec<Subscriber>,
     status_sink: Option<StatusSink>,
+    high_mmio: crate::high_mmio::HighMmioAllocator,
 }
 
 impl std::fmt::Debug for DeviceManager {
@@ -271,6 +284,7 @@ impl DeviceManager {
             cmdline: Vec::new(),
             new_subscribers: Vec::new(),
             status_sink: None,
+            high_mmio: crate::high_mmio::HighMmioAllocator::default(),
         }
     }
 
@@ -414,8 +428,22 @@ impl DeviceManager {
         Ok(())
     }
 
+    /// Registers a pmem device and, for a read-only one, the bus device that drops the guest's
+    /// writes to its window.
+    fn attach_pmem(
+        &mut self,
+        id: &str,
+        built: crate::pmem::BuiltPmem,
+        saved: Option<(MmioSlot, &MmioTransportState)>,
+    ) -> Result<(), DeviceError> {
+        if let Some((base, len, window)) = built.read_only_window {
+            Self::insert(&self.mmio, base, len, Arc::new(Mutex::new(window)))?;
+        }
+        self.register_virtio(id, VirtioHandle::Pmem(built.device), saved)
+    }
+
     /// Attaches the configured virtio devices in Firecracker's order: balloon, block devices
-    /// (root first; `prepared` holds the devices opened at `PUT /drives`), then entropy.
+    /// (root first; `prepared` holds the devices opened at `PUT /drives`), pmem, then entropy.
     pub fn attach_virtio_from_config(
         &mut self,
         config: &VmConfig,
@@ -446,6 +474,14 @@ impl DeviceManager {
                     .push(root_block_args(d.partuuid.as_deref(), d.read_only()));
             }
             self.register_virtio(&d.drive_id, VirtioHandle::Block(block), None)?;
+        }
+        for (index, p) in config.pmem.iter().enumerate() {
+            let built = crate::pmem::create(&self.vm, &mut self.high_mmio, p)?;
+            if p.root_device {
+                self.cmdline
+                    .push(crate::pmem::root_args(index, p.read_only));
+            }
+            self.attach_pmem(&p.id, built, None)?;
         }
         if let Some(e) = &config.entropy {
             let rng = Entropy::new(rate_limiter(e.rate_limiter.as_ref()))
@@ -498,11 +534,16 @@ impl DeviceManager {
                     e.id, e.base, e.gsi
                 )));
             }
-            let handle = VirtioHandle::restore(&e.device)?;
             let slot = MmioSlot {
                 base: e.base,
                 gsi: e.gsi,
             };
+            if let VirtioDeviceState::Pmem(p) = &e.device {
+                let built = crate::pmem::restore(&self.vm, p)?;
+                self.attach_pmem(&e.id, built, Some((slot, &e.transport)))?;
+                continue;
+            }
+            let handle = VirtioHandle::restore(&e.device)?;
             self.register_virtio(&e.id, handle, Some((slot, &e.transport)))?;
         }
         Ok(())
@@ -520,6 +561,22 @@ impl DeviceManager {
     pub fn balloon(&self) -> Option<&Arc<Mutex<Balloon>>> {
         self.virtio.iter().find_map(|e| match &e.handle {
             VirtioHandle::Balloon(b) => Some(b),
+            _ => None,
+        })
+    }
+
+    /// The pmem device with id `id`.
+    pub fn pmem(&self, id: &str) -> Option<&Arc<Mutex<Pmem>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Pmem(p) if e.id == id => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Every pmem device, in attach order.
+    pub fn pmem_devices(&self) -> impl Iterator<Item = &Arc<Mutex<Pmem>>> {
+        self.virtio.iter().filter_map(|e| match &e.handle {
+            VirtioHandle::Pmem(p) => Some(p),
             _ => None,
         })
     }

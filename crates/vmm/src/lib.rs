@@ -8,8 +8,10 @@
 //!   structures (boot only), vCPU threads (booted or restored).
 //! - [`device_manager`]: [`device_manager::DeviceManager`], the one owner of every device (bus
 //!   ranges, IRQs, event sources, save/restore).
-//! - [`balloon`], [`memdev`]: the memory devices' API actions; [`runtime_status`]: statuses
-//!   devices publish to the API's read mirror (balloon statistics, hinting, memory hotplug).
+//! - [`balloon`], [`pmem`], [`memdev`]: the memory devices (creation, restore, API actions);
+//!   [`high_mmio`]: guest-physical space past the 64-bit MMIO gap (virtio-mem, pmem windows);
+//!   [`runtime_status`]: statuses devices publish to the API's read mirror (balloon
+//!   statistics, hinting, memory hotplug).
 //! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
@@ -26,8 +28,10 @@ pub mod builder;
 pub mod device_manager;
 pub mod error;
 pub mod exit_code;
+pub mod high_mmio;
 pub mod memdev;
 pub mod mmio_layout;
+pub mod pmem;
 pub mod runtime_status;
 pub mod snapshot;
 pub mod vcpu;

@@ -30,6 +30,9 @@ pub fn handle(action: &ApiAction, devices: Option<&DeviceManager>) -> Outcome {
         | ApiAction::StartBalloonHinting(_)
         | ApiAction::BalloonHintingStatus
         | ApiAction::StopBalloonHinting => crate::balloon::handle(action, devices),
+        ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
+            crate::pmem::handle(action, devices)
+        }
         _ => Outcome::Reply(ApiResponse::bad_request(format!(
             "{} is not a memory device action",
             action.class().label()
@@ -44,4 +47,8 @@ pub fn sync_config_from_devices(config: &mut VmConfig, devices: &DeviceManager) 
     config.balloon = devices
         .balloon()
         .and_then(|b| crate::balloon::api_config(b));
+    config.pmem = devices
+        .pmem_devices()
+        .filter_map(|p| crate::pmem::api_config(p))
+        .collect();
 }

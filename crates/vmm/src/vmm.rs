@@ -268,16 +268,16 @@ impl Vmm {
             | ApiAction::PatchBalloonStatistics(_)
             | ApiAction::StartBalloonHinting(_)
             | ApiAction::BalloonHintingStatus
-            | ApiAction::StopBalloonHinting => {
+            | ApiAction::StopBalloonHinting
+            | ApiAction::PutPmem(_)
+            | ApiAction::PatchPmem(_)
+            | ApiAction::DeletePmem(_) => {
                 match crate::memdev::handle(action, self.microvm.as_ref().map(Microvm::devices)) {
                     crate::memdev::Outcome::Apply => self.apply(action),
                     crate::memdev::Outcome::Reply(resp) => resp,
                 }
             }
             ApiAction::DeleteDrive(_)
-            | ApiAction::PutPmem(_)
-            | ApiAction::PatchPmem(_)
-            | ApiAction::DeletePmem(_)
             | ApiAction::PutNetworkInterface(_)
             | ApiAction::PatchNetworkInterface(_)
             | ApiAction::DeleteNetworkInterface(_)
@@ -539,9 +539,6 @@ fn sets_boot_path(action: &ApiAction) -> bool {
 fn unsupported(action: &ApiAction) -> String {
     let (category, what) = match action {
         ApiAction::DeleteDrive(_) => ("Drive config", "hot-unplug (it needs PCI)"),
-        ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
-            ("Pmem config", "virtio-pmem")
-        }
         ApiAction::PutNetworkInterface(_)
         | ApiAction::PatchNetworkInterface(_)
         | ApiAction::DeleteNetworkInterface(_) => ("Network config", "virtio-net"),

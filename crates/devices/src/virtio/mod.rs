@@ -11,6 +11,8 @@
 //! - [`balloon::Balloon`]: virtio-balloon as Firecracker's `PUT /balloon` exposes it (inflate,
 //!   deflate, statistics, free-page hinting and reporting; released pages go back to the host).
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
+//! - [`pmem::Pmem`]: virtio-pmem as Firecracker's `PUT /pmem/{id}` exposes it (the backing
+//!   file mapped as a guest window; FLUSH requests write it back).
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
 //! - [`vsock::Vsock`]: virtio-vsock with Firecracker's hybrid Unix-socket backend
 //!   (`PUT /vsock`); its host sockets come and go at runtime as [`EventSource`]s.
@@ -57,6 +59,7 @@ mod chain;
 pub mod mmio;
 pub mod net;
 pub mod persist;
+pub mod pmem;
 mod queue;
 pub mod rng;
 pub mod subscriber;
@@ -78,6 +81,7 @@ pub use self::block::{Block, BlockConfig, BlockError, CacheType, IoEngine};
 pub use self::chain::ChainError;
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
 pub use self::net::{FrameInterceptor, Net, NetBackend, NetConfig, NetError};
+pub use self::pmem::{Pmem, PmemDeviceConfig, PmemError, ReadOnlyWindow};
 pub use self::rng::{Entropy, EntropyError};
 pub use self::subscriber::VirtioSubscriber;
 pub use self::vsock::{Vsock, VsockConfig, VsockError};
