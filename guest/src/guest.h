@@ -151,6 +151,7 @@ int scenario_blk_patch(void);
 int scenario_rng(void);
 int scenario_balloon(void);
 int scenario_pmem(void);
+int scenario_mem(void);
 
 extern const char *g_scenario_name;
 

@@ -117,10 +117,11 @@ pub trait Vm: Send + Sync + Debug {
     /// host mappings outlive the VM; call once per distinct memory object.
     fn map_memory(&self, memory: &GuestMemoryMmap) -> Result<(), HvError>;
 
-    /// Maps one more host mapping into the guest physical address space at its
-    /// `start_addr`, outside the memory given to [`Vm::map_memory`]: a virtio-pmem window or a
-    /// virtio-mem slot. The backend keeps `region` (and so the mapping) alive until
-    /// [`Vm::remove_region`] or the VM's end.
+    /// Maps `[offset, offset + len)` of a host mapping into the guest physical address space
+    /// at `region.start_addr() + offset`, outside the memory given to [`Vm::map_memory`]: a
+    /// virtio-pmem window (the whole region) or one slot of the virtio-mem region. `offset`
+    /// and `len` must be page multiples inside the region. The backend keeps `region` (and so
+    /// the mapping) alive until [`Vm::remove_region`] or the VM's end.
     ///
     /// With `read_only`, guest reads are served from the mapping but a guest write never
     /// reaches it: it completes as an MMIO write through [`VcpuIo`] (the VMM ignores or counts
@@ -129,9 +130,11 @@ pub trait Vm: Send + Sync + Debug {
     fn add_region(
         &self,
         region: Arc<GuestRegionMmap>,
+        offset: u64,
+        len: u64,
         read_only: bool,
     ) -> Result<RegionSlot, HvError> {
-        let _ = (region, read_only);
+        let _ = (region, offset, len, read_only);
         Err(HvError::Unsupported("adding memory regions"))
     }
 

@@ -136,8 +136,23 @@ impl Vm for KvmVm {
     fn add_region(
         &self,
         region: Arc<GuestRegionMmap>,
+        offset: u64,
+        len: u64,
         read_only: bool,
     ) -> Result<RegionSlot, HvError> {
+        let page = 4096;
+        let in_region = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= region.len());
+        if len == 0 || !offset.is_multiple_of(page) || !len.is_multiple_of(page) || !in_region {
+            return Err(HvError::InvalidArgument(format!(
+                "memory region range {offset:#x} (+{len:#x}) is not page-aligned inside the region"
+            )));
+        }
+        let host = usize::try_from(offset)
+            .ok()
+            .map(|o| region.as_ptr().wrapping_add(o) as u64)
+            .ok_or_else(|| HvError::InvalidArgument("memory region offset".to_owned()))?;
         if read_only && !self.fd.check_extension(Cap::ReadonlyMem) {
             return Err(HvError::Unsupported(
                 "read-only memory slots (KVM_CAP_READONLY_MEM)",
@@ -157,12 +172,13 @@ impl Vm for KvmVm {
         let mem_region = kvm_userspace_memory_region {
             slot,
             flags: if read_only { KVM_MEM_READONLY } else { 0 },
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
+            guest_phys_addr: region.start_addr().0 + offset,
+            memory_size: len,
+            userspace_addr: host,
         };
-        // SAFETY: `userspace_addr..+memory_size` is the live mmap owned by `region`; the `Arc`
-        // is stored in `slots.extra` right below and only dropped after KVM forgot the slot
+        // SAFETY: `userspace_addr..+memory_size` lies inside the live mmap owned by `region`
+        // (checked above: `offset + len <= region.len()`); the `Arc` is stored in
+        // `slots.extra` right below and only dropped after KVM forgot the slot
         // (`remove_region`) or with the VM.
         if let Err(e) = unsafe { self.fd.set_user_memory_region(mem_region) } {
             slots.free.push(slot);

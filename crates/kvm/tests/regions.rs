@@ -61,8 +61,8 @@ fn test_read_only_and_writable_regions_then_removal() {
     ro.write_obj(0x1234u16, ro.to_region_addr(GuestAddress(RO)).unwrap())
         .unwrap();
     let rw = region(RW);
-    let ro_slot = vm.add_region(Arc::clone(&ro), true).unwrap();
-    let rw_slot = vm.add_region(Arc::clone(&rw), false).unwrap();
+    let ro_slot = vm.add_region(Arc::clone(&ro), 0, 0x1000, true).unwrap();
+    let rw_slot = vm.add_region(Arc::clone(&rw), 0, 0x1000, false).unwrap();
     assert_ne!(ro_slot, rw_slot);
 
     let mut vcpu = vm.create_vcpu(0).unwrap();
@@ -101,6 +101,17 @@ fn test_read_only_and_writable_regions_then_removal() {
     assert_eq!(io.mmio_reads, vec![RW]);
     assert_eq!(io.pio_writes, vec![(0x3f8, vec![0x42, 0x42])]);
     // The slot number is reused.
-    assert_eq!(vm.add_region(region(RW), false).unwrap(), rw_slot);
+    assert_eq!(
+        vm.add_region(region(RW), 0, 0x1000, false).unwrap(),
+        rw_slot
+    );
+    assert!(
+        vm.add_region(region(RW), 0x1000, 0x1000, false).is_err(),
+        "outside"
+    );
+    assert!(
+        vm.add_region(region(RW), 0, 0x800, false).is_err(),
+        "unaligned"
+    );
     assert_eq!(rw.len(), 0x1000);
 }

@@ -257,9 +257,11 @@ pub fn build_microvm(
     let mc = &config.machine_config;
     let memory = create_guest_memory(mc.mem_size_mib).map_err(StartMicrovmError::Memory)?;
     let vm = create_vm(hv, &memory, mc.vcpu_count, mc.track_dirty_pages)?;
+    // RAM (`memory`) for the boot structures; RAM + the hotplug region for the devices.
+    let full = crate::hotplug::guest_memory(&memory, config.memory_hotplug.as_ref())?;
 
     let (exit, reset_evt) = exit_signal()?;
-    let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    let mut devices = DeviceManager::new(Arc::clone(&vm), full.clone());
     devices.set_status_sink(opts.status_sink.clone());
     devices.attach_legacy(
         LegacyArgs {
@@ -341,7 +343,7 @@ pub fn build_microvm(
     let vcpus = spawn_vcpus(&vm, &devices.bus_io(), &exit, starts)?;
     let mut microvm = Microvm {
         vm,
-        memory,
+        memory: full,
         vcpus,
         exit,
         devices,
@@ -385,7 +387,8 @@ pub fn restore_microvm(
         track_dirty_pages: args.track_dirty_pages,
         ..state.machine
     };
-    let vm = create_vm(hv, &memory, machine.vcpu_count, machine.track_dirty_pages)?;
+    let ram = crate::hotplug::ram_only(&memory, crate::hotplug::restored_addr(&state.devices));
+    let vm = create_vm(hv, &ram, machine.vcpu_count, machine.track_dirty_pages)?;
     vm.restore_state(&state.vm)?;
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());

@@ -34,11 +34,12 @@ use squib_devices::pseudo::{BootTimer, BootTimestamp, SystemBootClock};
 use squib_devices::rate_limiter::{BucketUpdate, TokenBucket};
 use squib_devices::virtio::balloon::BalloonState;
 use squib_devices::virtio::block::persist::BlockState;
+use squib_devices::virtio::mem::VirtioMemState;
 use squib_devices::virtio::mmio::persist::MmioTransportState;
 use squib_devices::virtio::pmem::PmemState;
 use squib_devices::virtio::rng::EntropyState;
 use squib_devices::virtio::{
-    Balloon, Block, Entropy, MmioTransport, Pmem, VirtioDevice, VirtioSubscriber,
+    Balloon, Block, Entropy, MmioTransport, Pmem, VirtioDevice, VirtioMem, VirtioSubscriber,
 };
 use squib_devices::{Bus, BusDevice, I8042State};
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
@@ -70,6 +71,8 @@ pub enum VirtioHandle {
     Balloon(Arc<Mutex<Balloon>>),
     /// virtio-pmem.
     Pmem(Arc<Mutex<Pmem>>),
+    /// virtio-mem (memory hotplug).
+    Mem(Arc<Mutex<VirtioMem>>),
 }
 
 /// A virtio device's own snapshot state.
@@ -83,6 +86,8 @@ pub enum VirtioDeviceState {
     Balloon(BalloonState),
     /// virtio-pmem.
     Pmem(PmemState),
+    /// virtio-mem (memory hotplug).
+    Mem(VirtioMemState),
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,6 +101,7 @@ impl VirtioHandle {
             Self::Entropy(d) => d.clone(),
             Self::Balloon(d) => d.clone(),
             Self::Pmem(d) => d.clone(),
+            Self::Mem(d) => d.clone(),
         }
     }
 
@@ -105,6 +111,7 @@ impl VirtioHandle {
             Self::Entropy(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Balloon(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Pmem(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Mem(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
         }
     }
 
@@ -114,6 +121,7 @@ impl VirtioHandle {
             Self::Entropy(d) => VirtioDeviceState::Entropy(lock(d).save()),
             Self::Balloon(d) => VirtioDeviceState::Balloon(lock(d).save()),
             Self::Pmem(d) => VirtioDeviceState::Pmem(crate::pmem::save(d)),
+            Self::Mem(d) => VirtioDeviceState::Mem(crate::hotplug::save(d)),
         }
     }
 
@@ -130,9 +138,11 @@ impl VirtioHandle {
                 Balloon::restore((), s)
                     .map_err(|e| DeviceError::Restore(format!("Balloon: {e}")))?,
             ))),
-            // Rebuilt with its window by `DeviceManager::restore_virtio`.
-            VirtioDeviceState::Pmem(_) => {
-                return Err(DeviceError::Restore("pmem needs the VM".into()));
+            // Rebuilt with the VM by `DeviceManager::restore_virtio`.
+            VirtioDeviceState::Pmem(_) | VirtioDeviceState::Mem(_) => {
+                return Err(DeviceError::Restore(
+                    "pmem and virtio-mem need the VM".into(),
+                ));
             }
         })
     }
@@ -296,8 +306,10 @@ impl DeviceManager {
 
     /// Connects a device's runtime status to the sink, if it has one.
     fn connect_status(&self, handle: &VirtioHandle) {
-        if let (Some(sink), VirtioHandle::Balloon(b)) = (&self.status_sink, handle) {
-            crate::balloon::connect(b, sink);
+        match (&self.status_sink, handle) {
+            (Some(sink), VirtioHandle::Balloon(b)) => crate::balloon::connect(b, sink),
+            (Some(sink), VirtioHandle::Mem(m)) => crate::hotplug::connect(m, sink),
+            _ => {}
         }
     }
 
@@ -443,12 +455,22 @@ impl DeviceManager {
     }
 
     /// Attaches the configured virtio devices in Firecracker's order: balloon, block devices
-    /// (root first; `prepared` holds the devices opened at `PUT /drives`), pmem, then entropy.
+    /// (root first; `prepared` holds the devices opened at `PUT /drives`), pmem, entropy, then
+    /// virtio-mem (over the hotplug region already in the guest memory).
     pub fn attach_virtio_from_config(
         &mut self,
         config: &VmConfig,
         prepared: &[(String, Arc<Mutex<Block>>)],
     ) -> Result<(), DeviceError> {
+        // The virtio-mem region comes first past the 64-bit MMIO gap, then the pmem windows.
+        if let Some(h) = &config.memory_hotplug {
+            let g = crate::hotplug::geometry(h);
+            if self.high_mmio.allocate(g.region_size, g.slot_size) != Some(g.addr) {
+                return Err(DeviceError::Config(
+                    "Cannot allocate the memory hotplug region".into(),
+                ));
+            }
+        }
         if let Some(b) = &config.balloon {
             let balloon = crate::balloon::create(b)?;
             self.register_virtio(
@@ -491,6 +513,10 @@ impl DeviceManager {
                 VirtioHandle::Entropy(Arc::new(Mutex::new(rng))),
                 None,
             )?;
+        }
+        if let Some(h) = &config.memory_hotplug {
+            let mem = crate::hotplug::create(&self.vm, &self.memory, h)?;
+            self.register_virtio(crate::hotplug::MEM_DEV_ID, VirtioHandle::Mem(mem), None)?;
         }
         Ok(())
     }
@@ -543,6 +569,11 @@ impl DeviceManager {
                 self.attach_pmem(&e.id, built, Some((slot, &e.transport)))?;
                 continue;
             }
+            if let VirtioDeviceState::Mem(m) = &e.device {
+                let mem = crate::hotplug::restore(&self.vm, &self.memory, m)?;
+                self.register_virtio(&e.id, VirtioHandle::Mem(mem), Some((slot, &e.transport)))?;
+                continue;
+            }
             let handle = VirtioHandle::restore(&e.device)?;
             self.register_virtio(&e.id, handle, Some((slot, &e.transport)))?;
         }
@@ -561,6 +592,14 @@ impl DeviceManager {
     pub fn balloon(&self) -> Option<&Arc<Mutex<Balloon>>> {
         self.virtio.iter().find_map(|e| match &e.handle {
             VirtioHandle::Balloon(b) => Some(b),
+            _ => None,
+        })
+    }
+
+    /// The virtio-mem device, if attached.
+    pub fn virtio_mem(&self) -> Option<&Arc<Mutex<VirtioMem>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Mem(m) => Some(m),
             _ => None,
         })
     }

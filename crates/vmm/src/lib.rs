@@ -8,7 +8,7 @@
 //!   structures (boot only), vCPU threads (booted or restored).
 //! - [`device_manager`]: [`device_manager::DeviceManager`], the one owner of every device (bus
 //!   ranges, IRQs, event sources, save/restore).
-//! - [`balloon`], [`pmem`], [`memdev`]: the memory devices (creation, restore, API actions);
+//! - [`balloon`], [`pmem`], [`hotplug`] (virtio-mem), [`memdev`]: the memory devices (creation, restore, API actions);
 //!   [`high_mmio`]: guest-physical space past the 64-bit MMIO gap (virtio-mem, pmem windows);
 //!   [`runtime_status`]: statuses devices publish to the API's read mirror (balloon
 //!   statistics, hinting, memory hotplug).
@@ -29,6 +29,7 @@ pub mod device_manager;
 pub mod error;
 pub mod exit_code;
 pub mod high_mmio;
+pub mod hotplug;
 pub mod memdev;
 pub mod mmio_layout;
 pub mod pmem;

@@ -33,6 +33,9 @@ pub fn handle(action: &ApiAction, devices: Option<&DeviceManager>) -> Outcome {
         ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) | ApiAction::DeletePmem(_) => {
             crate::pmem::handle(action, devices)
         }
+        ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
+            crate::hotplug::handle(action, devices)
+        }
         _ => Outcome::Reply(ApiResponse::bad_request(format!(
             "{} is not a memory device action",
             action.class().label()
@@ -51,4 +54,7 @@ pub fn sync_config_from_devices(config: &mut VmConfig, devices: &DeviceManager) 
         .pmem_devices()
         .filter_map(|p| crate::pmem::api_config(p))
         .collect();
+    config.memory_hotplug = devices
+        .virtio_mem()
+        .and_then(|m| crate::hotplug::api_config(m));
 }

@@ -53,7 +53,7 @@ fn build(
 ) -> Result<BuiltPmem, DeviceError> {
     let read_only = mapping.read_only();
     let (base, len) = (mapping.guest_addr(), mapping.len());
-    vm.add_region(Arc::clone(mapping.region()), read_only)
+    vm.add_region(Arc::clone(mapping.region()), 0, len, read_only)
         .map_err(|e| create_error(&format!("Cannot set the memory regions: {e}")))?;
     let device = make(mapping).map_err(|e| create_error(&e))?;
     let read_only_window = read_only.then(|| (base, len, device.read_only_window()));

@@ -271,7 +271,9 @@ impl Vmm {
             | ApiAction::StopBalloonHinting
             | ApiAction::PutPmem(_)
             | ApiAction::PatchPmem(_)
-            | ApiAction::DeletePmem(_) => {
+            | ApiAction::DeletePmem(_)
+            | ApiAction::PutHotplugMemory(_)
+            | ApiAction::PatchHotplugMemory(_) => {
                 match crate::memdev::handle(action, self.microvm.as_ref().map(Microvm::devices)) {
                     crate::memdev::Outcome::Apply => self.apply(action),
                     crate::memdev::Outcome::Reply(resp) => resp,
@@ -283,8 +285,6 @@ impl Vmm {
             | ApiAction::DeleteNetworkInterface(_)
             | ApiAction::PutVsock(_)
             | ApiAction::PutMmdsConfig(_)
-            | ApiAction::PutHotplugMemory(_)
-            | ApiAction::PatchHotplugMemory(_)
             | ApiAction::PutCpuConfig(_)
             | ApiAction::PutLogger(_)
             | ApiAction::PutMetrics(_) => ApiResponse::bad_request(unsupported(action)),
@@ -544,9 +544,6 @@ fn unsupported(action: &ApiAction) -> String {
         | ApiAction::DeleteNetworkInterface(_) => ("Network config", "virtio-net"),
         ApiAction::PutVsock(_) => ("Vsock config", "virtio-vsock"),
         ApiAction::PutMmdsConfig(_) => ("MMDS config", "MMDS on virtio-net"),
-        ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
-            ("Memory hotplug config", "virtio-mem")
-        }
         ApiAction::PutCpuConfig(_) => ("CPU config", "custom CPU templates"),
         ApiAction::PutLogger(_) => (
             "Logger",

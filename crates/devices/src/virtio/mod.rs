@@ -11,6 +11,8 @@
 //! - [`balloon::Balloon`]: virtio-balloon as Firecracker's `PUT /balloon` exposes it (inflate,
 //!   deflate, statistics, free-page hinting and reporting; released pages go back to the host).
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
+//! - [`mem::VirtioMem`]: virtio-mem, Firecracker's memory hotplug (`/hotplug/memory`): blocks
+//!   plugged by the driver, slots mapped through a [`SlotMapper`], unplugged memory released.
 //! - [`pmem::Pmem`]: virtio-pmem as Firecracker's `PUT /pmem/{id}` exposes it (the backing
 //!   file mapped as a guest window; FLUSH requests write it back).
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
@@ -56,6 +58,7 @@
 pub mod balloon;
 pub mod block;
 mod chain;
+pub mod mem;
 pub mod mmio;
 pub mod net;
 pub mod persist;
@@ -79,6 +82,7 @@ use vmm_sys_util::timerfd::TimerFd;
 pub use self::balloon::{Balloon, BalloonConfig, BalloonError, BalloonStatus, BalloonStatusSink};
 pub use self::block::{Block, BlockConfig, BlockError, CacheType, IoEngine};
 pub use self::chain::ChainError;
+pub use self::mem::{MemGeometry, SlotMapper, VirtioMem, VirtioMemError};
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
 pub use self::net::{FrameInterceptor, Net, NetBackend, NetConfig, NetError};
 pub use self::pmem::{Pmem, PmemDeviceConfig, PmemError, ReadOnlyWindow};
