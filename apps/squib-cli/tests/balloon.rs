@@ -167,7 +167,9 @@ fn test_should_return_inflated_memory_to_the_host_and_report_statistics() {
     );
     assert_eq!(s, 400);
     assert!(
-        b.contains("Statistics cannot be enabled/disabled after activation."),
+        b.contains(
+            "Balloon update error: Balloon: Statistics cannot be enabled/disabled after activation."
+        ),
         "{b}"
     );
     let (s, b) = vm.api("PATCH", "/balloon/hinting/start", None);
@@ -221,19 +223,29 @@ fn test_should_refuse_statistics_when_disabled_and_run_hinting_commands() {
     );
     let (s, b) = vm.api("GET", "/balloon/statistics", None);
     assert_eq!(s, 400);
-    assert!(b.contains("not enabled"), "{b}");
+    assert!(
+        b.contains("Internal VMM error: Balloon: Received stats query when stats are disabled."),
+        "{b}"
+    );
     let (s, b) = vm.api(
         "PATCH",
         "/balloon/statistics",
         Some(r#"{"stats_polling_interval_s":1}"#),
     );
     assert_eq!(s, 400);
-    assert!(b.contains("cannot be enabled/disabled"), "{b}");
+    assert!(
+        b.contains(
+            "Balloon update error: Balloon: Statistics cannot be enabled/disabled after activation."
+        ),
+        "{b}"
+    );
 
+    let (s, b) = vm.api("GET", "/balloon/hinting/status", None);
+    assert_eq!((s, b.as_str()), (200, r#"{"host_cmd":0,"guest_cmd":null}"#));
     let (s, b) = vm.api("PATCH", "/balloon/hinting/start", None);
     assert_eq!(s, 204, "{b}");
     let (s, b) = vm.api("GET", "/balloon/hinting/status", None);
-    assert_eq!((s, b.as_str()), (200, r#"{"host_cmd":2}"#));
+    assert_eq!((s, b.as_str()), (200, r#"{"host_cmd":2,"guest_cmd":null}"#));
     let (s, b) = vm.api(
         "PATCH",
         "/balloon/hinting/start",
@@ -241,11 +253,11 @@ fn test_should_refuse_statistics_when_disabled_and_run_hinting_commands() {
     );
     assert_eq!(s, 204, "{b}");
     let (s, b) = vm.api("PATCH", "/balloon/hinting/status", None);
-    assert_eq!((s, b.as_str()), (200, r#"{"host_cmd":3}"#));
+    assert_eq!((s, b.as_str()), (200, r#"{"host_cmd":3,"guest_cmd":null}"#));
     let (s, b) = vm.api("PATCH", "/balloon/hinting/stop", None);
     assert_eq!(s, 204, "{b}");
     let (_, b) = vm.api("GET", "/balloon/hinting/status", None);
-    assert_eq!(b, r#"{"host_cmd":1}"#);
+    assert_eq!(b, r#"{"host_cmd":1,"guest_cmd":null}"#);
 
     // A full inflate/deflate cycle still works with the extra queues.
     let (s, _) = vm.api("PATCH", "/balloon", Some(r#"{"amount_mib":8}"#));

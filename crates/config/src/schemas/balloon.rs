@@ -263,8 +263,8 @@ pub struct BalloonStats {
 pub struct BalloonHintingStatus {
     /// Last command issued by the host.
     pub host_cmd: u32,
-    /// Last command reported by the guest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Last command reported by the guest (`null` until it reports one, as Firecracker).
+    #[serde(default)]
     pub guest_cmd: Option<u32>,
 }
 
@@ -395,6 +395,9 @@ mod tests {
             host_cmd: 1,
             guest_cmd: None,
         };
-        assert_eq!(serde_json::to_string(&st).unwrap(), r#"{"host_cmd":1}"#);
+        assert_eq!(
+            serde_json::to_string(&st).unwrap(),
+            r#"{"host_cmd":1,"guest_cmd":null}"#
+        );
     }
 }

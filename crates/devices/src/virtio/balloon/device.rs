@@ -145,6 +145,9 @@ impl Balloon {
     pub fn set_status_sink(&mut self, sink: BalloonStatusSink) {
         self.sink = Some(sink);
         self.publish_stats();
+        if self.cfg.free_page_hinting {
+            self.publish_hinting();
+        }
     }
 
     /// The `balloon` metric group.
@@ -703,6 +706,9 @@ impl VirtioDevice for Balloon {
             let _ = evt.read();
         }
         self.publish_stats();
+        if self.cfg.free_page_hinting {
+            self.publish_hinting();
+        }
     }
 
     fn queue_events(&self) -> &[EventFd] {
