@@ -25,8 +25,11 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
+/// The console's complete lines (a line the guest is still printing is left out).
 fn console(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
+    text
 }
 
 /// Waits for a console line starting with `prefix`, returns it.
