@@ -57,7 +57,8 @@ C_SRCS="main.c util.c serial.c platform.c paging.c trap.c bootinfo.c cmdline.c t
 	scenarios/blk_throughput.c scenarios/blk_patch.c scenarios/rng.c
 	scenarios/dirty.c
 	scenarios/acpi.c
-	scenarios/cpuid.c"
+	scenarios/cpuid.c
+	scenarios/balloon.c scenarios/pmem.c scenarios/mem.c"
 
 CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra -Werror
 	-ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone -mgeneral-regs-only

@@ -60,6 +60,8 @@ NORETURN void halt_forever(void);
 
 /* ---- paging.c ---- */
 void paging_init(void);
+/* Identity-map [phys, phys + len) (2 MiB pages) beyond the boot map; 0 on success. */
+int map_high(uint64_t phys, uint64_t len);
 
 /* ---- trap.c ---- */
 void trap_init(void);
@@ -153,6 +155,9 @@ int scenario_acpi(void);
 int scenario_cpuid(void);
 /* scenarios/cpuid.c: FNV-1a over the fixed CPUID leaves, APIC-id fields masked (same on every vCPU). */
 uint64_t cpuid_fingerprint(void);
+int scenario_balloon(void);
+int scenario_pmem(void);
+int scenario_mem(void);
 
 extern const char *g_scenario_name;
 

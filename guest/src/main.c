@@ -31,6 +31,9 @@ static const struct scenario scenarios[] = {
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
 	{ "acpi",      scenario_acpi,      "find the RSDP like Linux, check XSDT/FADT/DSDT/MADT, count LAPICs" },
 	{ "cpuid",     scenario_cpuid,     "print the CPUID leaves (and squibtest.msr= MSRs) this vCPU sees" },
+	{ "balloon",   scenario_balloon,   "follow the balloon target: inflate/deflate, statistics" },
+	{ "pmem",      scenario_pmem,      "checksum (and write + flush) a virtio-pmem window" },
+	{ "mem",       scenario_mem,       "follow virtio-mem's requested size: plug, check, unplug" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

@@ -12,6 +12,10 @@
  * KVM emulates guest kernel code instruction by instruction (kvm_pvm), a
  * 2048-iteration loop costs milliseconds of boot time; a CR3 load does not.
  * _start_pvh loads them directly; paging_init() switches to them.
+ *
+ * map_high() identity-maps more of the physical address space on demand (a
+ * virtio-pmem window or virtio-mem region at 512 GiB and up) with 2 MiB pages,
+ * from a small static pool of page-table pages.
  */
 #include "guest.h"
 
@@ -52,4 +56,47 @@ uint64_t boot_pml4[512] __attribute__((aligned(4096))) = {
 void paging_init(void)
 {
 	write_cr3((uint64_t)(uintptr_t)boot_pml4);
+}
+
+#define HI_TABLES 16            /* PDPT/PD pages map_high can add (each PD maps 1 GiB) */
+static uint64_t hi_tables[HI_TABLES][512] __attribute__((noinit, aligned(4096)));
+static uint32_t hi_tables_used;
+
+static uint64_t *table_at(uint64_t entry)
+{
+	return (uint64_t *)(uintptr_t)(entry & UINT64_C(0x000ffffffffff000));
+}
+
+/* The next-level table of `*entry`, allocated (zeroed) if not present; NULL if the pool is
+ * exhausted or the entry maps a large page. */
+static uint64_t *next_table(uint64_t *entry)
+{
+	if (*entry & PTE_P)
+		return (*entry & PTE_PS) ? NULL : table_at(*entry);
+	if (hi_tables_used >= HI_TABLES)
+		return NULL;
+	uint64_t *t = hi_tables[hi_tables_used++];
+	for (int i = 0; i < 512; i++)
+		t[i] = 0;
+	*entry = (uint64_t)(uintptr_t)t | PTE_P | PTE_RW;
+	return t;
+}
+
+int map_high(uint64_t phys, uint64_t len)
+{
+	uint64_t start = phys & ~(UINT64_C(0x1fffff));
+	uint64_t end = (phys + len + 0x1fffff) & ~(UINT64_C(0x1fffff));
+	if (end > (UINT64_C(1) << 47) || end < start)
+		return -1;
+	for (uint64_t a = start; a < end; a += UINT64_C(0x200000)) {
+		uint64_t *pdpt = next_table(&boot_pml4[(a >> 39) & 511]);
+		uint64_t *pd = pdpt ? next_table(&pdpt[(a >> 30) & 511]) : NULL;
+		if (!pd)
+			return -1;
+		uint64_t *pde = &pd[(a >> 21) & 511];
+		if (!(*pde & PTE_P))
+			*pde = a | PTE_P | PTE_RW | PTE_PS;
+	}
+	write_cr3(read_cr3());  /* flush the TLB */
+	return 0;
 }

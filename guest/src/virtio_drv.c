@@ -42,7 +42,7 @@
 
 #define VIRTIO_MAGIC            0x74726976  /* "virt" */
 
-#define VQ_PAGES                4           /* devices one boot can set up */
+#define VQ_PAGES                12          /* queues one boot can set up */
 #define VQ_AVAIL_OFF            0x400
 #define VQ_USED_OFF             0x800
 #define VQ_SCRATCH_OFF          0xC00
@@ -127,6 +127,11 @@ uint32_t virtio_config_read32(const struct virtio_dev *d, uint32_t offset)
 	return rd(d, REG_CONFIG + offset);
 }
 
+void virtio_config_write32(const struct virtio_dev *d, uint32_t offset, uint32_t v)
+{
+	wr(d, REG_CONFIG + offset, v);
+}
+
 uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset)
 {
 	uint32_t gen, lo, hi, tries = 0;
@@ -187,10 +192,15 @@ static void write_driver_features(struct virtio_dev *d, uint64_t f)
 	wr(d, REG_DRIVER_FEATURES, (uint32_t)f);
 }
 
-static int setup_queue0(struct virtio_dev *d)
+static struct virtq *queue(struct virtio_dev *d, uint32_t qi)
 {
-	struct virtq *q = &d->vq;
-	wr(d, REG_QUEUE_SEL, 0);
+	return qi == 0 ? &d->vq : &d->xq[qi - 1];
+}
+
+static int setup_queue(struct virtio_dev *d, uint32_t qi)
+{
+	struct virtq *q = queue(d, qi);
+	wr(d, REG_QUEUE_SEL, qi);
 	if (rd(d, REG_QUEUE_READY) != 0)
 		return -VIRTIO_E_QUEUE;
 	d->queue_num_max = rd(d, REG_QUEUE_NUM_MAX);
@@ -228,6 +238,12 @@ static int setup_queue0(struct virtio_dev *d)
 
 int virtio_init(struct virtio_dev *d, const struct virtio_mmio_dev *m, uint64_t wanted)
 {
+	return virtio_init_queues(d, m, wanted, 1);
+}
+
+int virtio_init_queues(struct virtio_dev *d, const struct virtio_mmio_dev *m, uint64_t wanted,
+		       uint32_t nqueues)
+{
 	memset(d, 0, sizeof(*d));
 	d->base = m->base;
 	d->irq = m->irq;
@@ -256,10 +272,21 @@ int virtio_init(struct virtio_dev *d, const struct virtio_mmio_dev *m, uint64_t 
 		return -VIRTIO_E_FEATURES;
 	}
 
-	err = setup_queue0(d);
-	if (err) {
-		set_status(d, VIRTIO_STATUS_FAILED);
-		return err;
+	if (nqueues > VIRTIO_MAX_QUEUES)
+		return -VIRTIO_E_NO_QUEUE;
+	bool all = nqueues == 0;    /* every queue the device has (QueueNumMax != 0) */
+	for (uint32_t qi = 0; qi < (all ? VIRTIO_MAX_QUEUES : nqueues); qi++) {
+		if (all && qi > 0) {
+			wr(d, REG_QUEUE_SEL, qi);
+			if (rd(d, REG_QUEUE_NUM_MAX) == 0)
+				break;
+		}
+		err = setup_queue(d, qi);
+		if (err) {
+			set_status(d, VIRTIO_STATUS_FAILED);
+			return err;
+		}
+		d->num_queues = qi + 1;
 	}
 	set_status(d, VIRTIO_STATUS_DRIVER_OK);
 	if (rd(d, REG_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET)
@@ -267,12 +294,13 @@ int virtio_init(struct virtio_dev *d, const struct virtio_mmio_dev *m, uint64_t 
 	return 0;
 }
 
-int virtq_submit_wait(struct virtio_dev *d, const struct virtq_seg *segs, uint32_t n,
-		      uint32_t *used_len, uint64_t timeout_cycles)
+int virtq_add(struct virtio_dev *d, uint32_t qi, const struct virtq_seg *segs, uint32_t n)
 {
-	struct virtq *q = &d->vq;
 	if (d->broken)
 		return -VIRTIO_E_BROKEN;
+	if (qi >= d->num_queues)
+		return -VIRTIO_E_NO_QUEUE;
+	struct virtq *q = queue(d, qi);
 	if (n == 0 || n > q->size)
 		return -VIRTIO_E_CHAIN;
 	for (uint32_t i = 0; i < n; i++) {
@@ -286,24 +314,17 @@ int virtq_submit_wait(struct virtio_dev *d, const struct virtq_seg *segs, uint32
 	barrier();                                      /* x86: stores stay in order */
 	q->avail->idx = ++q->avail_idx;
 	barrier();
-	wr(d, REG_QUEUE_NOTIFY, 0);
+	wr(d, REG_QUEUE_NOTIFY, qi);
+	return 0;
+}
 
-	uint64_t start = rdtsc(), next_check = STATUS_CHECK_MS * tsc_khz();
-	while (q->used->idx == q->used_idx) {
-		uint64_t elapsed = rdtsc() - start;
-		if (elapsed > next_check) {
-			if (rd(d, REG_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) {
-				d->broken = VIRTIO_E_NEEDS_RESET;
-				return -VIRTIO_E_NEEDS_RESET;
-			}
-			next_check += STATUS_CHECK_MS * tsc_khz();
-		}
-		if (elapsed > timeout_cycles) {
-			d->broken = VIRTIO_E_TIMEOUT;
-			return -VIRTIO_E_TIMEOUT;
-		}
-		cpu_relax();
-	}
+int virtq_poll(struct virtio_dev *d, uint32_t qi, uint32_t *used_len)
+{
+	if (qi >= d->num_queues)
+		return -VIRTIO_E_NO_QUEUE;
+	struct virtq *q = queue(d, qi);
+	if (q->used->idx == q->used_idx)
+		return 0;
 	barrier();
 	volatile struct virtq_used_elem *e = &q->used->ring[q->used_idx % q->size];
 	uint32_t id = e->id, len = e->len;
@@ -326,7 +347,42 @@ int virtq_submit_wait(struct virtio_dev *d, const struct virtq_seg *segs, uint32
 		d->broken = VIRTIO_E_USED;
 		return -VIRTIO_E_USED;
 	}
-	return 0;
+	return 1;
+}
+
+int virtq_submit_wait_q(struct virtio_dev *d, uint32_t qi, const struct virtq_seg *segs,
+			uint32_t n, uint32_t *used_len, uint64_t timeout_cycles)
+{
+	int err = virtq_add(d, qi, segs, n);
+	if (err)
+		return err;
+	uint64_t start = rdtsc(), next_check = STATUS_CHECK_MS * tsc_khz();
+	for (;;) {
+		int done = virtq_poll(d, qi, used_len);
+		if (done < 0)
+			return done;
+		if (done)
+			return 0;
+		uint64_t elapsed = rdtsc() - start;
+		if (elapsed > next_check) {
+			if (rd(d, REG_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET) {
+				d->broken = VIRTIO_E_NEEDS_RESET;
+				return -VIRTIO_E_NEEDS_RESET;
+			}
+			next_check += STATUS_CHECK_MS * tsc_khz();
+		}
+		if (elapsed > timeout_cycles) {
+			d->broken = VIRTIO_E_TIMEOUT;
+			return -VIRTIO_E_TIMEOUT;
+		}
+		cpu_relax();
+	}
+}
+
+int virtq_submit_wait(struct virtio_dev *d, const struct virtq_seg *segs, uint32_t n,
+		      uint32_t *used_len, uint64_t timeout_cycles)
+{
+	return virtq_submit_wait_q(d, 0, segs, n, used_len, timeout_cycles);
 }
 
 int virtio_report(const char *name, const struct virtio_dev *d)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Minimal virtio 1.x (modern) virtio-mmio driver: one split virtqueue per
- * device, one request in flight, completion by polling the used ring.
+ * Minimal virtio 1.x (modern) virtio-mmio driver: up to VIRTIO_MAX_QUEUES split
+ * virtqueues per device, one request in flight per queue, completion by
+ * polling the used ring.
  * Interrupts stay disabled in this guest; InterruptStatus is acknowledged
  * after each completion so the device's interrupt line ends up clean.
  */
@@ -13,6 +14,9 @@
 /* Device IDs (virtio 1.x §5). */
 #define VIRTIO_ID_BLOCK         2
 #define VIRTIO_ID_RNG           4
+#define VIRTIO_ID_BALLOON       5
+#define VIRTIO_ID_PMEM          27
+#define VIRTIO_ID_MEM           24
 
 /* Feature bits. */
 #define VIRTIO_F_VERSION_1      32
@@ -35,6 +39,7 @@
 #define VIRTIO_INT_CONFIG       0x2
 
 #define VIRTQ_MAX_SIZE          16      /* queue size = min(QueueNumMax, 16), power of two */
+#define VIRTIO_MAX_QUEUES       5       /* queues one device can have set up */
 
 /* Errors (negative return values); virtio_strerror() names them. */
 enum {
@@ -105,7 +110,9 @@ struct virtio_dev {
 	uint32_t irq_missing;       /* completions without InterruptStatus bit 0 within 1 ms */
 	int broken;                 /* a request timed out or the device needs a reset: the
 				       queue's descriptors may still be in use, stop submitting */
-	struct virtq vq;
+	struct virtq vq;            /* queue 0 */
+	uint32_t num_queues;        /* queues set up (vq, then xq[0..]) */
+	struct virtq xq[VIRTIO_MAX_QUEUES - 1];
 };
 
 /* One buffer of a descriptor chain. */
@@ -123,9 +130,22 @@ extern uint8_t virtio_io_buf[VIRTIO_IO_BUF_SIZE];
 int virtio_find(uint32_t device_id, uint32_t index, struct virtio_mmio_dev *out);
 /* Reset, negotiate (VERSION_1 | (wanted & offered)), set up queue 0, DRIVER_OK. */
 int virtio_init(struct virtio_dev *d, const struct virtio_mmio_dev *m, uint64_t wanted);
+/* virtio_init with queues 0..nqueues-1 (at most VIRTIO_MAX_QUEUES) set up; nqueues 0 sets
+ * up every queue the device has (QueueNumMax != 0), up to VIRTIO_MAX_QUEUES. */
+int virtio_init_queues(struct virtio_dev *d, const struct virtio_mmio_dev *m, uint64_t wanted,
+		       uint32_t nqueues);
 /* Put a chain on queue 0, notify, and poll for its completion. *used_len may be NULL. */
 int virtq_submit_wait(struct virtio_dev *d, const struct virtq_seg *segs, uint32_t n,
 		      uint32_t *used_len, uint64_t timeout_cycles);
+/* The same on queue qi. */
+int virtq_submit_wait_q(struct virtio_dev *d, uint32_t qi, const struct virtq_seg *segs,
+			uint32_t n, uint32_t *used_len, uint64_t timeout_cycles);
+/* Put a chain on queue qi and notify, without waiting (one chain in flight per queue). */
+int virtq_add(struct virtio_dev *d, uint32_t qi, const struct virtq_seg *segs, uint32_t n);
+/* 1 if queue qi returned its chain (*used_len set, may be NULL), 0 if not yet, <0 on error. */
+int virtq_poll(struct virtio_dev *d, uint32_t qi, uint32_t *used_len);
+/* A 32-bit config-space write. */
+void virtio_config_write32(const struct virtio_dev *d, uint32_t offset, uint32_t v);
 /* Acknowledge whatever InterruptStatus holds; returns it. */
 uint32_t virtio_ack_interrupts(struct virtio_dev *d);
 uint32_t virtio_status(const struct virtio_dev *d);

@@ -78,3 +78,11 @@ pub const PAGE_SIZE: u64 = 0x1000;
 pub const E820_RAM: u32 = 1;
 /// e820 reserved type.
 pub const E820_RESERVED: u32 = 2;
+/// Start of the 64-bit MMIO gap (PCI 64-bit BARs), 256 GiB.
+pub const MMIO64_MEM_START: u64 = 256 << 30;
+/// Size of the 64-bit MMIO gap.
+pub const MMIO64_MEM_SIZE: u64 = 256 << 30;
+/// First address past the 64-bit MMIO gap (512 GiB): the virtio-mem region, then pmem windows.
+pub const FIRST_ADDR_PAST_64BITS_MMIO: u64 = MMIO64_MEM_START + MMIO64_MEM_SIZE;
+/// Size of the area past the 64-bit MMIO gap.
+pub const PAST_64BITS_MMIO_SIZE: u64 = 512 << 30;

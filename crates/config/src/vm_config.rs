@@ -53,7 +53,7 @@ pub const BALLOON_TOO_LARGE: &str = "Balloon config error: Amount of pages reque
 pub const NO_BALLOON: &str = "Balloon config error: No balloon device found.";
 /// Toggling balloon statistics after boot.
 pub const BALLOON_STATS_STATE_CHANGE: &str =
-    "Balloon config error: Statistics cannot be enabled/disabled after activation.";
+    "Balloon update error: Balloon: Statistics cannot be enabled/disabled after activation.";
 /// PATCH `/mmds` before any PUT.
 pub const MMDS_NOT_INITIALIZED: &str = "MMDS error: The MMDS data store is not initialized.";
 /// Second metrics initialisation.

@@ -33,9 +33,10 @@ pub mod x86;
 pub use error::HvError;
 pub use exit::{InternalError, InternalErrorKind, SystemEventKind, VcpuExit, VcpuIo};
 pub use squib_core::CapabilityProfile;
-pub use squib_core::GuestMemoryMmap;
+pub use squib_core::{GuestMemoryMmap, GuestRegionMmap};
 pub use traits::{
-    CapabilityModifier, DataMatch, HvCapabilities, Hypervisor, IoEventAddress, Vcpu, VcpuKicker,
+    CapabilityModifier, DataMatch, HvCapabilities, Hypervisor, IoEventAddress, RegionSlot, Vcpu,
+    VcpuKicker,
     VcpuStateBlob, Vm, VmConfig, VmStateBlob,
 };
 pub use x86::{

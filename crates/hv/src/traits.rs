@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use squib_core::CapabilityProfile;
-use squib_core::GuestMemoryMmap;
+use squib_core::{GuestMemoryMmap, GuestRegionMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::HvError;
@@ -96,6 +96,10 @@ pub enum DataMatch {
     U64(u64),
 }
 
+/// A memory region added with [`Vm::add_region`], for [`Vm::remove_region`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RegionSlot(pub u32);
+
 /// Opaque, serde-able backend vCPU state for snapshots.
 ///
 /// Only the backend that produced it (same `backend`, compatible `version`) can restore it.
@@ -137,6 +141,33 @@ pub trait Vm: Send + Sync + Debug {
     /// `start_addr`. The backend keeps a clone of `memory` (which shares the mappings), so the
     /// host mappings outlive the VM; call once per distinct memory object.
     fn map_memory(&self, memory: &GuestMemoryMmap) -> Result<(), HvError>;
+
+    /// Maps `[offset, offset + len)` of a host mapping into the guest physical address space
+    /// at `region.start_addr() + offset`, outside the memory given to [`Vm::map_memory`]: a
+    /// virtio-pmem window (the whole region) or one slot of the virtio-mem region. `offset`
+    /// and `len` must be page multiples inside the region. The backend keeps `region` (and so
+    /// the mapping) alive until [`Vm::remove_region`] or the VM's end.
+    ///
+    /// With `read_only`, guest reads are served from the mapping but a guest write never
+    /// reaches it: it completes as an MMIO write through [`VcpuIo`] (the VMM ignores or counts
+    /// it). Regions added here are not part of [`Vm::dirty_log`] (no dirty logging); the
+    /// range must not overlap any mapped memory.
+    fn add_region(
+        &self,
+        region: Arc<GuestRegionMmap>,
+        offset: u64,
+        len: u64,
+        read_only: bool,
+    ) -> Result<RegionSlot, HvError> {
+        let _ = (region, offset, len, read_only);
+        Err(HvError::Unsupported("adding memory regions"))
+    }
+
+    /// Unmaps a region added with [`Vm::add_region`] and drops the backend's reference to it.
+    fn remove_region(&self, slot: RegionSlot) -> Result<(), HvError> {
+        let _ = slot;
+        Err(HvError::Unsupported("removing memory regions"))
+    }
 
     /// Creates vCPU `index` (0 is the boot processor).
     ///

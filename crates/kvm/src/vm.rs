@@ -6,11 +6,17 @@
 
 use std::sync::{Arc, Mutex};
 
+use std::collections::BTreeMap;
+
 use kvm_bindings::{
-    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config,
+    kvm_userspace_memory_region,
 };
-use kvm_ioctls::{IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
-use squib_hv::{CapabilityModifier, DataMatch, GuestMemoryMmap, HvError, IoEventAddress, Vcpu, Vm};
+use kvm_ioctls::{Cap, IoEventAddress as KvmIoEventAddress, NoDatamatch, VmFd};
+use squib_hv::{
+    CapabilityModifier, DataMatch, GuestMemoryMmap, GuestRegionMmap, HvError, IoEventAddress,
+    RegionSlot, Vcpu, Vm,
+};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -30,6 +36,11 @@ struct Memslots {
     regions: Vec<kvm_userspace_memory_region>,
     /// `KVM_MEM_LOG_DIRTY_PAGES` on every slot.
     dirty_log: bool,
+    /// Slots added with `add_region` (pmem windows, virtio-mem slots), kept alive until
+    /// removed; not dirty-logged.
+    extra: BTreeMap<u32, (kvm_userspace_memory_region, Arc<GuestRegionMmap>)>,
+    /// Slot numbers freed by `remove_region`, reused first.
+    free: Vec<u32>,
 }
 
 /// A KVM virtual machine.
@@ -134,6 +145,85 @@ impl Vm for KvmVm {
             slots.regions.push(mem_region);
             slots.next_slot += 1;
         }
+        Ok(())
+    }
+
+    fn add_region(
+        &self,
+        region: Arc<GuestRegionMmap>,
+        offset: u64,
+        len: u64,
+        read_only: bool,
+    ) -> Result<RegionSlot, HvError> {
+        let page = 4096;
+        let in_region = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= region.len());
+        if len == 0 || !offset.is_multiple_of(page) || !len.is_multiple_of(page) || !in_region {
+            return Err(HvError::InvalidArgument(format!(
+                "memory region range {offset:#x} (+{len:#x}) is not page-aligned inside the region"
+            )));
+        }
+        let host = usize::try_from(offset)
+            .ok()
+            .map(|o| region.as_ptr().wrapping_add(o) as u64)
+            .ok_or_else(|| HvError::InvalidArgument("memory region offset".to_owned()))?;
+        if read_only && !self.fd.check_extension(Cap::ReadonlyMem) {
+            return Err(HvError::Unsupported(
+                "read-only memory slots (KVM_CAP_READONLY_MEM)",
+            ));
+        }
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = if let Some(s) = slots.free.pop() {
+            s
+        } else {
+            let s = slots.next_slot;
+            slots.next_slot += 1;
+            s
+        };
+        let mem_region = kvm_userspace_memory_region {
+            slot,
+            flags: if read_only { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: region.start_addr().0 + offset,
+            memory_size: len,
+            userspace_addr: host,
+        };
+        // SAFETY: `userspace_addr..+memory_size` lies inside the live mmap owned by `region`
+        // (checked above: `offset + len <= region.len()`); the `Arc` is stored in
+        // `slots.extra` right below and only dropped after KVM forgot the slot
+        // (`remove_region`) or with the VM.
+        if let Err(e) = unsafe { self.fd.set_user_memory_region(mem_region) } {
+            slots.free.push(slot);
+            return Err(HvError::errno("KVM_SET_USER_MEMORY_REGION", e.errno()));
+        }
+        slots.extra.insert(slot, (mem_region, region));
+        Ok(RegionSlot(slot))
+    }
+
+    fn remove_region(&self, slot: RegionSlot) -> Result<(), HvError> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((region, _)) = slots.extra.get(&slot.0) else {
+            return Err(HvError::InvalidArgument(format!(
+                "no added memory region in slot {}",
+                slot.0
+            )));
+        };
+        let gone = kvm_userspace_memory_region {
+            memory_size: 0,
+            ..*region
+        };
+        // SAFETY: a zero-sized region deletes the slot; KVM stops using the mapping, which is
+        // only dropped (below) after the ioctl succeeded.
+        unsafe { self.fd.set_user_memory_region(gone) }
+            .map_err(|e| HvError::errno("KVM_SET_USER_MEMORY_REGION(delete)", e.errno()))?;
+        slots.extra.remove(&slot.0);
+        slots.free.push(slot.0);
         Ok(())
     }
 

@@ -68,6 +68,19 @@ impl VmmObserver for MirrorObserver {
         let config = config.clone();
         self.0.publish(move |s| s.vm_config = config.clone());
     }
+
+    fn runtime_status(&self, status: &squib_vmm::RuntimeStatus) {
+        use squib_vmm::RuntimeStatus;
+        match status {
+            RuntimeStatus::BalloonStats(v) => {
+                self.0.publish(|s| s.balloon_stats = v.as_deref().cloned());
+            }
+            RuntimeStatus::BalloonHinting(v) => {
+                self.0.publish(|s| s.balloon_hinting.clone_from(v));
+            }
+            RuntimeStatus::Hotplug(v) => self.0.publish(|s| s.hotplug_status.clone_from(v)),
+        }
+    }
 }
 
 /// Run one microVM process: API thread + VMM loop on the calling thread. Returns the exit code.

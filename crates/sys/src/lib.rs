@@ -4,12 +4,18 @@
 //! that makes it sound. A macOS port provides the same functions.
 //!
 //! - [`process_cpu_time_us`], [`monotonic_time_us`]: stateless, callable from any thread.
+//! - [`guest_memory`] (Linux): [`guest_memory::discard_range`], releasing guest-memory ranges
+//!   to the host (`MADV_DONTNEED`, `MADV_REMOVE` for shared file mappings) for the balloon and
+//!   virtio-mem; refuses any range not entirely inside guest memory.
 //! - [`io_uring`] (Linux): [`io_uring::IoUring`], a safe submission/completion API over io_uring
 //!   for the block device's `Async` engine. It owns the ring and keeps everything an outstanding
 //!   operation points at alive until its completion is reaped; one owner at a time (`&mut self`).
 //! - [`jail`] (Linux): the isolation system calls `squib-jailer` uses (mount namespace,
 //!   `pivot_root`, `mknod`, `setrlimit`, `setns`, `close_range`, `fork`/`clone(CLONE_NEWPID)`,
 //!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
+//! - [`pmem`] (Linux): [`pmem::PmemMapping`], a virtio-pmem backing file mapped `MAP_SHARED` as a
+//!   2 MiB-aligned guest window (anonymous tail past the end of the file), and its flush
+//!   (`msync` + `fdatasync`).
 //! - [`snapshot_memory`] (Linux): the snapshot-restore guest-memory backends, `File` (private
 //!   lazy mapping of the memory file) and `Uffd` (userfaultfd + Firecracker's handshake).
 //! - [`sparse`] (Linux): data extents of a sparse file (`SEEK_DATA`/`SEEK_HOLE`), to merge diff
@@ -27,11 +33,15 @@
 #![warn(missing_docs)]
 
 #[cfg(target_os = "linux")]
+pub mod guest_memory;
+#[cfg(target_os = "linux")]
 pub mod io_uring;
 #[cfg(target_os = "linux")]
 pub mod jail;
 #[cfg(target_os = "linux")]
 pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod pmem;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;
 #[cfg(target_os = "linux")]
@@ -42,6 +52,24 @@ pub mod tap;
 pub mod uffd;
 #[cfg(target_os = "linux")]
 pub mod uffd_handler;
+
+/// Puts `fd` in non-blocking mode (`O_NONBLOCK`), e.g. a timerfd an event loop reads only
+/// after epoll reported it readable, so that a timer re-armed in between cannot block the loop.
+#[cfg(target_os = "linux")]
+pub fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFL on the descriptor `fd` owns (kept open by the borrow for the duration of
+    // the call); no memory is passed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFL with an integer argument on the same descriptor; no memory is passed.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// CPU time consumed by this process so far, in microseconds (`CLOCK_PROCESS_CPUTIME_ID`).
 /// Returns 0 if the clock is unavailable.

@@ -273,9 +273,12 @@ pub fn build_microvm(
         mc.track_dirty_pages,
         template.capabilities.clone(),
     )?;
+    // RAM (`memory`) for the boot structures; RAM + the hotplug region for the devices.
+    let full = crate::hotplug::guest_memory(&memory, config.memory_hotplug.as_ref())?;
 
     let (exit, reset_evt) = exit_signal()?;
-    let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    let mut devices = DeviceManager::new(Arc::clone(&vm), full.clone());
+    devices.set_status_sink(opts.status_sink.clone());
     devices.attach_legacy(
         LegacyArgs {
             config,
@@ -358,7 +361,7 @@ pub fn build_microvm(
     let vcpus = spawn_vcpus(&vm, &devices.bus_io(), &exit, starts)?;
     let mut microvm = Microvm {
         vm,
-        memory,
+        memory: full,
         vcpus,
         exit,
         devices,
@@ -404,10 +407,11 @@ pub fn restore_microvm(
         track_dirty_pages: args.track_dirty_pages,
         ..state.machine
     };
+    let ram = crate::hotplug::ram_only(&memory, crate::hotplug::restored_addr(&state.devices));
     // The VM state carries the CPU template's capability requirements; restoring it checks them.
     let vm = create_vm(
         hv,
-        &memory,
+        &ram,
         machine.vcpu_count,
         machine.track_dirty_pages,
         Vec::new(),
@@ -415,6 +419,7 @@ pub fn restore_microvm(
     vm.restore_state(&state.vm)?;
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), memory.clone());
+    devices.set_status_sink(opts.status_sink.clone());
     devices.attach_legacy(
         LegacyArgs {
             config: args.config,

@@ -33,13 +33,17 @@ use squib_devices::legacy::{I8042Device, SerialDevice};
 use squib_devices::persist::Persist;
 use squib_devices::pseudo::{BootTimer, BootTimestamp, SystemBootClock};
 use squib_devices::rate_limiter::{BucketUpdate, TokenBucket};
+use squib_devices::virtio::balloon::BalloonState;
 use squib_devices::virtio::block::persist::BlockState;
+use squib_devices::virtio::mem::VirtioMemState;
 use squib_devices::virtio::mmio::persist::MmioTransportState;
 use squib_devices::virtio::net::persist::{NetConstructorArgs, NetState};
+use squib_devices::virtio::pmem::PmemState;
 use squib_devices::virtio::rng::EntropyState;
 use squib_devices::virtio::vsock::persist::{VsockConstructorArgs, VsockState};
 use squib_devices::virtio::{
-    Block, Entropy, MmioTransport, Net, VirtioDevice, VirtioSubscriber, Vsock,
+    Balloon, Block, Entropy, MmioTransport, Net, Pmem, VirtioDevice, VirtioMem, VirtioSubscriber,
+    Vsock,
 };
 use squib_devices::{Bus, BusDevice, I8042State};
 use squib_hv::{DataMatch, HvError, IoEventAddress, Vm};
@@ -49,6 +53,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::error::DeviceError;
 use crate::mmds::SharedStack;
 use crate::mmio_layout::{MMIO_SLOT_SIZE, MmioAllocator, MmioSlot, root_block_args};
+use crate::runtime_status::StatusSink;
 use crate::vcpu::BusIo;
 use crate::virtio_devices::{Subscriber, block_error, rate_limiter};
 
@@ -72,6 +77,12 @@ pub enum VirtioHandle {
     Vsock(Arc<Mutex<Vsock>>),
     /// virtio-rng.
     Entropy(Arc<Mutex<Entropy>>),
+    /// virtio-balloon.
+    Balloon(Arc<Mutex<Balloon>>),
+    /// virtio-pmem.
+    Pmem(Arc<Mutex<Pmem>>),
+    /// virtio-mem (memory hotplug).
+    Mem(Arc<Mutex<VirtioMem>>),
 }
 
 /// A virtio device's own snapshot state.
@@ -85,6 +96,12 @@ pub enum VirtioDeviceState {
     Vsock(VsockState),
     /// virtio-rng.
     Entropy(EntropyState),
+    /// virtio-balloon.
+    Balloon(BalloonState),
+    /// virtio-pmem.
+    Pmem(PmemState),
+    /// virtio-mem (memory hotplug).
+    Mem(VirtioMemState),
 }
 
 /// Host-side replacements a snapshot load applies (`network_overrides`, `vsock_override`).
@@ -109,6 +126,9 @@ impl VirtioHandle {
             Self::Net(d, _) => d.clone(),
             Self::Vsock(d) => d.clone(),
             Self::Entropy(d) => d.clone(),
+            Self::Balloon(d) => d.clone(),
+            Self::Pmem(d) => d.clone(),
+            Self::Mem(d) => d.clone(),
         }
     }
 
@@ -118,6 +138,9 @@ impl VirtioHandle {
             Self::Net(d, _) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Vsock(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
             Self::Entropy(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Balloon(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Pmem(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
+            Self::Mem(d) => Arc::new(Mutex::new(VirtioSubscriber::new(Arc::clone(d)))),
         }
     }
 
@@ -129,6 +152,9 @@ impl VirtioHandle {
             }
             Self::Vsock(d) => VirtioDeviceState::Vsock(lock(d).save()),
             Self::Entropy(d) => VirtioDeviceState::Entropy(lock(d).save()),
+            Self::Balloon(d) => VirtioDeviceState::Balloon(lock(d).save()),
+            Self::Pmem(d) => VirtioDeviceState::Pmem(crate::pmem::save(d)),
+            Self::Mem(d) => VirtioDeviceState::Mem(crate::hotplug::save(d)),
         }
     }
 
@@ -179,6 +205,16 @@ impl VirtioHandle {
                 Entropy::restore((), s)
                     .map_err(|e| DeviceError::Restore(format!("Entropy device error: {e}")))?,
             ))),
+            VirtioDeviceState::Balloon(s) => Self::Balloon(Arc::new(Mutex::new(
+                Balloon::restore((), s)
+                    .map_err(|e| DeviceError::Restore(format!("Balloon: {e}")))?,
+            ))),
+            // Rebuilt with the VM by `DeviceManager::restore_virtio`.
+            VirtioDeviceState::Pmem(_) | VirtioDeviceState::Mem(_) => {
+                return Err(DeviceError::Restore(
+                    "pmem and virtio-mem need the VM".into(),
+                ));
+            }
         })
     }
 }
@@ -244,6 +280,8 @@ pub struct DeviceManager {
     virtio: Vec<VirtioEntry>,
     cmdline: Vec<String>,
     new_subscribers: Vec<Subscriber>,
+    status_sink: Option<StatusSink>,
+    high_mmio: crate::high_mmio::HighMmioAllocator,
 }
 
 impl std::fmt::Debug for DeviceManager {
@@ -326,6 +364,23 @@ impl DeviceManager {
             virtio: Vec::new(),
             cmdline: Vec::new(),
             new_subscribers: Vec::new(),
+            status_sink: None,
+            high_mmio: crate::high_mmio::HighMmioAllocator::default(),
+        }
+    }
+
+    /// Where devices publish runtime statuses (balloon statistics, hotplug status). Set before
+    /// attaching or restoring devices.
+    pub fn set_status_sink(&mut self, sink: Option<StatusSink>) {
+        self.status_sink = sink;
+    }
+
+    /// Connects a device's runtime status to the sink, if it has one.
+    fn connect_status(&self, handle: &VirtioHandle) {
+        match (&self.status_sink, handle) {
+            (Some(sink), VirtioHandle::Balloon(b)) => crate::balloon::connect(b, sink),
+            (Some(sink), VirtioHandle::Mem(m)) => crate::hotplug::connect(m, sink),
+            _ => {}
         }
     }
 
@@ -444,6 +499,7 @@ impl DeviceManager {
                 }
             }
         }
+        self.connect_status(&handle);
         self.new_subscribers.push(handle.subscriber());
         self.cmdline.push(slot.cmdline_token());
         self.virtio.push(VirtioEntry {
@@ -455,9 +511,25 @@ impl DeviceManager {
         Ok(())
     }
 
-    /// Attaches the configured virtio devices in Firecracker's order: block devices (root first),
-    /// net devices (with their MMDS stacks), vsock, then entropy. `prepared` holds the devices
-    /// created at `PUT` time (files opened, taps opened, sockets bound), attached as they are.
+    /// Registers a pmem device and, for a read-only one, the bus device that drops the guest's
+    /// writes to its window.
+    fn attach_pmem(
+        &mut self,
+        id: &str,
+        built: crate::pmem::BuiltPmem,
+        saved: Option<(MmioSlot, &MmioTransportState)>,
+    ) -> Result<(), DeviceError> {
+        if let Some((base, len, window)) = built.read_only_window {
+            Self::insert(&self.mmio, base, len, Arc::new(Mutex::new(window)))?;
+        }
+        self.register_virtio(id, VirtioHandle::Pmem(built.device), saved)
+    }
+
+    /// Attaches the configured virtio devices in Firecracker's order: balloon, block devices
+    /// (root first), net devices (with their MMDS stacks), vsock, pmem, entropy, then
+    /// virtio-mem (over the hotplug region already in the guest memory). `prepared` holds the
+    /// devices created at `PUT` time (files opened, taps opened, sockets bound), attached as
+    /// they are.
     pub fn attach_virtio_from_config(
         &mut self,
         config: &VmConfig,
@@ -465,6 +537,23 @@ impl DeviceManager {
         mmds: &crate::mmds::MmdsService,
     ) -> Result<(), DeviceError> {
         let prepared_blocks = &prepared.blocks;
+        // The virtio-mem region comes first past the 64-bit MMIO gap, then the pmem windows.
+        if let Some(h) = &config.memory_hotplug {
+            let g = crate::hotplug::geometry(h);
+            if self.high_mmio.allocate(g.region_size, g.slot_size) != Some(g.addr) {
+                return Err(DeviceError::Config(
+                    "Cannot allocate the memory hotplug region".into(),
+                ));
+            }
+        }
+        if let Some(b) = &config.balloon {
+            let balloon = crate::balloon::create(b)?;
+            self.register_virtio(
+                crate::balloon::BALLOON_DEV_ID,
+                VirtioHandle::Balloon(balloon),
+                None,
+            )?;
+        }
         let mut ordered: Vec<_> = config.drives.iter().filter(|d| d.is_root_device).collect();
         ordered.extend(config.drives.iter().filter(|d| !d.is_root_device));
         for d in ordered {
@@ -507,6 +596,14 @@ impl DeviceManager {
             };
             self.register_virtio("vsock", VirtioHandle::Vsock(vsock), None)?;
         }
+        for (index, p) in config.pmem.iter().enumerate() {
+            let built = crate::pmem::create(&self.vm, &mut self.high_mmio, p)?;
+            if p.root_device {
+                self.cmdline
+                    .push(crate::pmem::root_args(index, p.read_only));
+            }
+            self.attach_pmem(&p.id, built, None)?;
+        }
         if let Some(e) = &config.entropy {
             let rng = Entropy::new(rate_limiter(e.rate_limiter.as_ref()))
                 .map_err(|e| DeviceError::Config(format!("Entropy device error: {e}")))?;
@@ -515,6 +612,10 @@ impl DeviceManager {
                 VirtioHandle::Entropy(Arc::new(Mutex::new(rng))),
                 None,
             )?;
+        }
+        if let Some(h) = &config.memory_hotplug {
+            let mem = crate::hotplug::create(&self.vm, &self.memory, h)?;
+            self.register_virtio(crate::hotplug::MEM_DEV_ID, VirtioHandle::Mem(mem), None)?;
         }
         Ok(())
     }
@@ -562,11 +663,21 @@ impl DeviceManager {
                     e.id, e.base, e.gsi
                 )));
             }
-            let handle = VirtioHandle::restore(&e.device, overrides)?;
             let slot = MmioSlot {
                 base: e.base,
                 gsi: e.gsi,
             };
+            if let VirtioDeviceState::Pmem(p) = &e.device {
+                let built = crate::pmem::restore(&self.vm, p)?;
+                self.attach_pmem(&e.id, built, Some((slot, &e.transport)))?;
+                continue;
+            }
+            if let VirtioDeviceState::Mem(m) = &e.device {
+                let mem = crate::hotplug::restore(&self.vm, &self.memory, m)?;
+                self.register_virtio(&e.id, VirtioHandle::Mem(mem), Some((slot, &e.transport)))?;
+                continue;
+            }
+            let handle = VirtioHandle::restore(&e.device, overrides)?;
             self.register_virtio(&e.id, handle, Some((slot, &e.transport)))?;
         }
         Ok(())
@@ -588,6 +699,14 @@ impl DeviceManager {
         })
     }
 
+    /// The balloon, if attached.
+    pub fn balloon(&self) -> Option<&Arc<Mutex<Balloon>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Balloon(b) => Some(b),
+            _ => None,
+        })
+    }
+
     /// `PATCH /network-interfaces/{id}`: update the rate limiters.
     pub fn update_net(&self, update: &NetworkInterfaceUpdate) -> Result<(), DeviceError> {
         let net = self
@@ -597,6 +716,30 @@ impl DeviceManager {
         let (tx_b, tx_o) = bucket_updates(update.tx_rate_limiter.as_ref());
         lock(net).update_rate_limiters(rx_b, rx_o, tx_b, tx_o);
         Ok(())
+    }
+
+    /// The virtio-mem device, if attached.
+    pub fn virtio_mem(&self) -> Option<&Arc<Mutex<VirtioMem>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Mem(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The pmem device with id `id`.
+    pub fn pmem(&self, id: &str) -> Option<&Arc<Mutex<Pmem>>> {
+        self.virtio.iter().find_map(|e| match &e.handle {
+            VirtioHandle::Pmem(p) if e.id == id => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Every pmem device, in attach order.
+    pub fn pmem_devices(&self) -> impl Iterator<Item = &Arc<Mutex<Pmem>>> {
+        self.virtio.iter().filter_map(|e| match &e.handle {
+            VirtioHandle::Pmem(p) => Some(p),
+            _ => None,
+        })
     }
 
     /// `PATCH /drives/{id}`: swap the backing file and/or update the rate limiter.

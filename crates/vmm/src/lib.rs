@@ -10,6 +10,10 @@
 //!   and MSRs every vCPU gets.
 //! - [`device_manager`]: [`device_manager::DeviceManager`], the one owner of every device (bus
 //!   ranges, IRQs, event sources, save/restore).
+//! - [`balloon`], [`pmem`], [`hotplug`] (virtio-mem), [`memdev`]: the memory devices (creation, restore, API actions);
+//!   [`high_mmio`]: guest-physical space past the 64-bit MMIO gap (virtio-mem, pmem windows);
+//!   [`runtime_status`]: statuses devices publish to the API's read mirror (balloon
+//!   statistics, hinting, memory hotplug).
 //! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
@@ -21,13 +25,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod balloon;
 pub mod builder;
 pub mod cpu_template;
 pub mod device_manager;
 pub mod error;
 pub mod exit_code;
+pub mod high_mmio;
+pub mod hotplug;
+pub mod memdev;
 pub mod mmds;
 pub mod mmio_layout;
+pub mod pmem;
+pub mod runtime_status;
 pub mod snapshot;
 pub mod vcpu;
 pub mod virtio_devices;
@@ -35,4 +45,5 @@ pub mod vmm;
 
 pub use error::{DeviceError, StartMicrovmError};
 pub use exit_code::ExitCode;
+pub use runtime_status::{RuntimeStatus, StatusSink};
 pub use vmm::{BootProtocolChoice, Vmm, VmmObserver, VmmOptions, VmmRequest};

@@ -138,11 +138,12 @@ pub fn create(
         }
         SnapshotType::Diff => {
             let dirty = dirty_pages(vm)?;
+            // Regions the hypervisor does not log (the virtio-mem region, mapped slot by slot)
+            // are saved whole.
             let is_dirty = |r: usize, p: usize| {
                 dirty
                     .get(r)
-                    .and_then(|b| b.get(p / 64))
-                    .is_some_and(|w| w & (1 << (p % 64)) != 0)
+                    .is_none_or(|b| b.get(p / 64).is_some_and(|w| w & (1 << (p % 64)) != 0))
             };
             squib_snapshot::save_memory_diff(&vm.memory, is_dirty, &params.mem_file_path)?.layout
         }

@@ -56,6 +56,12 @@ pub trait VmmObserver: Send + Sync {
     fn config_changed(&self, config: &VmConfig) {
         let _ = config;
     }
+
+    /// A device's runtime status changed (balloon statistics, hinting, memory hotplug). May be
+    /// called from a vCPU thread with a device lock held.
+    fn runtime_status(&self, status: &crate::RuntimeStatus) {
+        let _ = status;
+    }
 }
 
 /// Which entry point to use for an ELF kernel that offers both.
@@ -79,6 +85,8 @@ pub struct VmmOptions {
     pub mmds_size_limit: usize,
     /// `--id` (MMDS V2 tokens are bound to it).
     pub instance_id: String,
+    /// Where devices publish runtime statuses ([`Vmm::new`] connects it to the observer).
+    pub status_sink: Option<crate::StatusSink>,
 }
 
 impl Default for VmmOptions {
@@ -88,6 +96,7 @@ impl Default for VmmOptions {
             boot_protocol: BootProtocolChoice::default(),
             mmds_size_limit: 51_200,
             instance_id: "anonymous-instance".to_owned(),
+            status_sink: None,
         }
     }
 }
@@ -174,6 +183,11 @@ impl Vmm {
         let mmds = MmdsService::new(options.mmds_size_limit, &options.instance_id)
             .or_else(|_| MmdsService::new(51_200, &options.instance_id))
             .unwrap_or_else(|e| panic!("cannot create the MMDS store: {e}"));
+        let mut options = options;
+        let sink_observer = Arc::clone(&observer);
+        options.status_sink = Some(crate::StatusSink::new(move |s| {
+            sink_observer.runtime_status(&s);
+        }));
         Self {
             hv,
             profile,
@@ -334,19 +348,24 @@ impl Vmm {
             | ApiAction::PutCpuConfig(_)
             | ApiAction::PutSerial(_)
             | ApiAction::PutEntropy(_) => self.apply(action),
-            ApiAction::DeleteDrive(_)
-            | ApiAction::PutPmem(_)
-            | ApiAction::PatchPmem(_)
-            | ApiAction::DeletePmem(_)
-            | ApiAction::DeleteNetworkInterface(_)
-            | ApiAction::PutBalloon(_)
+            ApiAction::PutBalloon(_)
             | ApiAction::PatchBalloon(_)
             | ApiAction::PatchBalloonStatistics(_)
             | ApiAction::StartBalloonHinting(_)
             | ApiAction::BalloonHintingStatus
             | ApiAction::StopBalloonHinting
+            | ApiAction::PutPmem(_)
+            | ApiAction::PatchPmem(_)
+            | ApiAction::DeletePmem(_)
             | ApiAction::PutHotplugMemory(_)
-            | ApiAction::PatchHotplugMemory(_)
+            | ApiAction::PatchHotplugMemory(_) => {
+                match crate::memdev::handle(action, self.microvm.as_ref().map(Microvm::devices)) {
+                    crate::memdev::Outcome::Apply => self.apply(action),
+                    crate::memdev::Outcome::Reply(resp) => resp,
+                }
+            }
+            ApiAction::DeleteDrive(_)
+            | ApiAction::DeleteNetworkInterface(_)
             | ApiAction::PutLogger(_)
             | ApiAction::PutMetrics(_) => ApiResponse::bad_request(unsupported(action)),
         }
@@ -477,6 +496,9 @@ impl Vmm {
         mc.vcpu_count = state.machine.vcpu_count;
         mc.mem_size_mib = state.machine.mem_size_mib;
         mc.track_dirty_pages = params.track_dirty_pages;
+        if let Some(vm) = self.microvm.as_ref() {
+            crate::memdev::sync_config_from_devices(&mut self.config, vm.devices());
+        }
         self.observer.config_changed(&self.config);
         self.set_phase(LifecyclePhase::Paused);
         if params.resume_vm {
@@ -657,18 +679,7 @@ fn sets_boot_path(action: &ApiAction) -> bool {
 fn unsupported(action: &ApiAction) -> String {
     let (category, what) = match action {
         ApiAction::DeleteDrive(_) => ("Drive config", "hot-unplug (it needs PCI)"),
-        ApiAction::PutPmem(_) | ApiAction::PatchPmem(_) => ("Pmem config", "virtio-pmem"),
-        ApiAction::DeletePmem(_) => ("Pmem config", "hot-unplug (it needs PCI)"),
         ApiAction::DeleteNetworkInterface(_) => ("Network config", "hot-unplug (it needs PCI)"),
-        ApiAction::PutBalloon(_)
-        | ApiAction::PatchBalloon(_)
-        | ApiAction::PatchBalloonStatistics(_)
-        | ApiAction::StartBalloonHinting(_)
-        | ApiAction::BalloonHintingStatus
-        | ApiAction::StopBalloonHinting => ("Balloon config", "virtio-balloon"),
-        ApiAction::PutHotplugMemory(_) | ApiAction::PatchHotplugMemory(_) => {
-            ("Memory hotplug config", "virtio-mem")
-        }
         ApiAction::PutLogger(_) => (
             "Logger",
             "runtime logger configuration (use --log-path/--level)",

@@ -22,6 +22,22 @@ use super::{Ctrl, Reply, json_reply, parse_validated, submit, submit_validated, 
 use crate::error::{ApiError, Result};
 
 const NO_BALLOON: &str = "Balloon config error: No balloon device found.";
+/// Firecracker's answer to `GET /balloon/statistics` when statistics are off.
+const STATS_DISABLED: &str =
+    "Internal VMM error: Balloon: Received stats query when stats are disabled.";
+/// Firecracker's answer to a hinting request on a balloon configured without hinting.
+const HINTING_DISABLED: &str =
+    "Balloon update error: Balloon: Attempting to use hinting when not enabled";
+
+/// Firecracker serves the balloon's runtime GETs only once the microVM runs.
+fn require_started(ctrl: &crate::RuntimeApiController) -> Result<()> {
+    if ctrl.snapshot().phase.is_pre_boot() {
+        return Err(ApiError::BadRequest(
+            squib_config::action::NOT_SUPPORTED_BEFORE_START.to_owned(),
+        ));
+    }
+    Ok(())
+}
 
 fn last_segment(uri: &Uri) -> &str {
     uri.path().rsplit('/').next().unwrap_or_default()
@@ -46,11 +62,10 @@ pub(crate) async fn get_stats(State(ctrl): Ctrl) -> Result<Response> {
     if vm_config_member(&ctrl, "balloon").is_null() {
         return Err(ApiError::BadRequest(NO_BALLOON.to_owned()));
     }
+    require_started(&ctrl)?;
     match &ctrl.snapshot().balloon_stats {
         Some(stats) => Ok(json_reply(serde_json::to_value(stats).unwrap_or_default())),
-        None => Err(ApiError::BadRequest(
-            "Balloon config error: Statistics for the balloon device are not enabled.".to_owned(),
-        )),
+        None => Err(ApiError::BadRequest(STATS_DISABLED.to_owned())),
     }
 }
 
@@ -66,11 +81,16 @@ pub(crate) async fn get_hinting(State(ctrl): Ctrl, uri: Uri) -> Result<Response>
             "Unrecognized GET request path `/hinting/{op}`."
         )));
     }
-    if vm_config_member(&ctrl, "balloon").is_null() {
+    let balloon = vm_config_member(&ctrl, "balloon");
+    if balloon.is_null() {
         return Err(ApiError::BadRequest(NO_BALLOON.to_owned()));
     }
+    require_started(&ctrl)?;
     match &ctrl.snapshot().balloon_hinting {
         Some(status) => Ok(json_reply(serde_json::to_value(status).unwrap_or_default())),
+        None if balloon["free_page_hinting"] != serde_json::Value::Bool(true) => {
+            Err(ApiError::BadRequest(HINTING_DISABLED.to_owned()))
+        }
         None => Err(ApiError::BadRequest(
             "Balloon config error: Free page hinting has not been started.".to_owned(),
         )),

@@ -147,21 +147,43 @@ impl TryFrom<RawBalloonStatsUpdate> for BalloonStatsUpdate {
     }
 }
 
+const fn default_ack_on_stop() -> bool {
+    true
+}
+
 /// Raw `PATCH /balloon/hinting/start` body (the body itself is optional).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBalloonStartCmd {
-    /// Acknowledge automatically when the guest reports the run as done.
-    #[serde(default)]
+    /// Acknowledge automatically when the guest reports the run as done (default `true`, as
+    /// Firecracker).
+    #[serde(default = "default_ack_on_stop")]
     pub acknowledge_on_stop: bool,
 }
 
-/// Validated hinting start command. [`BalloonStartCmd::default`] stands for an empty body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+impl Default for RawBalloonStartCmd {
+    fn default() -> Self {
+        Self {
+            acknowledge_on_stop: true,
+        }
+    }
+}
+
+/// Validated hinting start command. [`BalloonStartCmd::default`] stands for an empty body
+/// (`acknowledge_on_stop: true`, Firecracker's default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BalloonStartCmd {
     /// Acknowledge automatically when the guest reports the run as done.
     pub acknowledge_on_stop: bool,
+}
+
+impl Default for BalloonStartCmd {
+    fn default() -> Self {
+        Self {
+            acknowledge_on_stop: true,
+        }
+    }
 }
 
 impl TryFrom<RawBalloonStartCmd> for BalloonStartCmd {
@@ -241,8 +263,8 @@ pub struct BalloonStats {
 pub struct BalloonHintingStatus {
     /// Last command issued by the host.
     pub host_cmd: u32,
-    /// Last command reported by the guest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Last command reported by the guest (`null` until it reports one, as Firecracker).
+    #[serde(default)]
     pub guest_cmd: Option<u32>,
 }
 
@@ -340,6 +362,13 @@ mod tests {
             BalloonStartCmd::try_from(raw).unwrap(),
             BalloonStartCmd::default()
         );
+        assert!(
+            BalloonStartCmd::default().acknowledge_on_stop,
+            "Firecracker's default"
+        );
+        let raw: RawBalloonStartCmd =
+            serde_json::from_str(r#"{"acknowledge_on_stop":false}"#).unwrap();
+        assert!(!BalloonStartCmd::try_from(raw).unwrap().acknowledge_on_stop);
         let raw: RawBalloonStartCmd =
             serde_json::from_str(r#"{"acknowledge_on_stop":true}"#).unwrap();
         assert!(BalloonStartCmd::try_from(raw).unwrap().acknowledge_on_stop);
@@ -366,6 +395,9 @@ mod tests {
             host_cmd: 1,
             guest_cmd: None,
         };
-        assert_eq!(serde_json::to_string(&st).unwrap(), r#"{"host_cmd":1}"#);
+        assert_eq!(
+            serde_json::to_string(&st).unwrap(),
+            r#"{"host_cmd":1,"guest_cmd":null}"#
+        );
     }
 }

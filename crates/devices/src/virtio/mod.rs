@@ -8,7 +8,13 @@
 //! - [`mmio::MmioTransport`]: the virtio-mmio (modern, version 2) register file for one 4 KiB
 //!   slot, a [`BusDevice`](crate::BusDevice). It negotiates features, collects queue
 //!   configuration, activates the device on `DRIVER_OK` and owns the interrupt status register.
+//! - [`balloon::Balloon`]: virtio-balloon as Firecracker's `PUT /balloon` exposes it (inflate,
+//!   deflate, statistics, free-page hinting and reporting; released pages go back to the host).
 //! - [`block::Block`]: virtio-blk as Firecracker's `PUT /drives` exposes it.
+//! - [`mem::VirtioMem`]: virtio-mem, Firecracker's memory hotplug (`/hotplug/memory`): blocks
+//!   plugged by the driver, slots mapped through a [`SlotMapper`], unplugged memory released.
+//! - [`pmem::Pmem`]: virtio-pmem as Firecracker's `PUT /pmem/{id}` exposes it (the backing
+//!   file mapped as a guest window; FLUSH requests write it back).
 //! - [`rng::Entropy`]: virtio-rng as Firecracker's `PUT /entropy` exposes it.
 //! - [`vsock::Vsock`]: virtio-vsock with Firecracker's hybrid Unix-socket backend
 //!   (`PUT /vsock`); its host sockets come and go at runtime as [`EventSource`]s.
@@ -49,11 +55,14 @@
 //! queue configuration gets `DEVICE_NEEDS_RESET`, and every such event is counted in a metric and
 //! logged through a [`RateLimitedLog`](crate::log::RateLimitedLog).
 
+pub mod balloon;
 pub mod block;
 mod chain;
+pub mod mem;
 pub mod mmio;
 pub mod net;
 pub mod persist;
+pub mod pmem;
 mod queue;
 pub mod rng;
 pub mod subscriber;
@@ -70,10 +79,13 @@ use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+pub use self::balloon::{Balloon, BalloonConfig, BalloonError, BalloonStatus, BalloonStatusSink};
 pub use self::block::{Block, BlockConfig, BlockError, CacheType, IoEngine};
 pub use self::chain::ChainError;
+pub use self::mem::{MemGeometry, SlotMapper, VirtioMem, VirtioMemError};
 pub use self::mmio::{MmioInterrupt, MmioTransport, MmioTransportMetrics};
 pub use self::net::{FrameInterceptor, Net, NetBackend, NetConfig, NetError};
+pub use self::pmem::{Pmem, PmemDeviceConfig, PmemError, ReadOnlyWindow};
 pub use self::rng::{Entropy, EntropyError};
 pub use self::subscriber::VirtioSubscriber;
 pub use self::vsock::{Vsock, VsockConfig, VsockError};
