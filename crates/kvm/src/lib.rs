@@ -31,6 +31,7 @@
 mod convert;
 mod hypervisor;
 mod kick;
+pub mod seccomp;
 mod state;
 mod vcpu;
 mod vm;
