@@ -31,6 +31,7 @@ pub fn setup(
         let ioctls = policy::HypervisorIoctls {
             vmm: squib_kvm::seccomp::vmm_ioctls(),
             vcpu: squib_kvm::seccomp::vcpu_ioctls(),
+            kick_signal: Some(squib_kvm::seccomp::kick_signal()),
         };
         policy::default_filters(&ioctls)?
     };
