@@ -207,8 +207,8 @@ pub fn deserialize_binary<R: Read>(
 /// `--seccomp-filter FILE`: open, decode, check the categories.
 pub fn load_filter_file(path: &Path) -> Result<SeccompFilters, FilterError> {
     let file = std::fs::File::open(path).map_err(FilterError::FileOpen)?;
-    let map = deserialize_binary(std::io::BufReader::new(file))
-        .map_err(FilterError::Deserialization)?;
+    let map =
+        deserialize_binary(std::io::BufReader::new(file)).map_err(FilterError::Deserialization)?;
     SeccompFilters::from_map(map)
 }
 
@@ -291,7 +291,10 @@ mod test_hook {
         if std::env::var(VAR).is_ok_and(|v| v == category.name()) {
             // SAFETY: getppid takes no argument and cannot fail; it only reads process state.
             let ppid = unsafe { libc::syscall(libc::SYS_getppid) };
-            tracing::warn!("{VAR}: the {} thread survived getppid ({ppid})", category.name());
+            tracing::warn!(
+                "{VAR}: the {} thread survived getppid ({ppid})",
+                category.name()
+            );
         }
     }
 
@@ -322,7 +325,11 @@ mod tests {
     #[test]
     fn test_should_refuse_bad_files_with_firecracker_texts() {
         let e = deserialize_binary(&b"adassafvc"[..]).unwrap_err();
-        assert!(e.to_string().starts_with("Bitcode deserialization failed: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Bitcode deserialization failed: "),
+            "{e}"
+        );
         let big = vec![0u8; DESERIALIZATION_BYTES_LIMIT + 10];
         let e = deserialize_binary(&big[..]).unwrap_err();
         assert_eq!(

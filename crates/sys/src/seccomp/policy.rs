@@ -259,10 +259,7 @@ fn vcpu(hv: &HypervisorIoctls) -> Result<Rules> {
     common(&mut rules)?;
     // A device reset written by the guest runs on the vCPU thread: drain the block Async
     // engine's ring, clear its queue eventfd, disarm the rate-limiter timer.
-    allow(
-        &mut rules,
-        &[libc::SYS_read, libc::SYS_io_uring_enter],
-    );
+    allow(&mut rules, &[libc::SYS_read, libc::SYS_io_uring_enter]);
     allow_values(&mut rules, libc::SYS_timerfd_settime, 1, &[0])?;
     allow_values(&mut rules, libc::SYS_ioctl, 1, &hv.vcpu)?;
     Ok(rules)
@@ -372,7 +369,10 @@ mod tests {
         }
         for cat in ThreadCategory::ALL {
             let st = in_child(cat, allowed);
-            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{cat:?}: {st:#x}");
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "{cat:?}: {st:#x}"
+            );
             for probe in [denied as fn(), bad_ioctl, exec_mapping] {
                 let st = in_child(cat, probe);
                 assert!(
