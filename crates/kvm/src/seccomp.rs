@@ -44,9 +44,7 @@ pub fn vmm_ioctls() -> Vec<u64> {
         KVM_GET_CLOCK(),
         KVM_IRQ_LINE(),
     ]
-    .into_iter()
-    .map(u64::from)
-    .collect()
+    .to_vec()
 }
 
 /// A vCPU thread after its setup: `KVM_RUN`; the vCPU's half of `PUT /snapshot/create` (every
@@ -70,9 +68,7 @@ pub fn vcpu_ioctls() -> Vec<u64> {
         KVM_GET_XCRS(),
         KVM_IRQ_LINE(),
     ]
-    .into_iter()
-    .map(u64::from)
-    .collect()
+    .to_vec()
 }
 
 /// The signal [`crate::KvmKicker`] sends (the VMM thread's `tgkill` rule).
