@@ -33,8 +33,19 @@ pub fn setup(
             vcpu: squib_kvm::seccomp::vcpu_ioctls(),
             kick_signal: Some(squib_kvm::seccomp::kick_signal()),
         };
-        policy::default_filters(&ioctls)?
+        if audit_mode() {
+            tracing::warn!("SQUIB_SECCOMP_AUDIT: seccomp filters log instead of denying");
+            policy::audit_filters(&ioctls)?
+        } else {
+            policy::default_filters(&ioctls)?
+        }
     };
     seccomp::set_process_filters(filters);
     Ok(())
+}
+
+/// Debug builds only: `SQUIB_SECCOMP_AUDIT=1` installs the lists in log mode (nothing denied),
+/// for re-deriving them under `strace` (`scripts/seccomp-derive.sh`).
+fn audit_mode() -> bool {
+    cfg!(debug_assertions) && std::env::var("SQUIB_SECCOMP_AUDIT").is_ok_and(|v| v == "1")
 }

@@ -265,10 +265,10 @@ fn vcpu(hv: &HypervisorIoctls) -> Result<Rules> {
     Ok(rules)
 }
 
-fn compile(rules: Rules) -> Result<BpfProgram> {
+fn compile(rules: Rules, mismatch: SeccompAction) -> Result<BpfProgram> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(policy_err)?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch)
-        .map_err(policy_err)?;
+    let filter =
+        SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch).map_err(policy_err)?;
     let bpf: seccompiler::BpfProgram = filter.try_into().map_err(policy_err)?;
     Ok(bpf
         .into_iter()
@@ -281,12 +281,26 @@ fn compile(rules: Rules) -> Result<BpfProgram> {
         .collect())
 }
 
-/// squib's filters for the three categories.
+/// squib's filters for the three categories (unlisted calls trap: `SIGSYS`, exit 148).
 pub fn default_filters(hv: &HypervisorIoctls) -> Result<SeccompFilters> {
+    filters_with(hv, SeccompAction::Trap)
+}
+
+/// The same lists with `SECCOMP_RET_LOG` for unlisted calls: nothing is denied, the kernel
+/// audit-logs what would have been. For re-deriving the lists (`scripts/seccomp-derive.sh`);
+/// the binary offers it in debug builds only (`SQUIB_SECCOMP_AUDIT=1`).
+pub fn audit_filters(hv: &HypervisorIoctls) -> Result<SeccompFilters> {
+    filters_with(hv, SeccompAction::Log)
+}
+
+fn filters_with(hv: &HypervisorIoctls, mismatch: SeccompAction) -> Result<SeccompFilters> {
     let mut map = HashMap::new();
-    map.insert(ThreadCategory::Vmm.name().to_owned(), compile(vmm(hv)?)?);
-    map.insert(ThreadCategory::Api.name().to_owned(), compile(api()?)?);
-    map.insert(ThreadCategory::Vcpu.name().to_owned(), compile(vcpu(hv)?)?);
+    let vmm = compile(vmm(hv)?, mismatch.clone())?;
+    let api = compile(api()?, mismatch.clone())?;
+    let vcpu = compile(vcpu(hv)?, mismatch)?;
+    map.insert(ThreadCategory::Vmm.name().to_owned(), vmm);
+    map.insert(ThreadCategory::Api.name().to_owned(), api);
+    map.insert(ThreadCategory::Vcpu.name().to_owned(), vcpu);
     SeccompFilters::from_map(map)
 }
 
