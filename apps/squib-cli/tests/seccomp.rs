@@ -160,12 +160,18 @@ fn test_should_filter_every_thread_of_a_running_microvm_unless_no_seccomp() {
         let vm = Squib::spawn(&args, Some(&sock));
         let pid = vm.child.id();
         // Booted: the VMM thread installs its filter right after the build.
-        let threads = wait_for(Duration::from_secs(30), || {
+        let threads = wait_for(Duration::from_secs(90), || {
             let t = thread_seccomp(pid);
             let vcpus = t.iter().filter(|(n, _)| n.starts_with("fc_vcpu")).count();
             (vcpus == 2 && vm.output().contains("counter")).then_some(t)
         })
-        .unwrap_or_else(|| panic!("no running microVM: {}", vm.output()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no running microVM: {:?}\n{}",
+                thread_seccomp(pid),
+                vm.output()
+            )
+        });
         std::thread::sleep(Duration::from_millis(200));
         let threads = if mode == "2" {
             thread_seccomp(pid)
