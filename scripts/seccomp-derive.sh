@@ -19,7 +19,12 @@ export CARGO_BIN_EXE_squib="$root/target/debug/squib" SQUIB_SECCOMP_AUDIT=1
 traces=""
 for t in $tests; do
     exe=$(cargo test -q -p squib-cli --test "$t" --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] \
+            and "test" in m["target"]["kind"] and m.get("executable"):
+        print(m["executable"])' "$t")
     echo "== $t ($exe)" >&2
     strace -f -Y -qq -e signal=none -s 0 -o "$out/$t.txt" "$exe" --test-threads=2 >&2
     traces="$traces $out/$t.txt"
