@@ -7,6 +7,9 @@
 //!   microVM (the Firecracker "memory cop" method: sum `Rss` over `/proc/<pid>/smaps` mappings
 //!   other than the guest-memory mapping), plus `VmHWM`.
 //!
+//! Each figure is measured with squib's default seccomp filters and with `--no-seccomp`
+//! (`SQUIB_BENCH_SECCOMP=on|off|both`, default both; runs alternate between the two).
+//!
 //! Run: `cargo bench -p squib-cli --bench boot` (needs /dev/kvm).
 
 use std::{
@@ -79,6 +82,26 @@ fn footprint(pid: u32) -> (u64, u64) {
     (total, hwm)
 }
 
+/// The seccomp modes to measure: (label, extra flags).
+fn seccomp_modes() -> Vec<(&'static str, &'static [&'static str])> {
+    let on: (&str, &[&str]) = ("seccomp on (default)", &[]);
+    let off: (&str, &[&str]) = ("--no-seccomp", &["--no-seccomp"]);
+    match std::env::var("SQUIB_BENCH_SECCOMP").as_deref() {
+        Ok("on") => vec![on],
+        Ok("off") => vec![off],
+        _ => vec![on, off],
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    sock_ms: Vec<f64>,
+    boot_ms: Vec<f64>,
+    noapi_ms: Vec<f64>,
+    overhead: Vec<f64>,
+    hwm: Vec<f64>,
+}
+
 fn main() {
     if !Path::new("/dev/kvm").exists() {
         println!("SKIPPED: no /dev/kvm");
@@ -88,24 +111,39 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let bin = env!("CARGO_BIN_EXE_squib");
     let guest = guest();
-    let tmp = std::env::temp_dir();
-    let (mut sock_ms, mut boot_ms, mut noapi_ms, mut overhead, mut hwm) =
-        (vec![], vec![], vec![], vec![], vec![]);
-
+    let modes = seccomp_modes();
+    let mut figures: Vec<Figures> = modes.iter().map(|_| Figures::default()).collect();
     for i in 0..runs {
+        for ((_, flags), f) in modes.iter().zip(figures.iter_mut()) {
+            one_run(i, flags, &guest, f);
+        }
+    }
+    for ((label, _), f) in modes.iter().zip(figures) {
+        println!("squib boot bench: {runs} runs, test guest, 1 vCPU, {GUEST_MIB} MiB, {label}");
+        println!(
+            "{:<44} {:>9} {:>9} {:>9} {:>9}",
+            "measure", "min", "median", "mean", "max"
+        );
+        stats("process start -> API socket ready", "ms", f.sock_ms);
+        stats("InstanceStart -> guest boot-timer write", "ms", f.boot_ms);
+        stats("--no-api: process start -> exit (hello)", "ms", f.noapi_ms);
+        stats("RSS outside guest memory (booted VM)", "MiB", f.overhead);
+        stats("VmHWM (incl. touched guest memory)", "MiB", f.hwm);
+    }
+}
+
+fn one_run(i: usize, flags: &[&str], guest: &Path, f: &mut Figures) {
+    let bin = env!("CARGO_BIN_EXE_squib");
+    let tmp = std::env::temp_dir();
+    {
         // API mode: socket readiness, InstanceStart → boot timer, footprint of a running VM.
         let sock = tmp.join(format!("squib-bench-{}-{i}.sock", std::process::id()));
         let log = tmp.join(format!("squib-bench-{}-{i}.log", std::process::id()));
         let t0 = Instant::now();
         let mut child = Command::new(bin)
-            .args([
-                "--api-sock",
-                sock.to_str().expect("utf8"),
-                "--boot-timer",
-                "--no-seccomp",
-            ])
+            .args(["--api-sock", sock.to_str().expect("utf8"), "--boot-timer"])
+            .args(flags)
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(Stdio::null())
             .spawn()
@@ -113,7 +151,7 @@ fn main() {
         while UnixStream::connect(&sock).is_err() {
             std::thread::sleep(Duration::from_micros(200));
         }
-        sock_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        f.sock_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         api(
             &sock,
             "PUT",
@@ -146,11 +184,13 @@ fn main() {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        boot_ms.push(boot.expect("no Guest-boot-time line") / 1e3);
+        f.boot_ms.push(boot.expect("no Guest-boot-time line") / 1e3);
         std::thread::sleep(Duration::from_millis(200));
         let (o, h) = footprint(child.id());
-        overhead.push(f64::from(u32::try_from(o).unwrap_or(u32::MAX)) / 1024.0);
-        hwm.push(f64::from(u32::try_from(h).unwrap_or(u32::MAX)) / 1024.0);
+        f.overhead
+            .push(f64::from(u32::try_from(o).unwrap_or(u32::MAX)) / 1024.0);
+        f.hwm
+            .push(f64::from(u32::try_from(h).unwrap_or(u32::MAX)) / 1024.0);
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_file(&sock);
@@ -168,27 +208,13 @@ fn main() {
         .expect("cfg");
         let t0 = Instant::now();
         let status = Command::new(bin)
-            .args([
-                "--no-api",
-                "--no-seccomp",
-                "--config-file",
-                cfg.to_str().expect("utf8"),
-            ])
+            .args(["--no-api", "--config-file", cfg.to_str().expect("utf8")])
+            .args(flags)
             .stdout(Stdio::null())
             .status()
             .expect("run");
-        noapi_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        f.noapi_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         assert!(status.success());
         let _ = std::fs::remove_file(&cfg);
     }
-    println!("squib boot bench: {runs} runs, test guest, 1 vCPU, {GUEST_MIB} MiB");
-    println!(
-        "{:<44} {:>9} {:>9} {:>9} {:>9}",
-        "measure", "min", "median", "mean", "max"
-    );
-    stats("process start -> API socket ready", "ms", sock_ms);
-    stats("InstanceStart -> guest boot-timer write", "ms", boot_ms);
-    stats("--no-api: process start -> exit (hello)", "ms", noapi_ms);
-    stats("RSS outside guest memory (booted VM)", "MiB", overhead);
-    stats("VmHWM (incl. touched guest memory)", "MiB", hwm);
 }

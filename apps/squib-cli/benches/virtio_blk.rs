@@ -3,7 +3,9 @@
 //! The guest (`squibtest=blk-throughput`, one request in flight) reads `MIB` MiB sequentially in
 //! 64 KiB requests, then `OPS` random 4 KiB reads. The host timestamps the guest's
 //! `BLK-T0`/`BLK-T1` console markers (polling the serial file every 1 ms) and prints MiB/s and
-//! IOPS. Run: `cargo bench -p squib-cli --bench virtio_blk` (needs /dev/kvm).
+//! IOPS, with squib's default seccomp filters and with `--no-seccomp`
+//! (`SQUIB_BENCH_SECCOMP=on|off|both`, default both).
+//! Run: `cargo bench -p squib-cli --bench virtio_blk` (needs /dev/kvm).
 
 use std::{
     io::{Read, Write},
@@ -50,7 +52,13 @@ fn wait_marker(serial: &Path, marker: &str) -> Instant {
 }
 
 /// One run: Ok((MiB/s, IOPS)) or Err(the API's refusal).
-fn run(engine: &str, guest: &Path, disk: &Path, i: usize) -> Result<(f64, f64), String> {
+fn run(
+    engine: &str,
+    flags: &[&str],
+    guest: &Path,
+    disk: &Path,
+    i: usize,
+) -> Result<(f64, f64), String> {
     let tmp = std::env::temp_dir();
     let sock = tmp.join(format!(
         "squib-blkbench-{}-{engine}-{i}.sock",
@@ -62,7 +70,8 @@ fn run(engine: &str, guest: &Path, disk: &Path, i: usize) -> Result<(f64, f64), 
     ));
     let _ = std::fs::remove_file(&serial);
     let mut child = Command::new(env!("CARGO_BIN_EXE_squib"))
-        .args(["--api-sock", sock.to_str().expect("utf8"), "--no-seccomp"])
+        .args(["--api-sock", sock.to_str().expect("utf8")])
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -139,11 +148,24 @@ fn main() {
     println!(
         "virtio-blk as seen by the test guest ({MIB} MiB sequential in 64 KiB requests, {OPS} random 4 KiB reads, queue depth 1, {RUNS} runs)"
     );
-    println!("{:<8} {:>14} {:>14}", "engine", "seq MiB/s", "4K rand IOPS");
-    for engine in ["Sync", "Async"] {
+    let on: (&str, &[&str]) = ("on", &[]);
+    let off: (&str, &[&str]) = ("off", &["--no-seccomp"]);
+    let modes = match std::env::var("SQUIB_BENCH_SECCOMP").as_deref() {
+        Ok("on") => vec![on],
+        Ok("off") => vec![off],
+        _ => vec![on, off],
+    };
+    println!(
+        "{:<8} {:<8} {:>14} {:>14}",
+        "engine", "seccomp", "seq MiB/s", "4K rand IOPS"
+    );
+    for (engine, (mode, flags)) in ["Sync", "Async"]
+        .into_iter()
+        .flat_map(|e| modes.iter().map(move |m| (e, *m)))
+    {
         let mut rows = Vec::new();
         for i in 0..RUNS {
-            match run(engine, &guest, &disk, i) {
+            match run(engine, flags, &guest, &disk, i) {
                 Ok(r) => rows.push(r),
                 Err(refusal) => {
                     println!("{engine:<8} refused by the API: {refusal}");
@@ -154,7 +176,7 @@ fn main() {
         if !rows.is_empty() {
             let n = f64::from(u32::try_from(rows.len()).unwrap_or(1));
             let (mib, iops) = rows.iter().fold((0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1));
-            println!("{engine:<8} {:>14.1} {:>14.0}", mib / n, iops / n);
+            println!("{engine:<8} {mode:<8} {:>14.1} {:>14.0}", mib / n, iops / n);
         }
     }
     let _ = std::fs::remove_file(&disk);

@@ -148,6 +148,10 @@ pub enum ArgError {
     /// A value is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Two mutually exclusive flags (Firecracker's `forbids`: `--no-seccomp` and
+    /// `--seccomp-filter`).
+    #[error("Argument '{1}' cannot be used together with argument '{0}'.")]
+    Forbidden(String, String),
 }
 
 impl Args {
@@ -181,6 +185,12 @@ impl Args {
             if out.values.insert(flag, value).is_some() {
                 return Err(ArgError::Duplicate(flag.to_owned()));
             }
+        }
+        if out.flag("no-seccomp") && out.flag("seccomp-filter") {
+            return Err(ArgError::Forbidden(
+                "no-seccomp".into(),
+                "seccomp-filter".into(),
+            ));
         }
         Ok(out)
     }
@@ -282,5 +292,11 @@ mod tests {
         assert!(parse(&["stray"]).is_err());
         assert!(parse(&["--version", "--bogus"]).unwrap().flag("version"));
         assert!(parse(&["-h"]).unwrap().flag("help"));
+        assert_eq!(
+            parse(&["--seccomp-filter", "/f", "--no-seccomp"])
+                .unwrap_err()
+                .to_string(),
+            "Argument 'seccomp-filter' cannot be used together with argument 'no-seccomp'."
+        );
     }
 }

@@ -8,8 +8,15 @@
 
 mod args;
 mod logger;
+mod seccomp;
 
-use std::{io::Write, path::PathBuf, process::ExitCode as ProcessExit, sync::Arc};
+use std::{
+    io::Write,
+    os::fd::{AsFd, OwnedFd},
+    path::PathBuf,
+    process::ExitCode as ProcessExit,
+    sync::Arc,
+};
 
 use args::{ArgError, Args};
 use squib::{BootProtocolChoice, ExitCode, SquibOptions, VmmOptions};
@@ -51,6 +58,8 @@ enum MainError {
     Unsupported(String),
     #[error("{0}")]
     Startup(String),
+    #[error("Seccomp error: {0}")]
+    Seccomp(#[from] squib_sys::seccomp::FilterError),
 }
 
 impl MainError {
@@ -58,7 +67,7 @@ impl MainError {
         match self {
             Self::Args(_) => ExitCode::ArgParsing,
             Self::Level(_) => ExitCode::BadConfiguration,
-            Self::Unsupported(_) | Self::Startup(_) => ExitCode::GenericError,
+            Self::Unsupported(_) | Self::Startup(_) | Self::Seccomp(_) => ExitCode::GenericError,
         }
     }
 }
@@ -96,21 +105,27 @@ fn real_main() -> Result<ExitCode, MainError> {
         Some(l) => logger::parse_level(&l).ok_or(MainError::Level(l))?,
         None => tracing::level_filters::LevelFilter::INFO,
     };
-    let sink: Box<dyn Write + Send> = match args.value("log-path") {
-        Some(p) => Box::new(
-            std::fs::OpenOptions::new()
+    let (sink, log_fd): (Box<dyn Write + Send>, _) = match args.value("log-path") {
+        Some(p) => {
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&p)
-                .map_err(|e| MainError::Startup(format!("Cannot open --log-path {p}: {e}")))?,
+                .map_err(|e| MainError::Startup(format!("Cannot open --log-path {p}: {e}")))?;
+            let fd = file.try_clone().ok().map(OwnedFd::from);
+            (Box::new(file), fd)
+        }
+        None => (
+            Box::new(std::io::stdout()),
+            std::io::stdout().as_fd().try_clone_to_owned().ok(),
         ),
-        None => Box::new(std::io::stdout()),
     };
+    let show_level = args.flag("show-level");
     logger::init(
         logger::LogSettings {
             id: id.clone(),
             level,
-            show_level: args.flag("show-level"),
+            show_level,
             show_origin: args.flag("show-log-origin"),
             module: args.value("module"),
         },
@@ -119,10 +134,6 @@ fn real_main() -> Result<ExitCode, MainError> {
 
     // Knobs this build cannot honour are refused, never silently ignored.
     for (flag, why) in [
-        (
-            "seccomp-filter",
-            "custom seccomp filters are not supported by this squib build yet",
-        ),
         (
             "metrics-path",
             "the metrics sink is not supported by this squib build yet",
@@ -135,11 +146,6 @@ fn real_main() -> Result<ExitCode, MainError> {
         if args.flag(flag) {
             return Err(MainError::Unsupported(format!("--{flag}: {why}")));
         }
-    }
-    if !args.flag("no-seccomp") {
-        tracing::warn!(
-            "seccomp filters are not installed by this squib build (as with --no-seccomp)"
-        );
     }
     for flag in ["start-time-us", "start-time-cpu-us", "parent-cpu-time-us"] {
         if let Some(v) = args.number::<u64>(flag)? {
@@ -185,6 +191,7 @@ fn real_main() -> Result<ExitCode, MainError> {
         "Running Firecracker v{FIRECRACKER_API_VERSION} (squib v{})",
         env!("CARGO_PKG_VERSION")
     );
+    seccomp::setup(&args, &opts.id, log_fd, show_level)?;
     let hv = squib_kvm::KvmHypervisor::new()
         .map_err(|e| MainError::Startup(format!("Cannot open the hypervisor (/dev/kvm): {e}")))?;
     if hv.is_pvm() {

@@ -36,8 +36,7 @@ pub use squib_core::CapabilityProfile;
 pub use squib_core::{GuestMemoryMmap, GuestRegionMmap};
 pub use traits::{
     CapabilityModifier, DataMatch, HvCapabilities, Hypervisor, IoEventAddress, RegionSlot, Vcpu,
-    VcpuKicker,
-    VcpuStateBlob, Vm, VmConfig, VmStateBlob,
+    VcpuKicker, VcpuStateBlob, Vm, VmConfig, VmStateBlob,
 };
 pub use x86::{
     CpuidEntry, HypervisorX86, LapicDeliveryMode, LapicLints, MsrEntry, VcpuX86, X86BootState,

@@ -32,6 +32,7 @@ mod caps;
 mod convert;
 mod hypervisor;
 mod kick;
+pub mod seccomp;
 mod state;
 mod vcpu;
 mod vm;

@@ -178,6 +178,11 @@ fn api_thread_main(
             },
             None => None,
         };
+        // seccomp: after the socket is bound, before serving (Firecracker's order).
+        if let Err(e) = squib_sys::install_thread_filter(squib_sys::ThreadCategory::Api) {
+            tracing::error!("Failed to set the requested seccomp filters on the API thread: {e}");
+            return shutdown(req_tx, wake, fatal, ExitCode::GenericError);
+        }
         let server = listener.map(|l| {
             tracing::info!("API server started.");
             let serve_opts = api_options(opts);

@@ -28,6 +28,8 @@
 //!   ioctls and frame read/write helpers, for virtio-net.
 //! - [`netns`] (Linux): private network namespaces, `IFF_UP`, and raw `AF_PACKET` sockets, for
 //!   tests of network devices.
+//! - [`seccomp`] (Linux): per-thread seccomp-BPF filters (squib's allow-lists, Firecracker's
+//!   `--seccomp-filter` format), their installation, and the `SIGSYS` handler (exit 148).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -42,6 +44,8 @@ pub mod jail;
 pub mod netns;
 #[cfg(target_os = "linux")]
 pub mod pmem;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;
 #[cfg(target_os = "linux")]
@@ -68,6 +72,27 @@ pub fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+pub use seccomp::{ThreadCategory, install_for_current_thread as install_thread_filter};
+
+/// Thread categories of seccomp filters (no filters on this OS).
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadCategory {
+    /// The VMM thread.
+    Vmm,
+    /// The API thread.
+    Api,
+    /// vCPU threads.
+    Vcpu,
+}
+
+/// Install the calling thread's seccomp filter: nothing to do on this OS.
+#[cfg(not(target_os = "linux"))]
+pub fn install_thread_filter(_category: ThreadCategory) -> std::io::Result<()> {
     Ok(())
 }
 

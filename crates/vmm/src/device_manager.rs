@@ -840,6 +840,10 @@ fn spawn_stdin_reader(serial: Arc<Mutex<SerialDevice>>) {
         .name("fc_stdin".into())
         .spawn(move || {
             use std::io::Read;
+            // seccomp: a helper of the VMM thread, filtered like it.
+            if squib_sys::install_thread_filter(squib_sys::ThreadCategory::Vmm).is_err() {
+                return;
+            }
             let mut buf = [0u8; 256];
             let mut stdin = std::io::stdin().lock();
             while let Ok(n) = stdin.read(&mut buf) {

@@ -10,6 +10,9 @@ pub enum ExitCode {
     GenericError = 1,
     /// Unexpected error.
     UnexpectedError = 2,
+    /// A seccomp filter denied a system call (set by the `SIGSYS` handler,
+    /// `squib_sys::seccomp::sigsys`, which `_exit`s with it directly).
+    BadSyscall = 148,
     /// Bad configuration (invalid `--level`).
     BadConfiguration = 152,
     /// Command-line parsing error.

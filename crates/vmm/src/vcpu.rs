@@ -284,6 +284,13 @@ fn vcpu_thread(
         let _ = responses.send((0, VcpuResponse::SetupFailed(why)));
         return;
     }
+    // seccomp: after the setup ioctls, before any guest code runs (Firecracker's order).
+    if let Err(e) = squib_sys::install_thread_filter(squib_sys::ThreadCategory::Vcpu) {
+        let why =
+            format!("Failed to set the requested seccomp filters on vCPU {index}: Error: {e}");
+        let _ = responses.send((0, VcpuResponse::SetupFailed(why)));
+        return;
+    }
     let _ = responses.send((0, VcpuResponse::Ready));
     run_state_machine(index, vcpu.as_mut(), events, responses, &mut io, &exit);
 }

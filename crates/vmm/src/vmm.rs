@@ -642,6 +642,11 @@ impl Vmm {
                 };
                 events.add_subscriber(exit_sub);
                 exited = Some(flag);
+                // seccomp: once the microVM is built, before the loop drives it (Firecracker's order).
+                if let Err(e) = squib_sys::install_thread_filter(squib_sys::ThreadCategory::Vmm) {
+                    tracing::error!("Failed to install vmm seccomp filter: {e}");
+                    return self.finish(ExitCode::GenericError);
+                }
             }
         }
     }

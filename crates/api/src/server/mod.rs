@@ -83,12 +83,16 @@ impl ServeOptions {
 }
 
 /// Remove a stale socket file at `path`, if any. Other file types are left alone (error).
+///
+/// Plain blocking calls (quick metadata operations at startup): `tokio::fs` would start a
+/// blocking-pool thread before the API thread installs its seccomp filter, and that thread
+/// would stay unfiltered.
 pub async fn unlink_socket_if_exists(path: &Path) -> io::Result<()> {
-    match tokio::fs::symlink_metadata(path).await {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             use std::os::unix::fs::FileTypeExt;
             if meta.file_type().is_socket() {
-                tokio::fs::remove_file(path).await
+                std::fs::remove_file(path)
             } else {
                 Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -115,7 +119,7 @@ pub async fn bind_listener(path: &Path) -> io::Result<UnixListener> {
     }
     unlink_socket_if_exists(path).await?;
     let listener = UnixListener::bind(path)?;
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).await?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
 

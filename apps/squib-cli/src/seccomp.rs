@@ -1,0 +1,51 @@
+//! seccomp for the `squib` binary, as Firecracker's `main`: the `SIGSYS` handler is always
+//! registered; the filters are squib's defaults, none (`--no-seccomp`), or a Firecracker-format
+//! file (`--seccomp-filter`); every thread role installs its own filter later
+//! (`squib_sys::seccomp::install_for_current_thread`).
+
+use std::os::fd::OwnedFd;
+
+use squib_sys::seccomp::{self, SeccompFilters, policy, sigsys::FatalLog};
+
+use crate::{MainError, args::Args};
+
+/// Register the `SIGSYS` handler and set the process's filters.
+pub fn setup(
+    args: &Args,
+    id: &str,
+    log_fd: Option<OwnedFd>,
+    show_level: bool,
+) -> Result<(), MainError> {
+    let log = log_fd.map(|fd| FatalLog {
+        fd,
+        id: id.to_owned(),
+        show_level,
+    });
+    seccomp::sigsys::register_sigsys_handler(log)
+        .map_err(|e| MainError::Startup(format!("Failed to register signal handlers: {e}")))?;
+    let filters = if args.flag("no-seccomp") {
+        SeccompFilters::none()
+    } else if let Some(path) = args.value("seccomp-filter") {
+        seccomp::load_filter_file(std::path::Path::new(&path))?
+    } else {
+        let ioctls = policy::HypervisorIoctls {
+            vmm: squib_kvm::seccomp::vmm_ioctls(),
+            vcpu: squib_kvm::seccomp::vcpu_ioctls(),
+            kick_signal: Some(squib_kvm::seccomp::kick_signal()),
+        };
+        if audit_mode() {
+            tracing::warn!("SQUIB_SECCOMP_AUDIT: seccomp filters log instead of denying");
+            policy::audit_filters(&ioctls)?
+        } else {
+            policy::default_filters(&ioctls)?
+        }
+    };
+    seccomp::set_process_filters(filters);
+    Ok(())
+}
+
+/// Debug builds only: `SQUIB_SECCOMP_AUDIT=1` installs the lists in log mode (nothing denied),
+/// for re-deriving them under `strace` (`scripts/seccomp-derive.sh`).
+fn audit_mode() -> bool {
+    cfg!(debug_assertions) && std::env::var("SQUIB_SECCOMP_AUDIT").is_ok_and(|v| v == "1")
+}
