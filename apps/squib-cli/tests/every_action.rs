@@ -20,6 +20,8 @@ enum Want {
     Refused,
     /// 400 with this text in the fault message.
     Fault(&'static str),
+    /// Implemented: 2xx, or a 400 from the device's own rules (never the "not supported" text).
+    Implemented,
 }
 
 fn check(vm: &Squib, method: &str, path: &str, body: Option<&str>, want: Want) {
@@ -34,6 +36,10 @@ fn check(vm: &Squib, method: &str, path: &str, body: Option<&str>, want: Want) {
             assert_eq!(status, 400, "{method} {path}: {text}");
             assert!(text.contains(UNSUPPORTED), "{method} {path}: {text}");
         }
+        Want::Implemented => assert!(
+            (200..300).contains(&status) || (status == 400 && !text.contains(UNSUPPORTED)),
+            "{method} {path}: {status} {text}"
+        ),
         Want::Fault(t) => {
             assert_eq!(status, 400, "{method} {path}: {text}");
             assert!(
@@ -53,6 +59,8 @@ fn test_every_action_is_executed_or_explicitly_refused() {
     let vm = Squib::spawn(&[], Some(&socket));
     let disk = random_file("every-action.img", 1 << 20, 3);
     let vsock = tmp_path("v.sock");
+    let pmem = random_file("every-action.pmem", 2 << 20, 5);
+    let pmem_body = json!({"id": "p", "path_on_host": pmem}).to_string();
     let kernel = json!({"kernel_image_path": test_guest(), "boot_args": "console=ttyS0 reboot=k panic=1 squibtest=counter squibtest.tick_shift=20"}).to_string();
     let drive = json!({"drive_id": "d", "path_on_host": disk, "is_root_device": false, "is_read_only": true}).to_string();
     let vsock_body = json!({"guest_cid": 3, "uds_path": vsock}).to_string();
@@ -113,19 +121,14 @@ fn test_every_action_is_executed_or_explicitly_refused() {
             "PUT",
             "/balloon",
             Some(r#"{"amount_mib":0,"deflate_on_oom":false}"#.into()),
-            Want::Refused,
+            Want::Implemented,
         ),
-        (
-            "PUT",
-            "/pmem/p",
-            Some(r#"{"id":"p","path_on_host":"/dev/null"}"#.into()),
-            Want::Refused,
-        ),
+        ("PUT", "/pmem/p", Some(pmem_body), Want::Implemented),
         (
             "PUT",
             "/hotplug/memory",
             Some(r#"{"total_size_mib":1024}"#.into()),
-            Want::Refused,
+            Want::Implemented,
         ),
         (
             "PUT",
@@ -176,38 +179,33 @@ fn test_every_action_is_executed_or_explicitly_refused() {
             "PATCH",
             "/pmem/p",
             Some(r#"{"id":"p","rate_limiter":{"bandwidth":{"size":1,"refill_time":1}}}"#.into()),
-            Want::Refused,
+            Want::Implemented,
         ),
-        ("DELETE", "/pmem/p", None, Want::Refused),
+        ("DELETE", "/pmem/p", None, Want::Implemented),
         (
             "PATCH",
             "/balloon",
             Some(r#"{"amount_mib":1}"#.into()),
-            Want::Fault("No balloon device found"),
+            Want::Implemented,
         ),
         (
             "PATCH",
             "/balloon/statistics",
             Some(r#"{"stats_polling_interval_s":2}"#.into()),
-            Want::Fault("alloon"),
+            Want::Implemented,
         ),
         (
             "PATCH",
             "/balloon/hinting/start",
             Some("{}".into()),
-            Want::Fault("alloon"),
+            Want::Implemented,
         ),
-        (
-            "PATCH",
-            "/balloon/hinting/stop",
-            None,
-            Want::Fault("alloon"),
-        ),
+        ("PATCH", "/balloon/hinting/stop", None, Want::Implemented),
         (
             "PATCH",
             "/hotplug/memory",
             Some(r#"{"requested_size_mib":0}"#.into()),
-            Want::Refused,
+            Want::Implemented,
         ),
         ("PUT", "/mmds", Some(r#"{"a":1}"#.into()), Want::Done),
         (
