@@ -147,6 +147,9 @@ int scenario_blk_flush(void);
 int scenario_blk_throughput(void);
 int scenario_blk_patch(void);
 int scenario_rng(void);
+int scenario_vsock_listen(void);
+int scenario_vsock_connect(void);
+int scenario_vsock_throughput(void);
 
 extern const char *g_scenario_name;
 

@@ -28,6 +28,9 @@ static const struct scenario scenarios[] = {
 	{ "blk-throughput", scenario_blk_throughput, "timed sequential and random 4 KiB reads" },
 	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
+	{ "vsock-listen", scenario_vsock_listen, "echo host-initiated vsock connections on squibtest.port" },
+	{ "vsock-connect", scenario_vsock_connect, "connect to a host vsock port, send a pattern, check the echo" },
+	{ "vsock-throughput", scenario_vsock_throughput, "stream squibtest.mib MiB each way over vsock" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */
