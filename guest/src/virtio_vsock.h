@@ -24,6 +24,15 @@
  *   peer side  we send at most peer_buf_alloc - (tx_cnt - peer_fwd_cnt).
  * Data the host sends beyond its credit is dropped and counted (`overflow`).
  * No interrupts: every call that waits polls the used rings, bounded by TSC time.
+ *
+ * Bulk data without per-byte guest work (on a nested kvm_pvm host every guest
+ * instruction is emulated, and a byte loop runs at well under 1 MiB/s):
+ *   - a connection in sink mode (vsock_sink) counts incoming bytes, checks the
+ *     first and last byte of each packet against the stream pattern and consumes
+ *     them at once, without copying;
+ *   - vsock_send_pattern sends the pattern from TX slots filled once
+ *     (vsock_pattern_slots), in packets starting at multiples of 4 KiB.
+ * The stream pattern: byte i of stream `seed` is (i % 4096) % 251 + seed (mod 256).
  */
 #ifndef SQUIB_GUEST_VIRTIO_VSOCK_H
 #define SQUIB_GUEST_VIRTIO_VSOCK_H
@@ -107,6 +116,13 @@ struct vsock_conn {
 	uint32_t peer_fwd_cnt;
 	uint32_t tx_cnt;            /* bytes we sent */
 	uint64_t tx_bytes;
+	/* Sink mode (vsock_sink). */
+	bool sink;
+	uint8_t sink_seed;
+	uint64_t sink_bytes;        /* stream offset of the next sunk byte */
+	uint64_t sink_bad;          /* sampled bytes that did not match */
+	uint64_t sink_bad_offset;   /* the first of them */
+	uint64_t pattern_sent;      /* bytes sent by vsock_send_pattern */
 };
 
 struct vsock_vq {
@@ -127,6 +143,8 @@ struct vsock_dev {
 	uint64_t cid;
 	struct vsock_vq vq[3];
 	uint32_t tx_free;           /* bitmap of free TX slots */
+	uint32_t tx_pattern;        /* bitmap of TX slots whose payload holds the pattern */
+	uint8_t tx_pattern_seed;
 	bool tx_kick;               /* TX descriptors published, not yet notified */
 	uint16_t rx_repost[VSOCK_RX_BUFS];
 	uint32_t rx_repost_n;       /* RX buffers consumed, not yet re-posted */
@@ -171,13 +189,24 @@ void vsock_release(struct vsock_dev *v, struct vsock_conn *c);
 int vsock_report(const char *name, struct vsock_dev *v);
 const char *vsock_strerror(int err);
 
-/* Stream patterns shared with the host tests: byte i of stream `seed` is (i % 251) + seed. */
+/* Byte i of pattern stream `seed` (shared with the host tests). */
+static inline uint8_t vsock_pattern_byte(uint64_t i, uint8_t seed)
+{
+	return (uint8_t)((i & 4095) % 251 + seed);
+}
 struct vsock_pattern {
-	uint32_t mod;               /* i % 251 */
+	uint64_t off;               /* stream offset of the next byte */
 	uint8_t seed;
 };
 void vsock_pattern_fill(struct vsock_pattern *p, uint8_t *buf, uint32_t len);
 /* Checks `len` bytes against the pattern; returns the index of the first mismatch or len. */
 uint32_t vsock_pattern_check(struct vsock_pattern *p, const uint8_t *buf, uint32_t len);
+/* Incoming data is counted, sampled against pattern `seed` and dropped from now on. */
+void vsock_sink(struct vsock_conn *c, uint8_t seed);
+/* Fills every TX slot's payload with 64 KiB of pattern `seed` (slow: do it before timing). */
+void vsock_pattern_slots(struct vsock_dev *v, uint8_t seed);
+/* Sends up to `len` more bytes of the pattern prepared by vsock_pattern_slots, continuing
+ * the stream at c->pattern_sent; returns bytes queued. Never waits. */
+uint32_t vsock_send_pattern(struct vsock_dev *v, struct vsock_conn *c, uint64_t len);
 
 #endif
