@@ -25,6 +25,9 @@ use serde_json::json;
 const GUEST_CID: u32 = 3;
 /// Host ports the device hands to host-initiated connections start here.
 const LOCAL_PORT_BASE: u32 = 1 << 30;
+/// Sequential connections per direction in the fd-leak test.
+const H2G: usize = 1000;
+const G2H: usize = 1000;
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -38,10 +41,56 @@ fn pattern(i: u64, seed: u8) -> u8 {
         .wrapping_add(seed)
 }
 
+/// A `squib` process whose guest console goes to its own file (`serial_out_path`), so the
+/// guest's lines never interleave with the VMM's log.
+struct Vm {
+    squib: Squib,
+    serial: PathBuf,
+}
+
+impl Vm {
+    fn spawn() -> Self {
+        let squib = Squib::spawn(&[], Some(&tmp_path("api.sock")));
+        let serial = tmp_path("serial.log");
+        let body = json!({ "serial_out_path": serial }).to_string();
+        let (s, b) = squib.api("PUT", "/serial", Some(&body));
+        assert_eq!(s, 204, "{b}");
+        Self { squib, serial }
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.squib.api(method, path, body)
+    }
+
+    /// The guest's console so far.
+    fn console(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Console and VMM log, for failure messages.
+    fn output(&self) -> String {
+        format!(
+            "--- console ---\n{}--- squib ---\n{}",
+            self.console(),
+            self.squib.output()
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.squib.child.id()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.serial);
+    }
+}
+
 /// Starts `squib` with an API socket and configures a 1-vCPU VM running `args`, with vsock
 /// at `uds` (not started).
-fn configure(args: &str, uds: &Path) -> Squib {
-    let vm = Squib::spawn(&[], Some(&tmp_path("api.sock")));
+fn configure(args: &str, uds: &Path) -> Vm {
+    let vm = Vm::spawn();
     let (s, b) = vm.api(
         "PUT",
         "/machine-config",
@@ -58,13 +107,13 @@ fn configure(args: &str, uds: &Path) -> Squib {
     vm
 }
 
-fn put_vsock(vm: &Squib, uds: &Path) {
+fn put_vsock(vm: &Vm, uds: &Path) {
     let body = json!({"guest_cid": GUEST_CID, "uds_path": uds}).to_string();
     let (s, b) = vm.api("PUT", "/vsock", Some(&body));
     assert_eq!(s, 204, "{b}");
 }
 
-fn start(vm: &Squib) {
+fn start(vm: &Vm) {
     let (s, b) = vm.api(
         "PUT",
         "/actions",
@@ -73,27 +122,23 @@ fn start(vm: &Squib) {
     assert_eq!(s, 204, "{b}\n{}", vm.output());
 }
 
-fn boot(args: &str, uds: &Path) -> Squib {
+fn boot(args: &str, uds: &Path) -> Vm {
     let vm = configure(args, uds);
     start(&vm);
     vm
 }
 
-fn wait_output(vm: &Squib, needle: &str, limit: Duration) {
+fn wait_output(vm: &Vm, needle: &str, limit: Duration) {
     assert!(
-        wait_for(limit, || vm.output().contains(needle).then_some(())).is_some(),
+        wait_for(limit, || vm.console().contains(needle).then_some(())).is_some(),
         "no `{needle}` in:\n{}",
         vm.output()
     );
 }
 
-fn wait_exit(vm: &mut Squib) {
-    assert_eq!(
-        vm.wait(Duration::from_secs(120)),
-        Some(0),
-        "{}",
-        vm.output()
-    );
+fn wait_exit(vm: &mut Vm) {
+    let code = vm.squib.wait(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{}", vm.output());
 }
 
 /// Connects to `uds` and asks for guest port `port`: the stream and the host port from
@@ -285,7 +330,7 @@ fn test_should_echo_guest_initiated_connections_through_the_port_socket() {
         &uds,
     );
     wait_exit(&mut vm);
-    let out = vm.output();
+    let out = vm.console();
     assert!(
         out.contains("TEST ok vsock-connect conns=3 bytes=90000"),
         "{out}"
@@ -317,7 +362,7 @@ fn test_should_deliver_rst_to_the_guest_when_no_host_listener() {
         &uds,
     );
     wait_exit(&mut vm);
-    let out = vm.output();
+    let out = vm.console();
     assert!(out.contains("TEST info vsock-connect rst port=61"), "{out}");
     assert!(out.contains("TEST ok vsock-connect rst=1"), "{out}");
 }
@@ -362,8 +407,6 @@ fn test_should_serve_many_sequential_connections_without_fd_leaks() {
         return;
     }
     let _turn = one_at_a_time();
-    const H2G: usize = 1000;
-    const G2H: usize = 1000;
     // Host → guest.
     let uds = tmp_path("v.sock");
     let vm = boot(
@@ -371,7 +414,7 @@ fn test_should_serve_many_sequential_connections_without_fd_leaks() {
         &uds,
     );
     wait_output(&vm, "listening", Duration::from_secs(30));
-    let pid = vm.child.id();
+    let pid = vm.pid();
     let one = |i: usize| {
         let (mut s, _) = host_connect(&uds, 52).unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
         let msg = format!("hello {i:06}");
@@ -405,7 +448,7 @@ fn test_should_serve_many_sequential_connections_without_fd_leaks() {
         ),
         &uds,
     );
-    let pid = vm.child.id();
+    let pid = vm.pid();
     wait_for(Duration::from_secs(60), || {
         (echo.count() >= 1).then_some(())
     })
@@ -419,7 +462,7 @@ fn test_should_serve_many_sequential_connections_without_fd_leaks() {
     let late = fd_count(pid);
     let g2h_time = t0.elapsed();
     wait_exit(&mut vm);
-    let out = vm.output();
+    let out = vm.console();
     assert!(
         out.contains(&format!(
             "TEST ok vsock-connect conns={G2H} bytes={}",
@@ -463,7 +506,7 @@ fn test_should_reset_the_transport_and_listen_on_the_override_path_after_restore
     drop(vm1);
     drop(held);
 
-    let vm2 = Squib::spawn(&[], Some(&tmp_path("api.sock")));
+    let vm2 = Vm::spawn();
     let body = json!({
         "snapshot_path": state,
         "mem_backend": {"backend_type": "File", "backend_path": mem},
