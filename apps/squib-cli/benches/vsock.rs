@@ -323,8 +323,7 @@ fn g2h_connect(vmm: &Path, guest: &Path) -> Res<(f64, f64)> {
         let field = |key: &str| -> Res<f64> {
             text.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|v| v as f64)
+                .and_then(|v| v.parse::<f64>().ok())
                 .ok_or_else(|| format!("no {key} in:\n{text}"))
         };
         let (connect, looped) = (field("connect_cycles=")?, field("loop_cycles=")?);
