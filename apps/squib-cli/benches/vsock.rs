@@ -373,14 +373,21 @@ impl Samples {
     }
 
     /// The table's figures, in its order.
-    fn row(&mut self) -> Vec<f64> {
+    /// The table's figures, in its order: (median, spread) where the spread is the
+    /// per-round range (empty for the pooled connect samples).
+    fn row(&mut self) -> Vec<(f64, String)> {
+        let range = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{lo:.0}-{hi:.0}")
+        };
         vec![
-            median(&mut self.g2h),
-            median(&mut self.h2g),
-            median(&mut self.h2g_connect),
-            percentile(&mut self.h2g_connect, 90),
-            median(&mut self.g2h_connect),
-            median(&mut self.g2h_cycle),
+            (median(&mut self.g2h), range(&self.g2h)),
+            (median(&mut self.h2g), range(&self.h2g)),
+            (median(&mut self.h2g_connect), String::new()),
+            (percentile(&mut self.h2g_connect, 90), String::new()),
+            (median(&mut self.g2h_connect), range(&self.g2h_connect)),
+            (median(&mut self.g2h_cycle), range(&self.g2h_cycle)),
         ]
     }
 }
@@ -437,8 +444,8 @@ fn main() {
         load.trim()
     );
     println!(
-        "{:<44} {:>12} {:>12} {:>9}",
-        "metric", "squib", "firecracker", "squib/fc"
+        "{:<44} {:>8} {:>11} {:>11} {:>11} {:>8}",
+        "metric (median, per-round range)", "squib", "", "firecracker", "", "squib/fc"
     );
     let names = [
         "guest->host throughput, MiB/s",
@@ -449,10 +456,19 @@ fn main() {
         "guest->host connect+close cycle, us",
     ];
     for (i, name) in names.iter().enumerate() {
-        let s = squib_row[i];
+        let (s, s_range) = &squib_row[i];
         match &fc_row {
-            Some(f) => println!("{name:<44} {s:>12.1} {:>12.1} {:>9.2}", f[i], s / f[i]),
-            None => println!("{name:<44} {s:>12.1} {:>12} {:>9}", "-", "-"),
+            Some(f) => {
+                let (f, f_range) = &f[i];
+                println!(
+                    "{name:<44} {s:>8.1} {s_range:>11} {f:>11.1} {f_range:>11} {:>8.2}",
+                    s / f
+                );
+            }
+            None => println!(
+                "{name:<44} {s:>8.1} {s_range:>11} {:>11} {:>11} {:>8}",
+                "-", "", "-"
+            ),
         }
     }
 }
