@@ -55,7 +55,7 @@ C_SRCS="main.c util.c serial.c platform.c paging.c trap.c bootinfo.c cmdline.c t
 	scenarios/hello.c scenarios/smp.c scenarios/counter.c scenarios/fault.c scenarios/exception.c scenarios/cad.c
 	scenarios/blk_read.c scenarios/blk_write.c scenarios/blk_ro.c scenarios/blk_flush.c
 	scenarios/blk_throughput.c scenarios/blk_patch.c scenarios/rng.c
-	virtio_vsock.c scenarios/vsock_listen.c scenarios/vsock_connect.c scenarios/vsock_throughput.c"
+	virtio_vsock.c virtio_vsock_bulk.c scenarios/vsock_listen.c scenarios/vsock_connect.c scenarios/vsock_throughput.c"
 
 CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra -Werror
 	-ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone -mgeneral-regs-only

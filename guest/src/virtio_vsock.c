@@ -6,9 +6,10 @@
  * Memory (all .noinit, never zeroed at boot; the driver initialises what it uses):
  * one 4 KiB page per queue (descriptors at +0, avail ring at +0x400, used ring at
  * +0x800: room for 64 entries), RX buffers and TX slots of header + 64 KiB, and
- * one 256 KiB receive ring per connection.
+ * one 256 KiB receive ring per connection. Bulk transfers (sink mode, pattern-filled
+ * TX slots) are in virtio_vsock_bulk.c.
  */
-#include "virtio_vsock.h"
+#include "virtio_vsock_int.h"
 
 /* virtio-mmio registers (virtio 1.x §4.2.2). */
 #define VS_REG_MAGIC            0x000
@@ -35,32 +36,28 @@
 #define VS_REG_CONFIG           0x100
 #define VS_MAGIC                0x74726976
 
-#define VQ_RX                   0
-#define VQ_TX                   1
-#define VQ_EV                   2
 #define VQ_MAX_ENTRIES          64
 #define VQ_AVAIL_OFF            0x400
 #define VQ_USED_OFF             0x800
 
-#define BUF_STRIDE              (((VSOCK_HDR_SIZE + VSOCK_MAX_PAYLOAD) + 4095) & ~4095)
 #define LOCAL_PORT_FIRST        49152u
 #define LOCAL_PORT_LAST         0x3FFFFFFFu
 
 static uint8_t vs_queue_pages[3][4096] __attribute__((noinit, aligned(4096)));
-static uint8_t vs_rx_bufs[VSOCK_RX_BUFS][BUF_STRIDE] __attribute__((noinit, aligned(4096)));
-static uint8_t vs_tx_bufs[VSOCK_TX_SLOTS][BUF_STRIDE] __attribute__((noinit, aligned(4096)));
+static uint8_t vs_rx_bufs[VSOCK_RX_BUFS][VSOCK_INT_BUF_STRIDE] __attribute__((noinit, aligned(4096)));
+uint8_t vs_tx_bufs[VSOCK_TX_SLOTS][VSOCK_INT_BUF_STRIDE] __attribute__((noinit, aligned(4096)));
 static uint8_t vs_rings[VSOCK_MAX_CONNS][VSOCK_BUF_ALLOC] __attribute__((noinit, aligned(4096)));
 static volatile uint32_t vs_ev_bufs[VSOCK_EV_BUFS] __attribute__((aligned(64)));
 
 /* Quadwords, then the tail: one emulated instruction moves 8 bytes, not 1. */
-static void copy(void *dst, const void *src, size_t n)
+void vsock_int_copy(void *dst, const void *src, size_t n)
 {
 	size_t q = n / 8, b = n % 8;
 	__asm__ volatile("rep movsq" : "+D"(dst), "+S"(src), "+c"(q) : : "memory");
 	__asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(b) : : "memory");
 }
 
-static uint32_t min32(uint32_t a, uint32_t b)
+uint32_t vsock_int_min32(uint32_t a, uint32_t b)
 {
 	return a < b ? a : b;
 }
@@ -130,7 +127,7 @@ static int setup_queue(struct vsock_dev *v, uint16_t qi, uint32_t want)
 	uint32_t max = rd(v, VS_REG_QUEUE_NUM_MAX);
 	if (max == 0)
 		return -VIRTIO_E_NO_QUEUE;
-	uint32_t size = min32(min32(max, want), VQ_MAX_ENTRIES);
+	uint32_t size = vsock_int_min32(vsock_int_min32(max, want), VQ_MAX_ENTRIES);
 	while (size & (size - 1))
 		size &= size - 1;
 	uint8_t *page = vs_queue_pages[qi];
@@ -260,7 +257,7 @@ int vsock_open(struct vsock_dev *v, const char *name)
 
 /* ---- TX ---- */
 
-static void kick_tx(struct vsock_dev *v)
+void vsock_int_kick_tx(struct vsock_dev *v)
 {
 	if (v->tx_kick) {
 		v->tx_kick = false;
@@ -268,7 +265,7 @@ static void kick_tx(struct vsock_dev *v)
 	}
 }
 
-static void reclaim_tx(struct vsock_dev *v)
+void vsock_int_reclaim_tx(struct vsock_dev *v)
 {
 	struct vsock_vq *q = &v->vq[VQ_TX];
 	uint16_t used = *used_idx_ptr(q);
@@ -285,7 +282,7 @@ static void reclaim_tx(struct vsock_dev *v)
 }
 
 /* A free slot among `prefer` if there is one, else any free slot (or -1). */
-static int take_slot_pref(struct vsock_dev *v, uint32_t prefer)
+int vsock_int_take_slot_pref(struct vsock_dev *v, uint32_t prefer)
 {
 	uint32_t pick = v->tx_free & prefer ? v->tx_free & prefer : v->tx_free;
 	if (!pick)
@@ -298,7 +295,7 @@ static int take_slot_pref(struct vsock_dev *v, uint32_t prefer)
 /* A free slot, keeping the pattern-filled ones for vsock_send_pattern. */
 static int take_slot(struct vsock_dev *v)
 {
-	return take_slot_pref(v, ~v->tx_pattern);
+	return vsock_int_take_slot_pref(v, ~v->tx_pattern);
 }
 
 /* A free TX slot, waiting for the device to return one; -1 if it never does. */
@@ -306,11 +303,11 @@ static int wait_slot(struct vsock_dev *v)
 {
 	uint64_t start = rdtsc(), budget = virtio_io_timeout();
 	for (;;) {
-		reclaim_tx(v);
+		vsock_int_reclaim_tx(v);
 		int s = take_slot(v);
 		if (s >= 0)
 			return s;
-		kick_tx(v);
+		vsock_int_kick_tx(v);
 		if (rdtsc() - start > budget) {
 			v->broken = VIRTIO_E_TIMEOUT;
 			kprintf("TEST info vsock tx-stalled slots_free=%#x\n", v->tx_free);
@@ -322,7 +319,7 @@ static int wait_slot(struct vsock_dev *v)
 
 /* Fills slot `s` with a packet and publishes it (notified by kick_tx). A NULL payload of
  * nonzero length is already in place (the slot's pattern). */
-static void submit(struct vsock_dev *v, int s, struct vsock_conn *c, uint32_t src_port,
+void vsock_int_submit(struct vsock_dev *v, int s, struct vsock_conn *c, uint32_t src_port,
 		   uint32_t dst_port, uint16_t op, uint32_t flags, const void *payload, uint32_t len)
 {
 	struct vsock_hdr h = {
@@ -340,9 +337,9 @@ static void submit(struct vsock_dev *v, int s, struct vsock_conn *c, uint32_t sr
 	if (c)
 		c->last_fwd_cnt_sent = c->fwd_cnt;
 	uint8_t *buf = vs_tx_bufs[s];
-	copy(buf, &h, sizeof(h));
+	vsock_int_copy(buf, &h, sizeof(h));
 	if (len && payload) {
-		copy(buf + VSOCK_HDR_SIZE, payload, len);
+		vsock_int_copy(buf + VSOCK_HDR_SIZE, payload, len);
 		v->tx_pattern &= ~(1u << s);
 	}
 	post(&v->vq[VQ_TX], (uint16_t)s, (uintptr_t)buf, VSOCK_HDR_SIZE + len, false);
@@ -361,7 +358,7 @@ static void send_ctrl(struct vsock_dev *v, struct vsock_conn *c, uint32_t src_po
 		return;
 	if (op == VSOCK_OP_RST)
 		v->rst_sent++;
-	submit(v, s, c, src_port, dst_port, op, flags, NULL, 0);
+	vsock_int_submit(v, s, c, src_port, dst_port, op, flags, NULL, 0);
 }
 
 static void conn_ctrl(struct vsock_dev *v, struct vsock_conn *c, uint16_t op, uint32_t flags)
@@ -439,46 +436,22 @@ static void ring_put(struct vsock_conn *c, const uint8_t *data, uint32_t n)
 		n = room;
 	}
 	uint32_t tail = (c->ring_head + c->ring_len) % VSOCK_BUF_ALLOC;
-	uint32_t first = min32(n, VSOCK_BUF_ALLOC - tail);
-	copy(c->ring + tail, data, first);
-	copy(c->ring, data + first, n - first);
+	uint32_t first = vsock_int_min32(n, VSOCK_BUF_ALLOC - tail);
+	vsock_int_copy(c->ring + tail, data, first);
+	vsock_int_copy(c->ring, data + first, n - first);
 	c->ring_len += n;
 	c->rx_bytes += n;
 }
 
 /* Sends a CREDIT_UPDATE once a quarter of the ring was consumed since the host last heard. */
-static void credit_check(struct vsock_dev *v, struct vsock_conn *c)
+void vsock_int_credit_check(struct vsock_dev *v, struct vsock_conn *c)
 {
 	if ((c->state == VSOCK_ESTABLISHED || c->state == VSOCK_CLOSING) &&
 	    !(c->peer_shutdown & VSOCK_SHUTDOWN_SEND) &&
 	    c->fwd_cnt - c->last_fwd_cnt_sent >= VSOCK_BUF_ALLOC / 4) {
 		conn_ctrl(v, c, VSOCK_OP_CREDIT_UPDATE, 0);
-		kick_tx(v);
+		vsock_int_kick_tx(v);
 	}
-}
-
-/* Sink mode: count, sample the first and last byte, consume at once. */
-static void sink_data(struct vsock_dev *v, struct vsock_conn *c, const uint8_t *data, uint32_t n)
-{
-	if (!n)
-		return;
-	if (data[0] != vsock_pattern_byte(c->sink_bytes, c->sink_seed) ||
-	    data[n - 1] != vsock_pattern_byte(c->sink_bytes + n - 1, c->sink_seed)) {
-		if (!c->sink_bad)
-			c->sink_bad_offset = c->sink_bytes;
-		c->sink_bad++;
-	}
-	c->sink_bytes += n;
-	c->rx_bytes += n;
-	c->fwd_cnt += n;
-	credit_check(v, c);
-}
-
-void vsock_sink(struct vsock_conn *c, uint8_t seed)
-{
-	c->sink = true;
-	c->sink_seed = seed;
-	c->sink_bytes = 0;
 }
 
 static void accept_request(struct vsock_dev *v, const struct vsock_hdr *h)
@@ -504,7 +477,7 @@ static void handle_pkt(struct vsock_dev *v, const uint8_t *buf, uint32_t used_le
 		v->bad_pkts++;
 		return;
 	}
-	copy(&h, buf, sizeof(h));
+	vsock_int_copy(&h, buf, sizeof(h));
 	if (h.len > used_len - VSOCK_HDR_SIZE || h.len > VSOCK_MAX_PAYLOAD) {
 		v->bad_pkts++;
 		return;
@@ -550,7 +523,7 @@ static void handle_pkt(struct vsock_dev *v, const uint8_t *buf, uint32_t used_le
 		    (c->peer_shutdown & VSOCK_SHUTDOWN_SEND))
 			v->dropped++;
 		else if (c->sink)
-			sink_data(v, c, buf + VSOCK_HDR_SIZE, h.len);
+			vsock_int_sink_data(v, c, buf + VSOCK_HDR_SIZE, h.len);
 		else
 			ring_put(c, buf + VSOCK_HDR_SIZE, h.len);
 		break;
@@ -626,7 +599,7 @@ static void poll_rx(struct vsock_dev *v)
 			v->bad_pkts++;
 			continue;
 		}
-		handle_pkt(v, vs_rx_bufs[id], min32(len, VSOCK_HDR_SIZE + VSOCK_MAX_PAYLOAD));
+		handle_pkt(v, vs_rx_bufs[id], vsock_int_min32(len, VSOCK_HDR_SIZE + VSOCK_MAX_PAYLOAD));
 		v->rx_repost[v->rx_repost_n++] = (uint16_t)id;
 	}
 	/* Re-post in batches: the device still holds buffers unless every posted one came
@@ -647,9 +620,9 @@ void vsock_poll(struct vsock_dev *v)
 	if (v->broken)
 		return;
 	poll_event(v);
-	reclaim_tx(v);
+	vsock_int_reclaim_tx(v);
 	poll_rx(v);
-	kick_tx(v);
+	vsock_int_kick_tx(v);
 }
 
 /* ---- data ---- */
@@ -660,26 +633,26 @@ uint32_t vsock_send(struct vsock_dev *v, struct vsock_conn *c, const void *buf, 
 		return 0;
 	const uint8_t *p = buf;
 	uint32_t sent = 0;
-	reclaim_tx(v);
+	vsock_int_reclaim_tx(v);
 	while (sent < len) {
 		uint32_t in_flight = c->tx_cnt - c->peer_fwd_cnt;
 		if (in_flight >= c->peer_buf_alloc)
 			break;
-		uint32_t chunk = min32(min32(len - sent, c->peer_buf_alloc - in_flight),
+		uint32_t chunk = vsock_int_min32(vsock_int_min32(len - sent, c->peer_buf_alloc - in_flight),
 				       VSOCK_MAX_PAYLOAD);
 		int s = take_slot(v);
 		if (s < 0) {
-			reclaim_tx(v);
+			vsock_int_reclaim_tx(v);
 			s = take_slot(v);
 			if (s < 0)
 				break;
 		}
-		submit(v, s, c, c->local_port, c->peer_port, VSOCK_OP_RW, 0, p + sent, chunk);
+		vsock_int_submit(v, s, c, c->local_port, c->peer_port, VSOCK_OP_RW, 0, p + sent, chunk);
 		c->tx_cnt += chunk;
 		c->tx_bytes += chunk;
 		sent += chunk;
 	}
-	kick_tx(v);
+	vsock_int_kick_tx(v);
 	return sent;
 }
 
@@ -688,16 +661,16 @@ uint32_t vsock_peek(const struct vsock_conn *c, const uint8_t **data)
 	if (!c->ring_len)
 		return 0;
 	*data = c->ring + c->ring_head;
-	return min32(c->ring_len, VSOCK_BUF_ALLOC - c->ring_head);
+	return vsock_int_min32(c->ring_len, VSOCK_BUF_ALLOC - c->ring_head);
 }
 
 void vsock_consume(struct vsock_dev *v, struct vsock_conn *c, uint32_t n)
 {
-	n = min32(n, c->ring_len);
+	n = vsock_int_min32(n, c->ring_len);
 	c->ring_head = (c->ring_head + n) % VSOCK_BUF_ALLOC;
 	c->ring_len -= n;
 	c->fwd_cnt += n;
-	credit_check(v, c);
+	vsock_int_credit_check(v, c);
 }
 
 uint32_t vsock_recv(struct vsock_dev *v, struct vsock_conn *c, void *buf, uint32_t len)
@@ -707,8 +680,8 @@ uint32_t vsock_recv(struct vsock_dev *v, struct vsock_conn *c, void *buf, uint32
 	const uint8_t *data;
 	uint32_t n;
 	while (got < len && (n = vsock_peek(c, &data)) != 0) {
-		n = min32(n, len - got);
-		copy(out + got, data, n);
+		n = vsock_int_min32(n, len - got);
+		vsock_int_copy(out + got, data, n);
 		vsock_consume(v, c, n);
 		got += n;
 	}
@@ -734,12 +707,12 @@ int vsock_connect(struct vsock_dev *v, uint32_t port, uint64_t timeout_cycles,
 	v->next_local_port = v->next_local_port >= LOCAL_PORT_LAST ? LOCAL_PORT_FIRST
 								     : v->next_local_port + 1;
 	conn_ctrl(v, c, VSOCK_OP_REQUEST, 0);
-	kick_tx(v);
+	vsock_int_kick_tx(v);
 	uint64_t start = rdtsc();
 	while (c->state == VSOCK_CONNECTING && !v->broken) {
 		if (rdtsc() - start > timeout_cycles) {
 			conn_ctrl(v, c, VSOCK_OP_RST, 0);
-			kick_tx(v);
+			vsock_int_kick_tx(v);
 			free_conn(c);
 			return -VSOCK_E_TIMEOUT;
 		}
@@ -762,12 +735,12 @@ int vsock_close(struct vsock_dev *v, struct vsock_conn *c, uint64_t timeout_cycl
 	if (c->state == VSOCK_ESTABLISHED) {
 		conn_ctrl(v, c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_BOTH);
 		c->state = VSOCK_CLOSING;
-		kick_tx(v);
+		vsock_int_kick_tx(v);
 		uint64_t start = rdtsc();
 		while (c->state == VSOCK_CLOSING && !v->broken) {
 			if (rdtsc() - start > timeout_cycles) {
 				conn_ctrl(v, c, VSOCK_OP_RST, 0);
-				kick_tx(v);
+				vsock_int_kick_tx(v);
 				ret = -VSOCK_E_TIMEOUT;
 				break;
 			}
@@ -776,7 +749,7 @@ int vsock_close(struct vsock_dev *v, struct vsock_conn *c, uint64_t timeout_cycl
 		}
 	} else if (c->state != VSOCK_CLOSED) {
 		conn_ctrl(v, c, VSOCK_OP_RST, 0);
-		kick_tx(v);
+		vsock_int_kick_tx(v);
 	}
 	free_conn(c);
 	return ret;
@@ -786,7 +759,7 @@ void vsock_release(struct vsock_dev *v, struct vsock_conn *c)
 {
 	if (c->state != VSOCK_CLOSED && c->state != VSOCK_FREE) {
 		conn_ctrl(v, c, VSOCK_OP_RST, 0);
-		kick_tx(v);
+		vsock_int_kick_tx(v);
 	}
 	free_conn(c);
 }
@@ -809,88 +782,4 @@ int vsock_report(const char *name, struct vsock_dev *v)
 		return 1;
 	}
 	return 0;
-}
-
-/* ---- patterns ---- */
-
-void vsock_pattern_fill(struct vsock_pattern *p, uint8_t *buf, uint32_t len)
-{
-	uint32_t page = (uint32_t)(p->off & 4095), m = page % 251;
-	for (uint32_t i = 0; i < len; i++) {
-		buf[i] = (uint8_t)(m + p->seed);
-		if (++page == 4096)
-			page = m = 0;
-		else if (++m == 251)
-			m = 0;
-	}
-	p->off += len;
-}
-
-uint32_t vsock_pattern_check(struct vsock_pattern *p, const uint8_t *buf, uint32_t len)
-{
-	uint32_t page = (uint32_t)(p->off & 4095), m = page % 251, i;
-	for (i = 0; i < len; i++) {
-		if (buf[i] != (uint8_t)(m + p->seed))
-			break;
-		if (++page == 4096)
-			page = m = 0;
-		else if (++m == 251)
-			m = 0;
-	}
-	p->off += i;
-	return i;
-}
-
-void vsock_pattern_slots(struct vsock_dev *v, uint8_t seed)
-{
-	uint32_t all = (1u << v->vq[VQ_TX].size) - 1;
-	uint64_t start = rdtsc(), budget = virtio_io_timeout();
-	while (v->tx_free != all && rdtsc() - start < budget) {
-		kick_tx(v);
-		reclaim_tx(v);
-	}
-	if (v->tx_free != all)
-		return;                 /* slots still in flight: leave them alone */
-	uint8_t *page = vs_tx_bufs[0] + VSOCK_HDR_SIZE;
-	struct vsock_pattern p = { 0, seed };
-	vsock_pattern_fill(&p, page, 4096);
-	for (uint32_t s = 0; s < v->vq[VQ_TX].size; s++)
-		for (uint32_t off = 0; off < VSOCK_MAX_PAYLOAD; off += 4096)
-			if (s || off)
-				copy(vs_tx_bufs[s] + VSOCK_HDR_SIZE + off, page, 4096);
-	v->tx_pattern = all;
-	v->tx_pattern_seed = seed;
-}
-
-uint32_t vsock_send_pattern(struct vsock_dev *v, struct vsock_conn *c, uint64_t len)
-{
-	if (v->broken || c->state != VSOCK_ESTABLISHED || (c->peer_shutdown & VSOCK_SHUTDOWN_RCV))
-		return 0;
-	uint32_t sent = 0;
-	reclaim_tx(v);
-	while (sent < len) {
-		uint32_t in_flight = c->tx_cnt - c->peer_fwd_cnt;
-		if (in_flight >= c->peer_buf_alloc)
-			break;
-		uint64_t rest = len - sent;
-		uint32_t chunk = min32(c->peer_buf_alloc - in_flight, VSOCK_MAX_PAYLOAD);
-		if (chunk >= rest)
-			chunk = (uint32_t)rest;
-		else
-			chunk &= ~4095u;    /* the next packet starts on a 4 KiB stream offset */
-		if (!chunk)
-			break;
-		if (!(v->tx_free & v->tx_pattern))
-			reclaim_tx(v);
-		if (!(v->tx_free & v->tx_pattern))
-			break;
-		int s = take_slot_pref(v, v->tx_pattern);
-		submit(v, s, c, c->local_port, c->peer_port, VSOCK_OP_RW, 0, NULL, chunk);
-		c->tx_cnt += chunk;
-		c->tx_bytes += chunk;
-		c->pattern_sent += chunk;
-		sent += chunk;
-	}
-	kick_tx(v);
-	return sent;
 }
