@@ -158,6 +158,9 @@ uint64_t cpuid_fingerprint(void);
 int scenario_balloon(void);
 int scenario_pmem(void);
 int scenario_mem(void);
+int scenario_vsock_listen(void);
+int scenario_vsock_connect(void);
+int scenario_vsock_throughput(void);
 
 extern const char *g_scenario_name;
 

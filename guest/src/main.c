@@ -34,6 +34,9 @@ static const struct scenario scenarios[] = {
 	{ "balloon",   scenario_balloon,   "follow the balloon target: inflate/deflate, statistics" },
 	{ "pmem",      scenario_pmem,      "checksum (and write + flush) a virtio-pmem window" },
 	{ "mem",       scenario_mem,       "follow virtio-mem's requested size: plug, check, unplug" },
+	{ "vsock-listen", scenario_vsock_listen, "echo host-initiated vsock connections on squibtest.port" },
+	{ "vsock-connect", scenario_vsock_connect, "connect to a host vsock port, send a pattern, check the echo" },
+	{ "vsock-throughput", scenario_vsock_throughput, "stream squibtest.mib MiB each way over vsock" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */

@@ -98,6 +98,14 @@ pub(crate) fn parse_connect(line: &[u8]) -> Option<u32> {
     words.next()?.parse().ok()
 }
 
+fn change_fd(change: &EventSourceChange) -> std::os::fd::RawFd {
+    match change {
+        EventSourceChange::Add(s) | EventSourceChange::Modify(s) | EventSourceChange::Remove(s) => {
+            s.fd
+        }
+    }
+}
+
 fn source(fd: &impl AsRawFd, events: EventSet, token: u32) -> EventSource {
     EventSource {
         fd: fd.as_raw_fd(),
@@ -360,6 +368,11 @@ impl Muxer {
                     conn.registered,
                     conn.token,
                 )));
+            }
+            // A `Remove` may also be pending from an earlier interest change in this batch:
+            // keep the socket open until the loop has applied it.
+            let fd = conn.stream.as_raw_fd();
+            if self.changes.iter().any(|c| change_fd(c) == fd) {
                 self.graveyard.push(conn.stream);
             }
             self.metrics.conns_removed.inc();

@@ -489,3 +489,35 @@ fn test_unanswered_host_request_times_out() {
     assert_eq!(h.dev().connection_count(), 0);
     assert_eof(&mut c);
 }
+
+/// A guest SHUTDOWN answered with RST in the same event-loop round (RX buffers already
+/// posted) drops the connection's interest and the connection itself in one batch of
+/// changes: its socket must stay open until the loop applied the `Remove`, or the loop
+/// keeps the stale fd and refuses the next connection that reuses the number.
+#[test]
+fn test_connections_reaped_in_one_round_do_not_poison_reused_fds() {
+    let mut h = H::new();
+    let listener = UnixListener::bind(h.dir.as_path().join("v.sock_52")).unwrap();
+    for gport in 1000..1004 {
+        h.send(ghdr(op::REQUEST, gport, 52), &[]);
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(h.recv_pump()[0].0.op, op::RESPONSE);
+        s.write_all(b"pong").unwrap();
+        h.pump();
+        let pkts = h.recv_pump();
+        assert_eq!(
+            (pkts[0].0.op, pkts[0].1.as_slice()),
+            (op::RW, &b"pong"[..]),
+            "connection from guest port {gport}"
+        );
+        let mut sd = ghdr(op::SHUTDOWN, gport, 52);
+        sd.flags = packet::SHUTDOWN_RCV | packet::SHUTDOWN_SEND;
+        h.send(sd, &[]);
+        let pkts = h.recv();
+        assert_eq!(pkts.len(), 1);
+        assert_eq!(pkts[0].0.op, op::RST);
+        assert_eq!(h.dev().connection_count(), 0);
+        assert_eof(&mut s);
+    }
+}
