@@ -8,13 +8,19 @@
 
 use kvm_bindings::{
     KVMIO, kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_dirty_log, kvm_irq_level, kvm_irqchip,
-    kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events,
-    kvm_xcrs, kvm_xsave,
+    kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
 // VM fd.
 ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
+ioctl_iow_nr!(
+    KVM_SET_USER_MEMORY_REGION,
+    KVMIO,
+    0x46,
+    kvm_userspace_memory_region
+);
 ioctl_iow_nr!(KVM_IRQ_LINE, KVMIO, 0x61, kvm_irq_level);
 ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
 ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
@@ -34,11 +40,13 @@ ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_debugregs);
 ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
 ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
 
-/// The VMM thread after the build: `PUT /snapshot/create` (dirty log, irqchip, PIT, clock) and
-/// legacy interrupts when irqfd is unavailable (`KVM_IRQ_LINE`).
+/// The VMM thread after the build: `PUT /snapshot/create` (dirty log, irqchip, PIT, clock),
+/// virtio-mem plug/unplug (memory slots added and removed at runtime) and legacy interrupts when
+/// irqfd is unavailable (`KVM_IRQ_LINE`).
 pub fn vmm_ioctls() -> Vec<u64> {
     [
         KVM_GET_DIRTY_LOG(),
+        KVM_SET_USER_MEMORY_REGION(),
         KVM_GET_IRQCHIP(),
         KVM_GET_PIT2(),
         KVM_GET_CLOCK(),

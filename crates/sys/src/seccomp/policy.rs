@@ -139,7 +139,12 @@ fn common(rules: &mut Rules) -> Result<()> {
     rules.insert(libc::SYS_mmap, chain);
     rules.insert(libc::SYS_mprotect, vec![rule(vec![no_exec()?])?]);
     // free() of large blocks and exited threads' stacks.
-    allow_values(rules, libc::SYS_madvise, 2, &[c(libc::MADV_DONTNEED)])?;
+    allow_values(
+        rules,
+        libc::SYS_madvise,
+        2,
+        &[c(libc::MADV_DONTNEED), c(libc::MADV_REMOVE)],
+    )?;
     // std checks a descriptor is open before closing it (debug builds).
     allow_values(rules, libc::SYS_fcntl, 1, &[c(libc::F_GETFD)])?;
     // abort() on a panic: restore SIGABRT's default action, raise it.
@@ -167,6 +172,8 @@ fn vmm(hv: &HypervisorIoctls) -> Result<Rules> {
             libc::SYS_pwrite64,
             libc::SYS_fsync,
             libc::SYS_fdatasync,
+            // virtio-pmem flush requests
+            libc::SYS_msync,
             // block Async engine
             libc::SYS_io_uring_enter,
             // PATCH /drives (reopen), PUT /snapshot/create (atomic files, stale temps, sparse)
