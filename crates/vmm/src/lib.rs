@@ -11,6 +11,8 @@
 //! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
+//! - [`metrics`]: the metrics sink, Firecracker's metrics line and the periodic flush;
+//!   [`logger`]: `PUT /logger` through the binary's [`logger::LoggerControl`].
 //!
 //! The hypervisor arrives as an `Arc<dyn squib_hv::Hypervisor>`; nothing here names KVM. Devices
 //! come from `squib-devices`. No tokio: API requests arrive as [`VmmRequest`]s over a std
@@ -23,6 +25,8 @@ pub mod builder;
 pub mod device_manager;
 pub mod error;
 pub mod exit_code;
+pub mod logger;
+pub mod metrics;
 pub mod mmds;
 pub mod mmio_layout;
 pub mod snapshot;
@@ -32,4 +36,5 @@ pub mod vmm;
 
 pub use error::{DeviceError, StartMicrovmError};
 pub use exit_code::ExitCode;
+pub use logger::LoggerControl;
 pub use vmm::{BootProtocolChoice, Vmm, VmmObserver, VmmOptions, VmmRequest};

@@ -40,6 +40,8 @@ use crate::{
     builder::{Microvm, RestoreArgs, build_microvm, restore_microvm},
     device_manager::{Prepared, RestoreOverrides},
     exit_code::ExitCode,
+    logger::LoggerControl,
+    metrics::{DeviceGroups, MetricsWriter, PeriodicMetrics, SharedMetricsWriter},
     mmds::MmdsService,
     virtio_devices::{Subscriber, block_config, block_error, create_net, create_vsock},
 };
@@ -79,6 +81,8 @@ pub struct VmmOptions {
     pub mmds_size_limit: usize,
     /// `--id` (MMDS V2 tokens are bound to it).
     pub instance_id: String,
+    /// The process logger, for `PUT /logger` (`None`: refused).
+    pub logger: Option<Arc<dyn LoggerControl>>,
 }
 
 impl Default for VmmOptions {
@@ -88,6 +92,7 @@ impl Default for VmmOptions {
             boot_protocol: BootProtocolChoice::default(),
             mmds_size_limit: 51_200,
             instance_id: "anonymous-instance".to_owned(),
+            logger: None,
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct Vmm {
     mmds: MmdsService,
     /// A boot-specific resource was configured: `/snapshot/load` is no longer allowed.
     boot_path: bool,
+    /// The metrics sink and line builder (`PUT /metrics`, `FlushMetrics`, periodic flush).
+    metrics: SharedMetricsWriter,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -174,6 +181,7 @@ impl Vmm {
         let mmds = MmdsService::new(options.mmds_size_limit, &options.instance_id)
             .or_else(|_| MmdsService::new(51_200, &options.instance_id))
             .unwrap_or_else(|e| panic!("cannot create the MMDS store: {e}"));
+        let metrics = MetricsWriter::shared(&options.instance_id);
         Self {
             hv,
             profile,
@@ -184,8 +192,40 @@ impl Vmm {
             microvm: None,
             shutdown: None,
             prepared: Prepared::default(),
+            metrics,
             mmds,
             boot_path: false,
+        }
+    }
+
+    /// `--metrics-path`: initialise the metrics sink before any request (a later `PUT /metrics`
+    /// is then refused, as in Firecracker). The error is Firecracker's text.
+    pub fn init_metrics(
+        &mut self,
+        config: &squib_config::schemas::metrics::MetricsConfig,
+    ) -> Result<(), String> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .init(config)?;
+        self.config.metrics = Some(config.clone());
+        self.observer.config_changed(&self.config);
+        Ok(())
+    }
+
+    /// The metrics writer (for embedders and tests).
+    pub fn metrics(&self) -> &SharedMetricsWriter {
+        &self.metrics
+    }
+
+    /// Hands the microVM's device metric groups to the metrics writer.
+    fn collect_device_metrics(&self) {
+        if let Some(vm) = self.microvm.as_ref() {
+            let groups = DeviceGroups::collect(vm.devices(), self.mmds.metrics());
+            self.metrics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_devices(groups);
         }
     }
 
@@ -214,9 +254,34 @@ impl Vmm {
             ApiAction::Instance(InstanceAction::SendCtrlAltDel) => {
                 self.with_microvm(|vm| vm.send_ctrl_alt_del())
             }
-            // No metrics sink can be configured yet, so there is nothing to flush (Firecracker
-            // also answers 204 when metrics are not initialised).
-            ApiAction::Instance(InstanceAction::FlushMetrics) => ApiResponse::NoContent,
+            // Without a sink nothing is written and the answer is 204, as in Firecracker.
+            ApiAction::Instance(InstanceAction::FlushMetrics) => {
+                match crate::metrics::flush(&self.metrics) {
+                    Ok(()) => ApiResponse::NoContent,
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
+            ApiAction::PutMetrics(m) => {
+                let mut probe = self.config.clone();
+                if let Err(msg) = probe.apply(action) {
+                    return ApiResponse::bad_request(msg);
+                }
+                let opened = self
+                    .metrics
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .init(m);
+                match opened {
+                    Ok(()) => self.apply(action),
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
+            ApiAction::PutLogger(l) => {
+                match crate::logger::put_logger(self.options.logger.as_ref(), l) {
+                    Ok(()) => self.apply(action),
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
             ApiAction::PatchVm(update) => self.pause_resume(*update),
             ApiAction::Shutdown => {
                 self.shutdown = Some(ExitCode::Ok);
@@ -346,9 +411,7 @@ impl Vmm {
             | ApiAction::StopBalloonHinting
             | ApiAction::PutHotplugMemory(_)
             | ApiAction::PatchHotplugMemory(_)
-            | ApiAction::PutCpuConfig(_)
-            | ApiAction::PutLogger(_)
-            | ApiAction::PutMetrics(_) => ApiResponse::bad_request(unsupported(action)),
+            | ApiAction::PutCpuConfig(_) => ApiResponse::bad_request(unsupported(action)),
         }
     }
 
@@ -413,10 +476,23 @@ impl Vmm {
         };
         match crate::snapshot::create(vm, params, self.mmds.save()) {
             Ok(()) => {
-                tracing::info!(
-                    "'create snapshot' API request took {} us.",
-                    started.elapsed().as_micros()
-                );
+                let (metric, label) = match params.snapshot_type {
+                    squib_config::schemas::snapshot::SnapshotType::Full => (
+                        &squib_core::metrics::METRICS
+                            .latencies_us
+                            .vmm_full_create_snapshot,
+                        "create full snapshot",
+                    ),
+                    squib_config::schemas::snapshot::SnapshotType::Diff => (
+                        &squib_core::metrics::METRICS
+                            .latencies_us
+                            .vmm_diff_create_snapshot,
+                        "create diff snapshot",
+                    ),
+                };
+                let us = squib_core::metrics::elapsed_us(started);
+                metric.store(us);
+                tracing::info!("'{label}' VMM action took {us} us.");
                 ApiResponse::NoContent
             }
             Err(e) => ApiResponse::bad_request(format!("Create snapshot error: {e}")),
@@ -487,10 +563,13 @@ impl Vmm {
             }
             self.set_phase(LifecyclePhase::Running);
         }
-        tracing::info!(
-            "'load snapshot' API request took {} us.",
-            started.elapsed().as_micros()
-        );
+        self.collect_device_metrics();
+        let us = squib_core::metrics::elapsed_us(started);
+        squib_core::metrics::METRICS
+            .latencies_us
+            .vmm_load_snapshot
+            .store(us);
+        tracing::debug!("'load snapshot' VMM action took {us} us.");
         ApiResponse::NoContent
     }
 
@@ -510,6 +589,7 @@ impl Vmm {
             Ok(vm) => {
                 tracing::debug!("event_end: build microvm for boot");
                 self.microvm = Some(vm);
+                self.collect_device_metrics();
                 self.set_phase(LifecyclePhase::Running);
                 tracing::info!("Successfully started microvm.");
                 ApiResponse::NoContent
@@ -533,9 +613,14 @@ impl Vmm {
 
     fn pause_resume(&mut self, update: VmStateUpdate) -> ApiResponse {
         let started = std::time::Instant::now();
-        let (label, phase) = match update {
-            VmStateUpdate::Paused => ("pause vm", LifecyclePhase::Paused),
-            VmStateUpdate::Resumed => ("resume vm", LifecyclePhase::Running),
+        let latencies = &squib_core::metrics::METRICS.latencies_us;
+        let (label, phase, metric) = match update {
+            VmStateUpdate::Paused => ("pause vm", LifecyclePhase::Paused, &latencies.vmm_pause_vm),
+            VmStateUpdate::Resumed => (
+                "resume vm",
+                LifecyclePhase::Running,
+                &latencies.vmm_resume_vm,
+            ),
         };
         let resp = self.with_microvm(|vm| match update {
             VmStateUpdate::Paused => vm.pause(),
@@ -543,10 +628,9 @@ impl Vmm {
         });
         if resp.is_success() {
             self.set_phase(phase);
-            tracing::info!(
-                "'{label}' API request took {} us.",
-                started.elapsed().as_micros()
-            );
+            let us = squib_core::metrics::elapsed_us(started);
+            metric.store(us);
+            tracing::info!("'{label}' VMM action took {us} us.");
         }
         resp
     }
@@ -620,6 +704,17 @@ impl Vmm {
                 };
                 events.add_subscriber(exit_sub);
                 exited = Some(flag);
+                // The periodic metrics line starts with the microVM, as in Firecracker.
+                match PeriodicMetrics::new(
+                    Arc::clone(&self.metrics),
+                    crate::metrics::WRITE_METRICS_PERIOD,
+                ) {
+                    Ok(mut periodic) => {
+                        periodic.start();
+                        events.add_subscriber(Arc::new(Mutex::new(periodic)));
+                    }
+                    Err(e) => tracing::error!("Cannot create the metrics timer: {e}"),
+                }
             }
         }
     }
@@ -675,11 +770,6 @@ fn unsupported(action: &ApiAction) -> String {
             ("Memory hotplug config", "virtio-mem")
         }
         ApiAction::PutCpuConfig(_) => ("CPU config", "custom CPU templates"),
-        ApiAction::PutLogger(_) => (
-            "Logger",
-            "runtime logger configuration (use --log-path/--level)",
-        ),
-        ApiAction::PutMetrics(_) => ("Metrics", "the metrics sink"),
         other => ("Request", other.class().label()),
     };
     format!("{category} error: {what} is not supported by this squib build yet.")
