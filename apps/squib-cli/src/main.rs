@@ -12,7 +12,7 @@ mod logger;
 use std::{io::Write, path::PathBuf, process::ExitCode as ProcessExit, sync::Arc};
 
 use args::{ArgError, Args};
-use squib::{BootProtocolChoice, ExitCode, SquibOptions, VmmOptions};
+use squib::{BootProtocolChoice, ExitCode, SquibOptions, StartTime, VmmOptions};
 use squib_api::{DEFAULT_MAX_PAYLOAD, MAX_MAX_PAYLOAD, MIN_MAX_PAYLOAD};
 use squib_core::{FIRECRACKER_API_VERSION, InstanceId};
 
@@ -98,15 +98,15 @@ fn real_main() -> Result<ExitCode, MainError> {
     };
     let sink: Box<dyn Write + Send> = match args.value("log-path") {
         Some(p) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(|e| MainError::Startup(format!("Cannot open --log-path {p}: {e}")))?,
+            logger::open_log_file(std::path::Path::new(&p)).map_err(|e| {
+                MainError::Startup(format!(
+                    "Could not initialize logger: Failed to open target file: {e}"
+                ))
+            })?,
         ),
         None => Box::new(std::io::stdout()),
     };
-    logger::init(
+    let log_handle = logger::init(
         logger::LogSettings {
             id: id.clone(),
             level,
@@ -124,10 +124,6 @@ fn real_main() -> Result<ExitCode, MainError> {
             "custom seccomp filters are not supported by this squib build yet",
         ),
         (
-            "metrics-path",
-            "the metrics sink is not supported by this squib build yet",
-        ),
-        (
             "enable-pci",
             "the PCI transport is not supported by squib (virtio-mmio only)",
         ),
@@ -141,11 +137,11 @@ fn real_main() -> Result<ExitCode, MainError> {
             "seccomp filters are not installed by this squib build (as with --no-seccomp)"
         );
     }
-    for flag in ["start-time-us", "start-time-cpu-us", "parent-cpu-time-us"] {
-        if let Some(v) = args.number::<u64>(flag)? {
-            tracing::info!("--{flag} {v}: recorded for startup accounting (no metrics sink yet)");
-        }
-    }
+    let start_time = StartTime {
+        wall_us: args.number::<u64>("start-time-us")?,
+        cpu_us: args.number::<u64>("start-time-cpu-us")?,
+        parent_cpu_us: args.number::<u64>("parent-cpu-time-us")?,
+    };
 
     let max_payload = args
         .number::<usize>("http-api-max-payload-size")?
@@ -174,9 +170,12 @@ fn real_main() -> Result<ExitCode, MainError> {
         mmds_size_limit: args
             .number::<usize>("mmds-size-limit")?
             .unwrap_or(max_payload),
+        metrics_path: args.value("metrics-path").map(PathBuf::from),
+        start_time,
         vmm: VmmOptions {
             boot_timer: args.flag("boot-timer"),
             boot_protocol,
+            logger: Some(Arc::new(log_handle)),
             ..VmmOptions::default()
         },
     };

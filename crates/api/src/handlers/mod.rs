@@ -150,7 +150,20 @@ async fn precheck(request: Request, next: Next) -> Response {
     };
     let mut response = match rule {
         Some(msg) => ApiError::BadRequest(msg.to_owned()).into_response(),
-        None => next.run(request).await,
+        None => {
+            let counters = crate::metrics::request_counters(&method, &path);
+            if let Some((count, _)) = counters {
+                count.inc();
+            }
+            let (response, dispatched) = crate::metrics::track_dispatch(next.run(request)).await;
+            if !dispatched
+                && response.status().is_client_error()
+                && let Some((_, Some(fails))) = counters
+            {
+                fails.inc();
+            }
+            response
+        }
     };
     response.headers_mut().insert(
         header::SERVER,
@@ -203,13 +216,28 @@ impl IntoResponse for Reply {
     }
 }
 
-/// Dispatch `action` through the controller.
+/// Dispatch `action` through the controller (counting deprecated inputs and, for pause,
+/// resume and snapshots, the API-side latency as Firecracker does).
 pub(crate) async fn submit(ctrl: &RuntimeApiController, action: ApiAction) -> Result<Reply> {
+    crate::metrics::mark_dispatched();
     let deprecation = action.deprecation();
     if let Some(msg) = deprecation {
+        squib_core::metrics::METRICS
+            .deprecated_api
+            .deprecated_http_api_calls
+            .inc();
         tracing::warn!("{msg}");
     }
+    let latency = crate::metrics::latency_metric(&action);
+    let started = std::time::Instant::now();
     let response = ctrl.dispatch(action).await?;
+    if let Some((metric, label)) = latency
+        && response.is_success()
+    {
+        let us = squib_core::metrics::elapsed_us(started);
+        metric.store(us);
+        tracing::info!("'{label}' API request took {us} us.");
+    }
     Ok(Reply {
         response,
         deprecated: deprecation.is_some(),
