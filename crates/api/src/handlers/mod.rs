@@ -127,8 +127,10 @@ pub fn router(controller: Arc<RuntimeApiController>) -> Router {
         .with_state(controller)
 }
 
-/// Generic request rules, request logging and the `Server` header.
+/// Generic request rules, request logging (Firecracker's lines), request metrics and the
+/// `Server` header.
 async fn precheck(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let has_body = request
@@ -137,7 +139,24 @@ async fn precheck(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > 0);
-    tracing::info!("The API server received a {method} request on \"{path}\".");
+    let request = if has_body {
+        let (parts, body) = request.into_parts();
+        // The codec already bounded the body by the payload limit.
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        tracing::info!(
+            "The API server received a {}.",
+            describe(&method, &path, Some(&bytes))
+        );
+        Request::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        tracing::info!(
+            "The API server received a {}.",
+            describe(&method, &path, None)
+        );
+        request
+    };
 
     let rule = match method {
         Method::GET if has_body => Some("GET request cannot have a body."),
@@ -169,7 +188,33 @@ async fn precheck(request: Request, next: Next) -> Response {
         header::SERVER,
         HeaderValue::from_static(FIRECRACKER_SERVER_HEADER),
     );
+    tracing::debug!(
+        "Total previous API call duration: {} us.",
+        squib_core::metrics::elapsed_us(started)
+    );
     response
+}
+
+/// Firecracker's request description: `Put request on "/x" with body "{...}"` (no body for
+/// `/mmds` or bodiless requests; the CPU template only at Debug level).
+fn describe(method: &Method, path: &str, body: Option<&[u8]>) -> String {
+    let method = match *method {
+        Method::GET => "Get",
+        Method::PUT => "Put",
+        Method::PATCH => "Patch",
+        Method::DELETE => "Delete",
+        ref other => other.as_str(),
+    };
+    match body {
+        Some(_) if path == "/cpu-config" && !tracing::enabled!(tracing::Level::DEBUG) => format!(
+            "{method} request on {path:?}. To view the CPU template received by the API, configure log-level to DEBUG"
+        ),
+        Some(body) if path != "/mmds" => {
+            let body = std::str::from_utf8(body).unwrap_or("inconvertible to UTF-8");
+            format!("{method} request on {path:?} with body {body:?}")
+        }
+        _ => format!("{method} request on {path:?}"),
+    }
 }
 
 /// Unknown path, or a method the path does not have.
