@@ -86,7 +86,10 @@ fn test_put_logger_switches_destination_level_and_format() {
         "{received}"
     );
     assert!(
-        fields[3].ends_with(".rs") && fields[4].parse::<u32>().is_ok(),
+        std::path::Path::new(fields[3])
+            .extension()
+            .is_some_and(|e| e == "rs")
+            && fields[4].parse::<u32>().is_ok(),
         "{received}"
     );
     assert!(

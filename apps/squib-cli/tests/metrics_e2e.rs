@@ -17,9 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    Squib, api_request, kvm_or_skip, random_file, repo_root, test_guest, tmp_path, wait_for,
-};
+use common::{Squib, kvm_or_skip, random_file, repo_root, test_guest, tmp_path, wait_for};
 use serde_json::{Value, json};
 
 const SECTORS: usize = 64;

@@ -121,19 +121,22 @@ mod tests {
         let (c, f) = request_counters(&Method::GET, "/").unwrap();
         assert!(std::ptr::eq(
             c,
-            &METRICS.get_api_requests.instance_info_count
+            &raw const METRICS.get_api_requests.instance_info_count
         ));
         assert!(f.is_none());
         let (c, f) = request_counters(&Method::PUT, "/mmds/config").unwrap();
-        assert!(std::ptr::eq(c, &METRICS.put_api_requests.mmds_count));
+        assert!(std::ptr::eq(
+            c,
+            &raw const METRICS.put_api_requests.mmds_count
+        ));
         assert!(std::ptr::eq(
             f.unwrap(),
-            &METRICS.put_api_requests.mmds_fails
+            &raw const METRICS.put_api_requests.mmds_fails
         ));
         let (c, _) = request_counters(&Method::PATCH, "/hotplug/memory").unwrap();
         assert!(std::ptr::eq(
             c,
-            &METRICS.patch_api_requests.hotplug_memory_count
+            &raw const METRICS.patch_api_requests.hotplug_memory_count
         ));
         assert!(request_counters(&Method::GET, "/vm/config").is_none());
         assert!(request_counters(&Method::PUT, "/snapshot/create").is_none());

@@ -167,22 +167,21 @@ async fn precheck(request: Request, next: Next) -> Response {
         Method::DELETE if has_body => Some("Empty Delete request."),
         _ => None,
     };
-    let mut response = match rule {
-        Some(msg) => ApiError::BadRequest(msg.to_owned()).into_response(),
-        None => {
-            let counters = crate::metrics::request_counters(&method, &path);
-            if let Some((count, _)) = counters {
-                count.inc();
-            }
-            let (response, dispatched) = crate::metrics::track_dispatch(next.run(request)).await;
-            if !dispatched
-                && response.status().is_client_error()
-                && let Some((_, Some(fails))) = counters
-            {
-                fails.inc();
-            }
-            response
+    let mut response = if let Some(msg) = rule {
+        ApiError::BadRequest(msg.to_owned()).into_response()
+    } else {
+        let counters = crate::metrics::request_counters(&method, &path);
+        if let Some((count, _)) = counters {
+            count.inc();
         }
+        let (response, dispatched) = crate::metrics::track_dispatch(next.run(request)).await;
+        if !dispatched
+            && response.status().is_client_error()
+            && let Some((_, Some(fails))) = counters
+        {
+            fails.inc();
+        }
+        response
     };
     response.headers_mut().insert(
         header::SERVER,
