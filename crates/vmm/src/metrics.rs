@@ -218,54 +218,28 @@ impl MetricsWriter {
         self.devices = devices;
     }
 
-    /// Builds the next line (without the newline) and moves every counter's flush mark.
+    /// Serializes the next line (without the newline) into `out` and moves every counter's
+    /// flush mark. Every group streams straight from its atomics; the `block`/`net` aggregates
+    /// are summed from the per-device pending deltas first (Firecracker's `fetch_diff`).
+    pub fn serialize_line(&mut self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mmds = self.mmds_delta();
+        // Aggregates first: they read the pending deltas the per-device entries then consume.
+        let line = Line {
+            w: self,
+            mmds,
+            block: aggregate(&self.devices.blocks),
+            net: aggregate(&self.devices.nets),
+        };
+        serde_json::to_writer(out, &line)
+    }
+
+    /// The next line as a JSON value (see [`serialize_line`](Self::serialize_line)).
     pub fn next_line(&mut self) -> Value {
-        let mut line = Map::new();
-        line.insert(
-            "utc_timestamp_ms".into(),
-            squib_core::metrics::utc_timestamp_ms().into(),
-        );
-        if self.emit_id {
-            line.insert("id".into(), self.instance_id.clone().into());
+        let mut out = Vec::new();
+        if self.serialize_line(&mut out).is_err() {
+            return Value::Null;
         }
-        if !self.properties.is_empty() {
-            line.insert("properties".into(), to_value(&self.properties));
-        }
-        line.insert("api_server".into(), to_value(&METRICS.api_server));
-        line.insert("balloon".into(), to_value(&self.balloon));
-        per_device(&mut line, "block", &self.devices.blocks);
-        line.insert("deprecated_api".into(), to_value(&METRICS.deprecated_api));
-        line.insert(
-            "get_api_requests".into(),
-            to_value(&METRICS.get_api_requests),
-        );
-        line.insert("i8042".into(), group_or_zero(self.devices.i8042.as_ref()));
-        line.insert("uart".into(), group_or_zero(self.devices.uart.as_ref()));
-        line.insert("latencies_us".into(), to_value(&METRICS.latencies_us));
-        line.insert("logger".into(), to_value(&METRICS.logger));
-        line.insert("mmds".into(), self.mmds_delta());
-        per_device(&mut line, "net", &self.devices.nets);
-        line.insert(
-            "patch_api_requests".into(),
-            to_value(&METRICS.patch_api_requests),
-        );
-        line.insert(
-            "put_api_requests".into(),
-            to_value(&METRICS.put_api_requests),
-        );
-        line.insert("seccomp".into(), to_value(&METRICS.seccomp));
-        line.insert("vcpu".into(), to_value(&METRICS.vcpu));
-        line.insert("vmm".into(), to_value(&METRICS.vmm));
-        line.insert("signals".into(), to_value(&METRICS.signals));
-        line.insert("vsock".into(), group_or_zero(self.devices.vsock.as_ref()));
-        line.insert(
-            "entropy".into(),
-            group_or_zero(self.devices.entropy.as_ref()),
-        );
-        line.insert("pmem".into(), to_value(&self.pmem));
-        line.insert("interrupts".into(), to_value(&METRICS.interrupts));
-        line.insert("memory_hotplug".into(), to_value(&self.memory_hotplug));
-        Value::Object(line)
+        serde_json::from_slice(&out).unwrap_or(Value::Null)
     }
 
     /// Writes one line to the sink. `Ok(false)`: no sink configured (nothing written, as
@@ -275,13 +249,11 @@ impl MetricsWriter {
         if self.sink.is_none() {
             return Ok(false);
         }
-        let mut bytes = match serde_json::to_vec(&self.next_line()) {
-            Ok(b) => b,
-            Err(e) => {
-                METRICS.logger.metrics_fails.inc();
-                return Err(format!("Metrics error: {e}"));
-            }
-        };
+        let mut bytes = Vec::with_capacity(8 * 1024);
+        if let Err(e) = self.serialize_line(&mut bytes) {
+            METRICS.logger.metrics_fails.inc();
+            return Err(format!("Metrics error: {e}"));
+        }
         bytes.push(b'\n');
         let result = match self.sink.as_mut() {
             Some(sink) => sink.write_all(&bytes),
@@ -324,50 +296,115 @@ fn to_value<T: Serialize + ?Sized>(group: &T) -> Value {
 }
 
 /// A device's group, or the same group at zero when the device does not exist.
-fn group_or_zero<T: Serialize + Default>(group: Option<&Arc<T>>) -> Value {
-    match group {
-        Some(g) => to_value(&**g),
-        None => to_value(&T::default()),
+struct GroupOrZero<'a, T>(Option<&'a Arc<T>>);
+
+impl<T: Serialize + Default> Serialize for GroupOrZero<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(g) => g.serialize(serializer),
+            None => T::default().serialize(serializer),
+        }
     }
 }
 
-/// `<kind>_<id>` for each device, then `<kind>`: the sum of their deltas (Firecracker's
-/// aggregate: latency `min_us`/`max_us` stay 0).
-fn per_device<T: Serialize + Default>(
-    line: &mut Map<String, Value>,
-    kind: &str,
-    devs: &[(String, Arc<T>)],
-) {
-    let mut aggregate = to_value(&T::default());
-    for (id, group) in devs {
-        let value = to_value(&**group);
-        add_into(&mut aggregate, &value);
-        line.insert(format!("{kind}_{id}"), value);
-    }
-    line.insert(kind.to_owned(), aggregate);
+/// A per-device group type that has a Firecracker aggregate (`block`, `net`): the sum of the
+/// devices' pending deltas; latency aggregates contribute their `sum_us` only.
+trait Aggregate: Default + Serialize {
+    /// Every field summed (a unit test checks it is every field of the group).
+    const FIELDS: &'static [&'static str];
+
+    /// `self += other`'s pending deltas (without moving `other`'s flush marks).
+    fn add_pending(&self, other: &Self);
 }
 
-/// `acc += v`, field by field; `min_us`/`max_us` are not summed.
-fn add_into(acc: &mut Value, v: &Value) {
-    match (acc, v) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, av) in a.iter_mut() {
-                if k == "min_us" || k == "max_us" {
-                    continue;
-                }
-                if let Some(bv) = b.get(k) {
-                    add_into(av, bv);
-                }
+macro_rules! impl_aggregate {
+    ($ty:ty; $($counter:ident),*; $($latency:ident),*) => {
+        impl Aggregate for $ty {
+            const FIELDS: &'static [&'static str] =
+                &[$(stringify!($counter),)* $(stringify!($latency),)*];
+
+            fn add_pending(&self, other: &Self) {
+                $(self.$counter.add(other.$counter.fetch_diff());)*
+                $(self.$latency.sum_us.add(other.$latency.sum_us.fetch_diff());)*
             }
         }
-        (a @ Value::Number(_), Value::Number(b)) => {
-            let sum = a
-                .as_u64()
-                .unwrap_or(0)
-                .wrapping_add(b.as_u64().unwrap_or(0));
-            *a = sum.into();
+    };
+}
+
+impl_aggregate!(BlockMetrics;
+    activate_fails, cfg_fails, no_avail_buffer, event_fails, execute_fails, invalid_reqs_count,
+    flush_count, queue_event_count, rate_limiter_event_count, update_count, update_fails,
+    read_bytes, write_bytes, read_count, write_count, rate_limiter_throttled_events,
+    io_engine_throttled_events, remaining_reqs_count;
+    read_agg, write_agg);
+
+impl_aggregate!(NetMetrics;
+    activate_fails, cfg_fails, no_rx_avail_buffer, no_tx_avail_buffer, event_fails,
+    rx_queue_event_count, rx_event_rate_limiter_count, rx_rate_limiter_throttled,
+    rx_tap_event_count, rx_bytes_count, rx_packets_count, rx_fails, rx_count, tap_read_fails,
+    tap_write_fails, tx_bytes_count, tx_malformed_frames, tx_fails, tx_count, tx_packets_count,
+    tx_queue_event_count, tx_rate_limiter_event_count, tx_rate_limiter_throttled,
+    tx_spoofed_mac_count, tx_remaining_reqs_count;
+    tap_write_agg);
+
+/// The aggregate of `devs` (to be serialized before their own groups).
+fn aggregate<T: Aggregate>(devs: &[(String, Arc<T>)]) -> T {
+    let sum = T::default();
+    for (_, group) in devs {
+        sum.add_pending(group);
+    }
+    sum
+}
+
+/// One metrics line, serialized in Firecracker's order (see the module docs).
+struct Line<'a> {
+    w: &'a MetricsWriter,
+    mmds: Value,
+    block: BlockMetrics,
+    net: NetMetrics,
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (w, m) = (self.w, &METRICS);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("utc_timestamp_ms", &squib_core::metrics::utc_timestamp_ms())?;
+        if w.emit_id {
+            map.serialize_entry("id", &w.instance_id)?;
         }
-        _ => {}
+        if !w.properties.is_empty() {
+            map.serialize_entry("properties", &w.properties)?;
+        }
+        map.serialize_entry("api_server", &m.api_server)?;
+        map.serialize_entry("balloon", &w.balloon)?;
+        for (id, group) in &w.devices.blocks {
+            map.serialize_entry(&format_args!("block_{id}"), &**group)?;
+        }
+        map.serialize_entry("block", &self.block)?;
+        map.serialize_entry("deprecated_api", &m.deprecated_api)?;
+        map.serialize_entry("get_api_requests", &m.get_api_requests)?;
+        map.serialize_entry("i8042", &GroupOrZero(w.devices.i8042.as_ref()))?;
+        map.serialize_entry("uart", &GroupOrZero(w.devices.uart.as_ref()))?;
+        map.serialize_entry("latencies_us", &m.latencies_us)?;
+        map.serialize_entry("logger", &m.logger)?;
+        map.serialize_entry("mmds", &self.mmds)?;
+        for (id, group) in &w.devices.nets {
+            map.serialize_entry(&format_args!("net_{id}"), &**group)?;
+        }
+        map.serialize_entry("net", &self.net)?;
+        map.serialize_entry("patch_api_requests", &m.patch_api_requests)?;
+        map.serialize_entry("put_api_requests", &m.put_api_requests)?;
+        map.serialize_entry("seccomp", &m.seccomp)?;
+        map.serialize_entry("vcpu", &m.vcpu)?;
+        map.serialize_entry("vmm", &m.vmm)?;
+        map.serialize_entry("signals", &m.signals)?;
+        map.serialize_entry("vsock", &GroupOrZero(w.devices.vsock.as_ref()))?;
+        map.serialize_entry("entropy", &GroupOrZero(w.devices.entropy.as_ref()))?;
+        map.serialize_entry("pmem", &w.pmem)?;
+        map.serialize_entry("interrupts", &m.interrupts)?;
+        map.serialize_entry("memory_hotplug", &w.memory_hotplug)?;
+        map.end()
     }
 }
 

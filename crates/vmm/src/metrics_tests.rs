@@ -132,6 +132,23 @@ fn test_line_has_firecracker_groups_in_order_with_per_device_and_aggregates() {
     assert_eq!(a.read_bytes.count(), 512, "totals are untouched");
 }
 
+fn aggregates_every_field<T: Aggregate>() {
+    let Value::Object(fields) = to_value(&T::default()) else {
+        panic!("a group is an object");
+    };
+    let mut expected: Vec<&str> = fields.keys().map(String::as_str).collect();
+    let mut summed = T::FIELDS.to_vec();
+    expected.sort_unstable();
+    summed.sort_unstable();
+    assert_eq!(summed, expected, "a field is missing from impl_aggregate!");
+}
+
+#[test]
+fn test_aggregates_sum_every_field_of_their_group() {
+    aggregates_every_field::<BlockMetrics>();
+    aggregates_every_field::<NetMetrics>();
+}
+
 #[test]
 fn test_emit_id_and_properties_follow_the_timestamp() {
     let p = tmp("id");
@@ -256,14 +273,22 @@ fn flush_cost() {
             mmds: Some(Arc::new(MmdsMetrics::default())),
             ..DeviceGroups::default()
         });
-        let rounds = 2000;
-        let start = std::time::Instant::now();
-        for _ in 0..rounds {
-            w.write().unwrap();
-        }
-        let per = start.elapsed() / rounds;
-        let bytes = std::fs::metadata(&p).unwrap().len() / u64::from(rounds);
-        println!("flush cost: {n:>2} block + {n:>2} net devices: {per:?} per line, {bytes} bytes");
+        // The host is shared: report the best and the median of 40 batches of 50 lines.
+        let mut batches: Vec<Duration> = (0..40)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..50 {
+                    w.write().unwrap();
+                }
+                start.elapsed() / 50
+            })
+            .collect();
+        batches.sort_unstable();
+        let bytes = std::fs::metadata(&p).unwrap().len() / 2000;
+        println!(
+            "flush cost: {n:>2} block + {n:>2} net devices: best {:?}, median {:?} per line, {bytes} bytes",
+            batches[0], batches[20]
+        );
         std::fs::remove_file(&p).unwrap();
     }
 }
