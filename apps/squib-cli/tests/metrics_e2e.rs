@@ -299,6 +299,13 @@ fn test_metrics_counters_move_with_the_guest_and_reset_after_each_flush() {
         assert_eq!(vm.api("GET", "/", None).0, 200);
     }
     assert_eq!(vm.api("PATCH", "/vm", Some(r#"{"state":"Paused"}"#)).0, 204);
+    let (state, mem) = (tmp_path("count.state"), tmp_path("count.mem"));
+    put(
+        &socket,
+        "/snapshot/create",
+        &json!({"snapshot_path": state, "mem_file_path": mem}),
+    );
+    let _ = (std::fs::remove_file(&state), std::fs::remove_file(&mem));
     assert_eq!(
         vm.api("PATCH", "/vm", Some(r#"{"state":"Resumed"}"#)).0,
         204
@@ -333,6 +340,17 @@ fn test_metrics_counters_move_with_the_guest_and_reset_after_each_flush() {
     assert_eq!(last["get_api_requests"]["instance_info_count"], 2);
     assert!(last["latencies_us"]["pause_vm"].as_u64().unwrap() > 0);
     assert!(last["latencies_us"]["vmm_resume_vm"].as_u64().unwrap() > 0);
+    let full = last["latencies_us"]["full_create_snapshot"]
+        .as_u64()
+        .unwrap();
+    let vmm_full = last["latencies_us"]["vmm_full_create_snapshot"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        full >= vmm_full && vmm_full > 0,
+        "API {full} us >= VMM {vmm_full} us > 0"
+    );
+    assert_eq!(last["latencies_us"]["diff_create_snapshot"], 0);
     assert!(
         last["api_server"]["process_startup_time_us"]
             .as_u64()

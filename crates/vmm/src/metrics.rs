@@ -23,14 +23,15 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use squib_config::schemas::metrics::MetricsConfig;
+use squib_config::schemas::snapshot::SnapshotType;
 use squib_config::vm_config::METRICS_REINIT;
-use squib_core::metrics::{Counter, LatencyAggregate, METRICS};
+use squib_core::metrics::{Counter, LatencyAggregate, METRICS, StoreMetric};
 use squib_devices::legacy::i8042::metrics::I8042Metrics;
 use squib_devices::legacy::serial::metrics::SerialMetrics;
 use squib_devices::virtio::block::BlockMetrics;
@@ -311,6 +312,7 @@ impl<T: Serialize + Default> Serialize for GroupOrZero<'_, T> {
 /// devices' pending deltas; latency aggregates contribute their `sum_us` only.
 trait Aggregate: Default + Serialize {
     /// Every field summed (a unit test checks it is every field of the group).
+    #[cfg(test)]
     const FIELDS: &'static [&'static str];
 
     /// `self += other`'s pending deltas (without moving `other`'s flush marks).
@@ -320,6 +322,7 @@ trait Aggregate: Default + Serialize {
 macro_rules! impl_aggregate {
     ($ty:ty; $($counter:ident),*; $($latency:ident),*) => {
         impl Aggregate for $ty {
+            #[cfg(test)]
             const FIELDS: &'static [&'static str] =
                 &[$(stringify!($counter),)* $(stringify!($latency),)*];
 
@@ -405,6 +408,23 @@ impl Serialize for Line<'_> {
         map.serialize_entry("interrupts", &m.interrupts)?;
         map.serialize_entry("memory_hotplug", &w.memory_hotplug)?;
         map.end()
+    }
+}
+
+/// Records the VMM-side duration of an action (`latencies_us.vmm_*`) and logs Firecracker's
+/// `'<label>' VMM action took N us.` line.
+pub fn record_vmm_action(metric: &StoreMetric, label: &str, started: Instant) {
+    let us = squib_core::metrics::elapsed_us(started);
+    metric.store(us);
+    tracing::info!("'{label}' VMM action took {us} us.");
+}
+
+/// The VMM-side latency metric and label of a snapshot creation.
+pub fn snapshot_create_latency(kind: SnapshotType) -> (&'static StoreMetric, &'static str) {
+    let l = &METRICS.latencies_us;
+    match kind {
+        SnapshotType::Full => (&l.vmm_full_create_snapshot, "create full snapshot"),
+        SnapshotType::Diff => (&l.vmm_diff_create_snapshot, "create diff snapshot"),
     }
 }
 

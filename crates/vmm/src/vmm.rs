@@ -213,11 +213,6 @@ impl Vmm {
         Ok(())
     }
 
-    /// The metrics writer (for embedders and tests).
-    pub fn metrics(&self) -> &SharedMetricsWriter {
-        &self.metrics
-    }
-
     /// Hands the microVM's device metric groups to the metrics writer.
     fn collect_device_metrics(&self) {
         if let Some(vm) = self.microvm.as_ref() {
@@ -476,23 +471,8 @@ impl Vmm {
         };
         match crate::snapshot::create(vm, params, self.mmds.save()) {
             Ok(()) => {
-                let (metric, label) = match params.snapshot_type {
-                    squib_config::schemas::snapshot::SnapshotType::Full => (
-                        &squib_core::metrics::METRICS
-                            .latencies_us
-                            .vmm_full_create_snapshot,
-                        "create full snapshot",
-                    ),
-                    squib_config::schemas::snapshot::SnapshotType::Diff => (
-                        &squib_core::metrics::METRICS
-                            .latencies_us
-                            .vmm_diff_create_snapshot,
-                        "create diff snapshot",
-                    ),
-                };
-                let us = squib_core::metrics::elapsed_us(started);
-                metric.store(us);
-                tracing::info!("'{label}' VMM action took {us} us.");
+                let (metric, label) = crate::metrics::snapshot_create_latency(params.snapshot_type);
+                crate::metrics::record_vmm_action(metric, label, started);
                 ApiResponse::NoContent
             }
             Err(e) => ApiResponse::bad_request(format!("Create snapshot error: {e}")),
@@ -564,12 +544,8 @@ impl Vmm {
             self.set_phase(LifecyclePhase::Running);
         }
         self.collect_device_metrics();
-        let us = squib_core::metrics::elapsed_us(started);
-        squib_core::metrics::METRICS
-            .latencies_us
-            .vmm_load_snapshot
-            .store(us);
-        tracing::debug!("'load snapshot' VMM action took {us} us.");
+        let metric = &squib_core::metrics::METRICS.latencies_us.vmm_load_snapshot;
+        crate::metrics::record_vmm_action(metric, "load snapshot", started);
         ApiResponse::NoContent
     }
 
@@ -628,9 +604,7 @@ impl Vmm {
         });
         if resp.is_success() {
             self.set_phase(phase);
-            let us = squib_core::metrics::elapsed_us(started);
-            metric.store(us);
-            tracing::info!("'{label}' VMM action took {us} us.");
+            crate::metrics::record_vmm_action(metric, label, started);
         }
         resp
     }
