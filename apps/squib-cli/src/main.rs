@@ -63,6 +63,24 @@ impl MainError {
     }
 }
 
+/// Firecracker's fatal-signal handlers and panic hook: record the `signals`/`vmm` metric, log,
+/// write a last metrics line (best effort), then exit with the signal's code (or abort).
+fn install_last_words() {
+    fn on_fatal_signal(signo: i32, code: i32) {
+        tracing::error!("Shutting down VM after intercepting signal {signo}, code {code}.");
+        squib::flush_metrics_best_effort();
+    }
+    if let Err(e) = squib_sys::signals::install(on_fatal_signal) {
+        tracing::warn!("Cannot install the signal handlers: {e}");
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        squib_core::metrics::METRICS.vmm.panic_count.store(1);
+        squib::flush_metrics_best_effort();
+        default_hook(info);
+    }));
+}
+
 fn real_main() -> Result<ExitCode, MainError> {
     let args = Args::parse(std::env::args().skip(1))?;
     if args.flag("help") {
@@ -116,6 +134,8 @@ fn real_main() -> Result<ExitCode, MainError> {
         },
         sink,
     );
+
+    install_last_words();
 
     // Knobs this build cannot honour are refused, never silently ignored.
     for (flag, why) in [

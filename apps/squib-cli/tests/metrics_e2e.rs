@@ -570,3 +570,68 @@ fn test_periodic_line_is_written_at_boot_and_time_stamped() {
     assert_eq!(line["properties"]["team"], "squib");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+fn kill(vm: &Squib, signal: &str) {
+    let pid = vm.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn test_signals_are_counted_and_fatal_ones_exit_with_firecrackers_codes() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let socket = tmp_path("sig.sock");
+    let metrics = tmp_path("sig.ndjson");
+    let serial = tmp_path("sig.serial");
+    let mut vm = Squib::spawn(
+        &["--metrics-path", metrics.to_str().unwrap()],
+        Some(&socket),
+    );
+    put(&socket, "/serial", &json!({"serial_out_path": serial}));
+    put(
+        &socket,
+        "/boot-source",
+        &json!({"kernel_image_path": test_guest(),
+                "boot_args": "console=ttyS0 reboot=k panic=1 squibtest=hello squibtest.hold=1"}),
+    );
+    put(
+        &socket,
+        "/actions",
+        &json!({"action_type": "InstanceStart"}),
+    );
+    kill(&vm, "-PIPE");
+    put(&socket, "/actions", &json!({"action_type": "FlushMetrics"}));
+    let lines = metrics_lines(&metrics);
+    assert_eq!(
+        lines.last().unwrap()["signals"]["sigpipe"],
+        1,
+        "counted, not fatal"
+    );
+    kill(&vm, "-BUS");
+    assert_eq!(
+        vm.wait(Duration::from_secs(10)),
+        Some(149),
+        "{}",
+        vm.output()
+    );
+    let lines = metrics_lines(&metrics);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        last["signals"]["sigbus"], 1,
+        "the last line is written before exiting"
+    );
+    assert_eq!(last["signals"]["sigpipe"], 0);
+    assert!(
+        vm.output()
+            .contains("Shutting down VM after intercepting signal 7, code 0."),
+        "{}",
+        vm.output()
+    );
+}

@@ -39,6 +39,7 @@ pub use squib_config::schemas::logger::{LogLevel, LoggerConfig};
 use squib_config::{action::ApiAction, schemas::metrics::MetricsConfig};
 use squib_core::{FIRECRACKER_API_VERSION, LifecyclePhase};
 use squib_hv::Hypervisor;
+pub use squib_vmm::metrics::flush_best_effort as flush_metrics_best_effort;
 pub use squib_vmm::{BootProtocolChoice, ExitCode, LoggerControl, VmmOptions};
 use squib_vmm::{Vmm, VmmObserver, VmmRequest};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};

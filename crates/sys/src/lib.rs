@@ -20,6 +20,7 @@
 //! - [`tap`] (Linux): [`tap::Tap`], a TAP interface opened the way Firecracker opens it
 //!   (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, non-blocking), with the vnet-header-size and offload
 //!   ioctls and frame read/write helpers, for virtio-net.
+//! - [`signals`]: Firecracker's fatal-signal handlers (metrics, exit codes) and SIGPIPE counting.
 //! - [`sink`]: the log/metrics sink opener (file or FIFO, non-blocking, appending).
 //! - [`netns`] (Linux): private network namespaces, `IFF_UP`, and raw `AF_PACKET` sockets, for
 //!   tests of network devices.
@@ -33,6 +34,7 @@ pub mod io_uring;
 pub mod jail;
 #[cfg(target_os = "linux")]
 pub mod netns;
+pub mod signals;
 pub mod sink;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
@@ -186,9 +186,12 @@ impl MetricsWriter {
         }
     }
 
-    /// A shared writer.
+    /// A shared writer. The first one created in the process is also the one
+    /// [`flush_best_effort`] writes through (fatal signals, panics).
     pub fn shared(instance_id: &str) -> SharedMetricsWriter {
-        Arc::new(Mutex::new(Self::new(instance_id)))
+        let writer = Arc::new(Mutex::new(Self::new(instance_id)));
+        let _ = LAST_WORD.set(Arc::clone(&writer));
+        writer
     }
 
     /// Whether a sink is configured.
@@ -425,6 +428,19 @@ pub fn snapshot_create_latency(kind: SnapshotType) -> (&'static StoreMetric, &'s
     match kind {
         SnapshotType::Full => (&l.vmm_full_create_snapshot, "create full snapshot"),
         SnapshotType::Diff => (&l.vmm_diff_create_snapshot, "create diff snapshot"),
+    }
+}
+
+/// The writer of the process's (first) VMM, for [`flush_best_effort`].
+static LAST_WORD: OnceLock<SharedMetricsWriter> = OnceLock::new();
+
+/// Writes one metrics line if the writer is free, without blocking: the last word of a process
+/// that is about to die (a fatal signal, a panic), as Firecracker writes its metrics then.
+pub fn flush_best_effort() {
+    if let Some(writer) = LAST_WORD.get()
+        && let Ok(mut w) = writer.try_lock()
+    {
+        let _ = w.write();
     }
 }
 
