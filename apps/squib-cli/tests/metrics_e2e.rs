@@ -635,3 +635,63 @@ fn test_signals_are_counted_and_fatal_ones_exit_with_firecrackers_codes() {
         vm.output()
     );
 }
+
+/// Reads one HTTP response (head + Content-Length body) and returns its status line.
+fn read_response(s: &mut std::os::unix::net::UnixStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).expect("read"), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |n| n.trim().parse::<usize>().expect("length"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("body");
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn test_boot_line_is_written_before_the_next_request_is_served() {
+    use std::io::Write;
+    if !kvm_or_skip() {
+        return;
+    }
+    let socket = tmp_path("order.sock");
+    let metrics = tmp_path("order.ndjson");
+    let serial = tmp_path("order.serial");
+    let _vm = Squib::spawn(
+        &["--metrics-path", metrics.to_str().unwrap()],
+        Some(&socket),
+    );
+    put(&socket, "/serial", &json!({"serial_out_path": serial}));
+    put(
+        &socket,
+        "/boot-source",
+        &json!({"kernel_image_path": test_guest(),
+                "boot_args": "console=ttyS0 reboot=k panic=1 squibtest=hello squibtest.hold=1"}),
+    );
+    // InstanceStart and FlushMetrics pipelined: the flush is served right after the start.
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let req = |body: &str| {
+        format!(
+            "PUT /actions HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let both =
+        req(r#"{"action_type":"InstanceStart"}"#) + &req(r#"{"action_type":"FlushMetrics"}"#);
+    s.write_all(both.as_bytes()).unwrap();
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 204"));
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 204"));
+    assert_eq!(
+        metrics_lines(&metrics).len(),
+        2,
+        "the boot line precedes the flush line"
+    );
+}

@@ -658,6 +658,13 @@ impl Vmm {
                             }
                             return self.finish(code);
                         }
+                        if exited.is_none() && self.microvm.is_some() {
+                            // A microVM was just built: wire it (and write the first metrics
+                            // line) before the next request, as Firecracker; the wake-up
+                            // brings the loop back for the requests still queued.
+                            let _ = wake.write(1);
+                            break;
+                        }
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
