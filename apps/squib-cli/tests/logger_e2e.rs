@@ -41,6 +41,19 @@ fn test_put_logger_switches_destination_level_and_format() {
     let socket = tmp_path("log.sock");
     let (first, second) = (tmp_path("first.log"), tmp_path("second.log"));
     let vm = Squib::spawn(&["--log-path", first.to_str().unwrap()], Some(&socket));
+    // The socket accepts (into the backlog) right after bind; the lines follow at once.
+    let started = wait_for(Duration::from_secs(10), || {
+        read(&first).contains("] API server started.").then_some(())
+    });
+    assert!(started.is_some(), "{}", read(&first));
+    let startup = read(&first);
+    for line in [
+        "] Running Firecracker v1.17.0-dev".to_owned(),
+        format!("] Listening on API socket ({socket:?})."),
+        "] API server started.".to_owned(),
+    ] {
+        assert!(startup.contains(&line), "{line}: {startup}");
+    }
     assert_eq!(vm.api("GET", "/", None).0, 200);
     assert!(
         read(&first).contains("] The API server received a Get request on \"/\"."),

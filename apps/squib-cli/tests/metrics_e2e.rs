@@ -120,7 +120,7 @@ fn put(socket: &Path, path: &str, body: &Value) {
 
 /// The key-set configuration (the script's): drive `rootfs`, entropy, `counter`, booted, then
 /// one FlushMetrics. Returns the last metrics line.
-fn keyset_flow(socket: &Path, metrics: &Path) -> Value {
+fn keyset_flow(socket: &Path, metrics: &Path, tap: Option<&str>) -> Value {
     let disk = tmp_path("keyset.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).expect("disk");
     put(
@@ -141,6 +141,23 @@ fn keyset_flow(socket: &Path, metrics: &Path) -> Value {
                 "is_read_only": true}),
     );
     put(socket, "/entropy", &json!({}));
+    if let Some(tap) = tap {
+        put(
+            socket,
+            "/network-interfaces/eth0",
+            &json!({"iface_id": "eth0", "host_dev_name": tap}),
+        );
+        put(
+            socket,
+            "/vsock",
+            &json!({"guest_cid": 3, "uds_path": tmp_path("keys.vsock")}),
+        );
+        put(
+            socket,
+            "/mmds/config",
+            &json!({"network_interfaces": ["eth0"], "version": "V2"}),
+        );
+    }
     put(socket, "/actions", &json!({"action_type": "InstanceStart"}));
     put(socket, "/actions", &json!({"action_type": "FlushMetrics"}));
     let lines = metrics_lines(metrics);
@@ -148,7 +165,7 @@ fn keyset_flow(socket: &Path, metrics: &Path) -> Value {
     lines[1].clone()
 }
 
-fn squib_keyset_line() -> Value {
+fn squib_keyset_line(tap: Option<&str>) -> Value {
     let socket = tmp_path("keys.sock");
     let metrics = tmp_path("keys.ndjson");
     let serial = tmp_path("keys.serial");
@@ -157,7 +174,7 @@ fn squib_keyset_line() -> Value {
         Some(&socket),
     );
     put(&socket, "/serial", &json!({"serial_out_path": serial}));
-    let line = keyset_flow(&socket, &metrics);
+    let line = keyset_flow(&socket, &metrics, tap);
     drop(vm);
     line
 }
@@ -167,7 +184,7 @@ fn test_metrics_line_has_exactly_firecrackers_checked_in_keys() {
     if !kvm_or_skip() {
         return;
     }
-    let line = squib_keyset_line();
+    let line = squib_keyset_line(None);
     let ours = flatten(&line);
     let theirs = checked_in_keys();
     assert_eq!(theirs.len(), 263, "the checked-in list");
@@ -203,18 +220,12 @@ impl Drop for Firecracker {
     }
 }
 
-#[test]
-fn test_metrics_keys_match_live_firecracker_on_the_same_guest() {
-    if !kvm_or_skip() {
-        return;
-    }
-    let Some(fc) = reference_firecracker() else {
-        return;
-    };
+/// The reference Firecracker's last line for the key-set flow.
+fn firecracker_keyset_line(fc: &Path, tap: Option<&str>) -> Value {
     let socket = tmp_path("fc.sock");
     let metrics = tmp_path("fc.ndjson");
     let serial = tmp_path("fc.serial");
-    let child = Command::new(&fc)
+    let child = Command::new(fc)
         .args(["--no-seccomp", "--api-sock"])
         .arg(&socket)
         .arg("--metrics-path")
@@ -229,18 +240,78 @@ fn test_metrics_keys_match_live_firecracker_on_the_same_guest() {
         "Firecracker's API socket never came up"
     );
     put(&socket, "/serial", &json!({"serial_out_path": serial}));
-    let theirs = flatten(&keyset_flow(&socket, &metrics));
+    keyset_flow(&socket, &metrics, tap)
+}
+
+#[test]
+fn test_metrics_keys_match_live_firecracker_on_the_same_guest() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(fc) = reference_firecracker() else {
+        return;
+    };
+    let theirs = flatten(&firecracker_keyset_line(&fc, None));
     assert_eq!(
         theirs,
         checked_in_keys(),
         "the checked-in list is Firecracker's current set"
     );
-    let ours = flatten(&squib_keyset_line());
+    let ours = flatten(&squib_keyset_line(None));
     assert_eq!(
         ours, theirs,
         "squib's keys (and order) = the live Firecracker's"
     );
     println!("live Firecracker key set: {} keys, identical", theirs.len());
+}
+
+/// A host tap interface (`ip tuntap`), deleted on drop.
+struct HostTap(String);
+
+impl HostTap {
+    fn create(name: String) -> Option<Self> {
+        let ok = Command::new("ip")
+            .args(["tuntap", "add", "dev", &name, "mode", "tap"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(name))
+    }
+}
+
+impl Drop for HostTap {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn test_metrics_keys_with_net_vsock_mmds_match_live_firecracker() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(fc) = reference_firecracker() else {
+        return;
+    };
+    let tag = std::process::id() % 100_000;
+    let (Some(a), Some(b)) = (
+        HostTap::create(format!("sqm{tag}a")),
+        HostTap::create(format!("sqm{tag}b")),
+    ) else {
+        println!("SKIPPED: cannot create tap interfaces (needs root and `ip`)");
+        return;
+    };
+    let theirs = flatten(&firecracker_keyset_line(&fc, Some(&a.0)));
+    let ours = flatten(&squib_keyset_line(Some(&b.0)));
+    assert!(
+        theirs.iter().any(|k| k.starts_with("net_eth0.")),
+        "{theirs:?}"
+    );
+    assert_eq!(ours, theirs, "with net_<id>, vsock and MMDS in use");
+    println!(
+        "live Firecracker key set with net/vsock/MMDS: {} keys, identical",
+        theirs.len()
+    );
 }
 
 #[test]

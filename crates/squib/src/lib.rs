@@ -210,7 +210,10 @@ fn api_thread_main(
 
         let listener = match &opts.api_sock {
             Some(path) => match bind_listener(path).await {
-                Ok(l) => Some(l),
+                Ok(l) => {
+                    tracing::info!("Listening on API socket ({path:?}).");
+                    Some(l)
+                }
                 Err(e) => {
                     tracing::error!("{e}");
                     return shutdown(req_tx, wake, fatal, ExitCode::GenericError);
