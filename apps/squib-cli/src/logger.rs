@@ -3,16 +3,19 @@
 //! `--log-path` (file or FIFO), filtered by `--level` and `--module`.
 //!
 //! The settings and the destination can change at runtime (`PUT /logger`, through
-//! [`LoggerHandle`], which the VMM holds as its [`squib::LoggerControl`]): the layer reads them
-//! on every event (a read lock, uncontended) and decides per event whether it is enabled, so no
-//! callsite interest is cached. A line that cannot be written is counted in the
-//! `logger.missed_log_count` metric.
+//! [`LoggerHandle`], which the VMM holds as its [`squib::LoggerControl`]): the layer decides per
+//! event whether it is enabled (the level from an atomic, the rarely used module filter under a
+//! read lock), so no callsite interest is cached. A line that cannot be written is counted in
+//! the `logger.missed_log_count` metric.
 
 use std::{
     fmt,
     io::Write,
     path::Path,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -75,6 +78,42 @@ pub fn open_log_file(path: &Path) -> std::io::Result<std::fs::File> {
 struct Shared {
     settings: RwLock<LogSettings>,
     sink: Mutex<Box<dyn Write + Send>>,
+    /// `settings.level` as a number (0 = off … 5 = trace) and whether a module filter is set:
+    /// the per-event check reads these atomics, not the lock.
+    level: AtomicU8,
+    filtered: AtomicBool,
+}
+
+impl Shared {
+    fn new(settings: LogSettings, sink: Box<dyn Write + Send>) -> Self {
+        let me = Self {
+            level: AtomicU8::new(0),
+            filtered: AtomicBool::new(false),
+            settings: RwLock::new(settings),
+            sink: Mutex::new(sink),
+        };
+        me.publish();
+        me
+    }
+
+    /// Mirrors the settings into the atomics.
+    fn publish(&self) {
+        let s = self.settings.read().unwrap_or_else(PoisonError::into_inner);
+        self.level.store(level_rank(s.level), Ordering::Relaxed);
+        self.filtered.store(s.module.is_some(), Ordering::Relaxed);
+    }
+}
+
+/// 0 = off, 1 = error … 5 = trace.
+fn level_rank(level: LevelFilter) -> u8 {
+    match level.into_level() {
+        None => 0,
+        Some(Level::ERROR) => 1,
+        Some(Level::WARN) => 2,
+        Some(Level::INFO) => 3,
+        Some(Level::DEBUG) => 4,
+        Some(Level::TRACE) => 5,
+    }
 }
 
 /// The handle `PUT /logger` reconfigures the installed logger through.
@@ -113,6 +152,7 @@ impl squib::LoggerControl for LoggerHandle {
                 s.module = Some(m.clone());
             }
         }
+        self.0.publish();
         if let Some(file) = file {
             *self.0.sink.lock().unwrap_or_else(PoisonError::into_inner) = Box::new(file);
         }
@@ -152,9 +192,14 @@ impl<S: Subscriber> Layer<S> for FirecrackerLayer {
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        let s = self.settings();
-        *meta.level() <= s.level
-            && s.module
+        let rank = level_rank(LevelFilter::from_level(*meta.level()));
+        if rank > self.0.level.load(Ordering::Relaxed) {
+            return false;
+        }
+        !self.0.filtered.load(Ordering::Relaxed)
+            || self
+                .settings()
+                .module
                 .as_deref()
                 .is_none_or(|m| meta.target().starts_with(m))
     }
@@ -241,10 +286,7 @@ fn timestamp() -> String {
 
 /// Install the global subscriber; the handle reconfigures it.
 pub fn init(settings: LogSettings, sink: Box<dyn Write + Send>) -> LoggerHandle {
-    let shared = Arc::new(Shared {
-        settings: RwLock::new(settings),
-        sink: Mutex::new(sink),
-    });
+    let shared = Arc::new(Shared::new(settings, sink));
     let _ = tracing_subscriber::registry()
         .with(FirecrackerLayer(Arc::clone(&shared)))
         .try_init();
@@ -285,10 +327,7 @@ mod tests {
 
     #[test]
     fn test_update_merges_like_firecracker_and_switches_the_sink() {
-        let shared = Arc::new(Shared {
-            settings: RwLock::new(settings()),
-            sink: Mutex::new(Box::new(std::io::sink())),
-        });
+        let shared = Arc::new(Shared::new(settings(), Box::new(std::io::sink())));
         let handle = LoggerHandle(Arc::clone(&shared));
         let path = std::env::temp_dir().join(format!("squib-logger-{}", std::process::id()));
         let mut cfg = LoggerConfig::default();
@@ -302,6 +341,12 @@ mod tests {
             assert!(s.show_level, "absent show_level: unchanged");
             assert_eq!(s.module.as_deref(), Some("squib"));
         }
+        assert_eq!(
+            shared.level.load(Ordering::Relaxed),
+            4,
+            "published to the atomic"
+        );
+        assert!(shared.filtered.load(Ordering::Relaxed));
         handle.update(&LoggerConfig::default()).unwrap();
         assert_eq!(
             shared.settings.read().unwrap().level,
