@@ -82,5 +82,8 @@ NORETURN void kmain(void)
 	}
 
 	kprintf("SQUIBTEST END %s\n", name_buf);
+	/* squibtest.hold=1: stay alive (halted) so the host can inspect the VMM afterwards. */
+	if (cmdline_get_u64(g_boot.cmdline, "squibtest.hold", 0))
+		halt_forever();
 	machine_reset();
 }

@@ -1,15 +1,29 @@
 //! Firecracker-shaped log lines through `tracing`:
 //! `<RFC 3339 UTC, ns> [<id>:<thread>[:<LEVEL>][:<file>:<line>]] <message>`, to stdout or to
 //! `--log-path` (file or FIFO), filtered by `--level` and `--module`.
+//!
+//! The settings and the destination can change at runtime (`PUT /logger`, through
+//! [`LoggerHandle`], which the VMM holds as its [`squib::LoggerControl`]): the layer decides per
+//! event whether it is enabled (the level from an atomic, the rarely used module filter under a
+//! read lock), so no callsite interest is cached. A line that cannot be written is counted in
+//! the `logger.missed_log_count` metric.
 
 use std::{
     fmt,
     io::Write,
-    sync::Mutex,
+    path::Path,
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU8, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use tracing::{Event, Level, Subscriber, level_filters::LevelFilter};
+use squib::{LogLevel, LoggerConfig};
+use squib_core::metrics::METRICS;
+use tracing::{
+    Event, Level, Metadata, Subscriber, level_filters::LevelFilter, subscriber::Interest,
+};
 use tracing_subscriber::{
     Layer,
     field::Visit,
@@ -45,10 +59,108 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
     })
 }
 
-struct FirecrackerLayer {
-    settings: LogSettings,
-    sink: Mutex<Box<dyn Write + Send>>,
+fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Off => LevelFilter::OFF,
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warning => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    }
 }
+
+/// Opens a log destination (file or FIFO) as Firecracker does.
+pub fn open_log_file(path: &Path) -> std::io::Result<std::fs::File> {
+    squib_sys::sink::open_sink(path)
+}
+
+struct Shared {
+    settings: RwLock<LogSettings>,
+    sink: Mutex<Box<dyn Write + Send>>,
+    /// `settings.level` as a number (0 = off … 5 = trace) and whether a module filter is set:
+    /// the per-event check reads these atomics, not the lock.
+    level: AtomicU8,
+    filtered: AtomicBool,
+}
+
+impl Shared {
+    fn new(settings: LogSettings, sink: Box<dyn Write + Send>) -> Self {
+        let me = Self {
+            level: AtomicU8::new(0),
+            filtered: AtomicBool::new(false),
+            settings: RwLock::new(settings),
+            sink: Mutex::new(sink),
+        };
+        me.publish();
+        me
+    }
+
+    /// Mirrors the settings into the atomics.
+    fn publish(&self) {
+        let s = self.settings.read().unwrap_or_else(PoisonError::into_inner);
+        self.level.store(level_rank(s.level), Ordering::Relaxed);
+        self.filtered.store(s.module.is_some(), Ordering::Relaxed);
+    }
+}
+
+/// 0 = off, 1 = error … 5 = trace.
+fn level_rank(level: LevelFilter) -> u8 {
+    match level.into_level() {
+        None => 0,
+        Some(Level::ERROR) => 1,
+        Some(Level::WARN) => 2,
+        Some(Level::INFO) => 3,
+        Some(Level::DEBUG) => 4,
+        Some(Level::TRACE) => 5,
+    }
+}
+
+/// The handle `PUT /logger` reconfigures the installed logger through.
+#[derive(Clone)]
+pub struct LoggerHandle(Arc<Shared>);
+
+impl fmt::Debug for LoggerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoggerHandle").finish_non_exhaustive()
+    }
+}
+
+impl squib::LoggerControl for LoggerHandle {
+    /// Firecracker's `Logger::update`: the file is opened first (on failure nothing changes);
+    /// an absent `level` resets it to Info, the other absent fields keep their values.
+    fn update(&self, config: &LoggerConfig) -> std::io::Result<()> {
+        let file = config
+            .log_path
+            .as_deref()
+            .map(|p| open_log_file(Path::new(p)))
+            .transpose()?;
+        {
+            let mut s = self
+                .0
+                .settings
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            s.level = level_filter(config.level);
+            if let Some(v) = config.show_level {
+                s.show_level = v;
+            }
+            if let Some(v) = config.show_log_origin {
+                s.show_origin = v;
+            }
+            if let Some(m) = &config.module {
+                s.module = Some(m.clone());
+            }
+        }
+        self.0.publish();
+        if let Some(file) = file {
+            *self.0.sink.lock().unwrap_or_else(PoisonError::into_inner) = Box::new(file);
+        }
+        Ok(())
+    }
+}
+
+struct FirecrackerLayer(Arc<Shared>);
 
 #[derive(Default)]
 struct Message(String);
@@ -64,45 +176,73 @@ impl Visit for Message {
     }
 }
 
+impl FirecrackerLayer {
+    fn settings(&self) -> std::sync::RwLockReadGuard<'_, LogSettings> {
+        self.0
+            .settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl<S: Subscriber> Layer<S> for FirecrackerLayer {
+    fn register_callsite(&self, _meta: &'static Metadata<'static>) -> Interest {
+        // The settings can change at runtime: decide per event.
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        let rank = level_rank(LevelFilter::from_level(*meta.level()));
+        if rank > self.0.level.load(Ordering::Relaxed) {
+            return false;
+        }
+        !self.0.filtered.load(Ordering::Relaxed)
+            || self
+                .settings()
+                .module
+                .as_deref()
+                .is_none_or(|m| meta.target().starts_with(m))
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         use fmt::Write as _;
         let meta = event.metadata();
-        if *meta.level() > self.settings.level {
-            return;
-        }
-        if let Some(m) = &self.settings.module
-            && !meta.target().starts_with(m.as_str())
-        {
-            return;
-        }
         let mut msg = Message::default();
         event.record(&mut msg);
         let thread = std::thread::current();
-        let mut line = format!(
-            "{} [{}:{}",
-            timestamp(),
-            self.settings.id,
-            thread.name().unwrap_or("main")
-        );
-        if self.settings.show_level {
-            line.push(':');
-            line.push_str(level_name(*meta.level()));
-        }
-        if self.settings.show_origin {
-            let _ = write!(
-                line,
-                ":{}:{}",
-                meta.file().unwrap_or("?"),
-                meta.line().unwrap_or(0)
+        let line = {
+            let s = self.settings();
+            let mut line = format!(
+                "{} [{}:{}",
+                timestamp(),
+                s.id,
+                thread.name().unwrap_or("main")
             );
-        }
+            if s.show_level {
+                line.push(':');
+                line.push_str(level_name(*meta.level()));
+            }
+            if s.show_origin {
+                let _ = write!(
+                    line,
+                    ":{}:{}",
+                    meta.file().unwrap_or("?"),
+                    meta.line().unwrap_or(0)
+                );
+            }
+            line
+        };
+        let mut line = line;
         line.push_str("] ");
         line.push_str(&msg.0);
         line.push('\n');
-        if let Ok(mut sink) = self.sink.lock() {
-            let _ = sink.write_all(line.as_bytes());
-            let _ = sink.flush();
+        let mut sink = self.0.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        if sink
+            .write_all(line.as_bytes())
+            .and_then(|()| sink.flush())
+            .is_err()
+        {
+            METRICS.logger.missed_log_count.inc();
         }
     }
 }
@@ -144,17 +284,19 @@ fn timestamp() -> String {
     )
 }
 
-/// Install the global subscriber.
-pub fn init(settings: LogSettings, sink: Box<dyn Write + Send>) {
-    let layer = FirecrackerLayer {
-        settings,
-        sink: Mutex::new(sink),
-    };
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+/// Install the global subscriber; the handle reconfigures it.
+pub fn init(settings: LogSettings, sink: Box<dyn Write + Send>) -> LoggerHandle {
+    let shared = Arc::new(Shared::new(settings, sink));
+    let _ = tracing_subscriber::registry()
+        .with(FirecrackerLayer(Arc::clone(&shared)))
+        .try_init();
+    LoggerHandle(shared)
 }
 
 #[cfg(test)]
 mod tests {
+    use squib::LoggerControl;
+
     use super::*;
 
     #[test]
@@ -171,5 +313,57 @@ mod tests {
         assert_eq!(t.len(), "2026-11-23T13:40:00.123456789".len(), "{t}");
         assert_eq!(&t[4..5], "-");
         assert_eq!(&t[10..11], "T");
+    }
+
+    fn settings() -> LogSettings {
+        LogSettings {
+            id: "vm".into(),
+            level: LevelFilter::INFO,
+            show_level: true,
+            show_origin: false,
+            module: None,
+        }
+    }
+
+    #[test]
+    fn test_update_merges_like_firecracker_and_switches_the_sink() {
+        let shared = Arc::new(Shared::new(settings(), Box::new(std::io::sink())));
+        let handle = LoggerHandle(Arc::clone(&shared));
+        let path = std::env::temp_dir().join(format!("squib-logger-{}", std::process::id()));
+        let mut cfg = LoggerConfig::default();
+        cfg.log_path = Some(path.to_string_lossy().into_owned());
+        cfg.level = LogLevel::Debug;
+        cfg.module = Some("squib".into());
+        handle.update(&cfg).unwrap();
+        {
+            let s = shared.settings.read().unwrap();
+            assert_eq!(s.level, LevelFilter::DEBUG);
+            assert!(s.show_level, "absent show_level: unchanged");
+            assert_eq!(s.module.as_deref(), Some("squib"));
+        }
+        assert_eq!(
+            shared.level.load(Ordering::Relaxed),
+            4,
+            "published to the atomic"
+        );
+        assert!(shared.filtered.load(Ordering::Relaxed));
+        handle.update(&LoggerConfig::default()).unwrap();
+        assert_eq!(
+            shared.settings.read().unwrap().level,
+            LevelFilter::INFO,
+            "absent level: Info"
+        );
+        shared.sink.lock().unwrap().write_all(b"x\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "x\n");
+        let mut bad = LoggerConfig::default();
+        bad.log_path = Some("/nonexistent-dir/log".into());
+        bad.level = LogLevel::Error;
+        assert!(handle.update(&bad).is_err());
+        assert_eq!(
+            shared.settings.read().unwrap().level,
+            LevelFilter::INFO,
+            "a failed update changes nothing"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }

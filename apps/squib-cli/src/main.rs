@@ -19,7 +19,7 @@ use std::{
 };
 
 use args::{ArgError, Args};
-use squib::{BootProtocolChoice, ExitCode, SquibOptions, VmmOptions};
+use squib::{BootProtocolChoice, ExitCode, SquibOptions, StartTime, VmmOptions};
 use squib_api::{DEFAULT_MAX_PAYLOAD, MAX_MAX_PAYLOAD, MIN_MAX_PAYLOAD};
 use squib_core::{FIRECRACKER_API_VERSION, InstanceId};
 
@@ -72,6 +72,24 @@ impl MainError {
     }
 }
 
+/// Firecracker's fatal-signal handlers and panic hook: record the `signals`/`vmm` metric, log,
+/// write a last metrics line (best effort), then exit with the signal's code (or abort).
+fn install_last_words() {
+    fn on_fatal_signal(signo: i32, code: i32) {
+        tracing::error!("Shutting down VM after intercepting signal {signo}, code {code}.");
+        squib::flush_metrics_best_effort();
+    }
+    if let Err(e) = squib_sys::signals::install(on_fatal_signal) {
+        tracing::warn!("Cannot install the signal handlers: {e}");
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        squib_core::metrics::METRICS.vmm.panic_count.store(1);
+        squib::flush_metrics_best_effort();
+        default_hook(info);
+    }));
+}
+
 fn real_main() -> Result<ExitCode, MainError> {
     let args = Args::parse(std::env::args().skip(1))?;
     if args.flag("help") {
@@ -107,11 +125,11 @@ fn real_main() -> Result<ExitCode, MainError> {
     };
     let (sink, log_fd): (Box<dyn Write + Send>, _) = match args.value("log-path") {
         Some(p) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(|e| MainError::Startup(format!("Cannot open --log-path {p}: {e}")))?;
+            let file = logger::open_log_file(std::path::Path::new(&p)).map_err(|e| {
+                MainError::Startup(format!(
+                    "Could not initialize logger: Failed to open target file: {e}"
+                ))
+            })?;
             let fd = file.try_clone().ok().map(OwnedFd::from);
             (Box::new(file), fd)
         }
@@ -121,7 +139,7 @@ fn real_main() -> Result<ExitCode, MainError> {
         ),
     };
     let show_level = args.flag("show-level");
-    logger::init(
+    let log_handle = logger::init(
         logger::LogSettings {
             id: id.clone(),
             level,
@@ -132,26 +150,22 @@ fn real_main() -> Result<ExitCode, MainError> {
         sink,
     );
 
+    install_last_words();
+
     // Knobs this build cannot honour are refused, never silently ignored.
-    for (flag, why) in [
-        (
-            "metrics-path",
-            "the metrics sink is not supported by this squib build yet",
-        ),
-        (
-            "enable-pci",
-            "the PCI transport is not supported by squib (virtio-mmio only)",
-        ),
-    ] {
+    for (flag, why) in [(
+        "enable-pci",
+        "the PCI transport is not supported by squib (virtio-mmio only)",
+    )] {
         if args.flag(flag) {
             return Err(MainError::Unsupported(format!("--{flag}: {why}")));
         }
     }
-    for flag in ["start-time-us", "start-time-cpu-us", "parent-cpu-time-us"] {
-        if let Some(v) = args.number::<u64>(flag)? {
-            tracing::info!("--{flag} {v}: recorded for startup accounting (no metrics sink yet)");
-        }
-    }
+    let start_time = StartTime {
+        wall_us: args.number::<u64>("start-time-us")?,
+        cpu_us: args.number::<u64>("start-time-cpu-us")?,
+        parent_cpu_us: args.number::<u64>("parent-cpu-time-us")?,
+    };
 
     let max_payload = args
         .number::<usize>("http-api-max-payload-size")?
@@ -180,9 +194,12 @@ fn real_main() -> Result<ExitCode, MainError> {
         mmds_size_limit: args
             .number::<usize>("mmds-size-limit")?
             .unwrap_or(max_payload),
+        metrics_path: args.value("metrics-path").map(PathBuf::from),
+        start_time,
         vmm: VmmOptions {
             boot_timer: args.flag("boot-timer"),
             boot_protocol,
+            logger: Some(Arc::new(log_handle)),
             ..VmmOptions::default()
         },
     };

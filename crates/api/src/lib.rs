@@ -16,6 +16,8 @@
 //! - [`server`]: the Unix-socket listener, an HTTP/1.1 codec faithful to Firecracker's framing,
 //!   and the [`serve`] entry points.
 //! - [`replay`]: `--config-file` replay through the same validation and dispatch path as HTTP.
+//! - `metrics`: Firecracker's API request counters and API-side latencies, counted by the
+//!   request middleware into `squib_core::metrics::METRICS`.
 //!
 //! Threading: everything here runs on a tokio runtime (a `current_thread` runtime on the API
 //! thread is enough). The VMM consumes [`ActionReceiver`] on its own thread.
@@ -27,6 +29,7 @@ pub mod action;
 pub mod controller;
 pub mod error;
 pub mod handlers;
+mod metrics;
 pub mod replay;
 pub mod schemas;
 pub mod server;

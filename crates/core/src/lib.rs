@@ -10,6 +10,8 @@
 //! - [`profile`]: the host [`CapabilityProfile`], the data through which a hypervisor backend
 //!   tells the API what the platform can do (SMT, Ctrl-Alt-Del, vCPU limits). Platform rules are
 //!   data here, never `cfg` attributes elsewhere.
+//! - [`metrics`]: Firecracker's lock-free metric primitives and the process-wide metric groups
+//!   ([`metrics::METRICS`]) every crate counts into.
 //!
 //! Everything here is plain data with no threads and no I/O.
 
@@ -19,6 +21,7 @@
 pub mod ids;
 pub mod lifecycle;
 pub mod memory;
+pub mod metrics;
 pub mod profile;
 
 pub use ids::{IdError, InstanceId, validate_resource_id};

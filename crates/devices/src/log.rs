@@ -8,7 +8,8 @@
 //!
 //! The policy is a fixed window: at most `burst` lines per `period`; the rest are counted, and
 //! the first line of the next window carries a `suppressed = N` field. The defaults (10 lines
-//! per 5 s) match Firecracker's rate-limited logger.
+//! per 5 s) match Firecracker's rate-limited logger. Every dropped line is also counted in the
+//! `logger.rate_limited_log_count` metric.
 //!
 //! A `RateLimitedLog` is `Sync` (a tiny mutex) so it can also be a `static`.
 
@@ -80,6 +81,10 @@ impl RateLimitedLog {
             Some(std::mem::take(&mut w.suppressed))
         } else {
             w.suppressed = w.suppressed.saturating_add(1);
+            squib_core::metrics::METRICS
+                .logger
+                .rate_limited_log_count
+                .inc();
             None
         }
     }

@@ -11,6 +11,13 @@
 //! writes an `EventFd` the VMM's epoll loop watches; replies travel back through the tokio
 //! oneshot, called from the VMM thread. Lifecycle changes reach the API's read mirror through
 //! [`squib_vmm::VmmObserver`].
+//!
+//! Start-up order: `--metrics-path` is opened first (a failure ends the process, as in
+//! Firecracker); the API socket is bound (`API server started.`), then `--metadata` and
+//! `--config-file` are applied and the microVM booted, and only then does the server accept
+//! connections. A client that connects as soon as the socket exists therefore waits in the
+//! listen backlog and finds the microVM `Running`, as with Firecracker, whose API thread
+//! forwards every request to the VMM thread busy booting.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,10 +35,12 @@ use squib_api::{
     replay::{parse_config_file, replay_config},
     serve_bound,
 };
-use squib_config::action::ApiAction;
+pub use squib_config::schemas::logger::{LogLevel, LoggerConfig};
+use squib_config::{action::ApiAction, schemas::metrics::MetricsConfig};
 use squib_core::{FIRECRACKER_API_VERSION, LifecyclePhase};
 use squib_hv::Hypervisor;
-pub use squib_vmm::{BootProtocolChoice, ExitCode, VmmOptions};
+pub use squib_vmm::metrics::flush_best_effort as flush_metrics_best_effort;
+pub use squib_vmm::{BootProtocolChoice, ExitCode, LoggerControl, VmmOptions};
 use squib_vmm::{Vmm, VmmObserver, VmmRequest};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -53,8 +62,43 @@ pub struct SquibOptions {
     pub max_payload: usize,
     /// `--mmds-size-limit`.
     pub mmds_size_limit: usize,
-    /// VMM options (`--boot-timer`, ...).
+    /// `--metrics-path`.
+    pub metrics_path: Option<PathBuf>,
+    /// `--start-time-us`, `--start-time-cpu-us`, `--parent-cpu-time-us` (from the jailer).
+    pub start_time: StartTime,
+    /// VMM options (`--boot-timer`, the logger, ...).
     pub vmm: VmmOptions,
+}
+
+/// The jailer's start-time flags, reported as `api_server.process_startup_time_us` and
+/// `process_startup_time_cpu_us` once the API server is ready.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartTime {
+    /// `--start-time-us` (`CLOCK_MONOTONIC` µs).
+    pub wall_us: Option<u64>,
+    /// `--start-time-cpu-us` (process CPU µs).
+    pub cpu_us: Option<u64>,
+    /// `--parent-cpu-time-us` (the jailer's CPU µs).
+    pub parent_cpu_us: Option<u64>,
+}
+
+impl StartTime {
+    /// Stores the start-up metrics (Firecracker's `ProcessTimeReporter`).
+    fn report(self) {
+        let api_server = &squib_core::metrics::METRICS.api_server;
+        if let Some(start) = self.wall_us {
+            api_server
+                .process_startup_time_us
+                .store(squib_sys::monotonic_time_us().saturating_sub(start));
+        }
+        if let Some(start) = self.cpu_us {
+            api_server.process_startup_time_cpu_us.store(
+                squib_sys::process_cpu_time_us()
+                    .saturating_sub(start)
+                    .saturating_add(self.parent_cpu_us.unwrap_or(0)),
+            );
+        }
+    }
 }
 
 struct MirrorObserver(Arc<RuntimeApiController>);
@@ -102,6 +146,23 @@ pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
     let (req_tx, req_rx) = channel::<VmmRequest>();
     let fatal: Arc<Mutex<Option<ExitCode>>> = Arc::new(Mutex::new(None));
 
+    let mut vmm_options = opts.vmm.clone();
+    vmm_options.mmds_size_limit = opts.mmds_size_limit;
+    vmm_options.instance_id.clone_from(&opts.id);
+    let mut vmm = Vmm::new(
+        hv,
+        vmm_options,
+        Arc::new(MirrorObserver(Arc::clone(&controller))),
+    );
+    if let Some(path) = &opts.metrics_path {
+        let config = MetricsConfig::from_path(path.to_string_lossy());
+        if let Err(e) = vmm.init_metrics(&config) {
+            let detail = e.strip_prefix("Metrics error: ").unwrap_or(&e);
+            tracing::error!("Could not initialize metrics: {detail}");
+            return ExitCode::GenericError;
+        }
+    }
+
     let api_thread = {
         let controller = Arc::clone(&controller);
         let fatal = Arc::clone(&fatal);
@@ -117,14 +178,6 @@ pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
         return ExitCode::UnexpectedError;
     }
 
-    let mut vmm_options = opts.vmm.clone();
-    vmm_options.mmds_size_limit = opts.mmds_size_limit;
-    vmm_options.instance_id.clone_from(&opts.id);
-    let vmm = Vmm::new(
-        hv,
-        vmm_options,
-        Arc::new(MirrorObserver(Arc::clone(&controller))),
-    );
     let code = vmm.run(&req_rx, &wake);
     fatal.lock().ok().and_then(|f| *f).unwrap_or(code)
 }
@@ -170,7 +223,10 @@ fn api_thread_main(
 
         let listener = match &opts.api_sock {
             Some(path) => match bind_listener(path).await {
-                Ok(l) => Some(l),
+                Ok(l) => {
+                    tracing::info!("Listening on API socket ({path:?}).");
+                    Some(l)
+                }
                 Err(e) => {
                     tracing::error!("{e}");
                     return shutdown(req_tx, wake, fatal, ExitCode::GenericError);
@@ -183,15 +239,18 @@ fn api_thread_main(
             tracing::error!("Failed to set the requested seccomp filters on the API thread: {e}");
             return shutdown(req_tx, wake, fatal, ExitCode::GenericError);
         }
-        let server = listener.map(|l| {
+        if listener.is_some() {
+            opts.start_time.report();
             tracing::info!("API server started.");
-            let serve_opts = api_options(opts);
-            tokio::spawn(serve_bound(l, serve_opts, Arc::clone(controller)))
-        });
-
+        }
+        // The socket exists (clients may connect and wait in the backlog) but connections are
+        // accepted only once the files are applied and the microVM booted: nobody can observe
+        // the configuration half-applied (see the module docs).
         if let Some(code) = boot_from_files(opts, controller).await {
             return shutdown(req_tx, wake, fatal, code);
         }
+        let server = listener
+            .map(|l| tokio::spawn(serve_bound(l, api_options(opts), Arc::clone(controller))));
         match server {
             Some(task) => {
                 if let Ok(Err(e)) = task.await {

@@ -26,6 +26,8 @@
 //! - [`tap`] (Linux): [`tap::Tap`], a TAP interface opened the way Firecracker opens it
 //!   (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, non-blocking), with the vnet-header-size and offload
 //!   ioctls and frame read/write helpers, for virtio-net.
+//! - [`signals`]: Firecracker's fatal-signal handlers (metrics, exit codes) and SIGPIPE counting.
+//! - [`sink`]: the log/metrics sink opener (file or FIFO, non-blocking, appending).
 //! - [`netns`] (Linux): private network namespaces, `IFF_UP`, and raw `AF_PACKET` sockets, for
 //!   tests of network devices.
 //! - [`seccomp`] (Linux): per-thread seccomp-BPF filters (squib's allow-lists, Firecracker's
@@ -46,6 +48,8 @@ pub mod netns;
 pub mod pmem;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
+pub mod signals;
+pub mod sink;
 #[cfg(target_os = "linux")]
 pub mod snapshot_memory;
 #[cfg(target_os = "linux")]

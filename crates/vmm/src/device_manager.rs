@@ -786,6 +786,16 @@ impl DeviceManager {
             .collect()
     }
 
+    /// COM1, once the legacy devices are attached.
+    pub fn serial(&self) -> Option<&Arc<Mutex<SerialDevice>>> {
+        self.serial.as_ref()
+    }
+
+    /// The i8042 controller, once the legacy devices are attached.
+    pub fn i8042(&self) -> Option<&Arc<Mutex<I8042Device>>> {
+        self.i8042.as_ref()
+    }
+
     /// Ids and handles of the virtio devices, in registration order.
     pub fn virtio_devices(&self) -> impl Iterator<Item = (&str, &VirtioHandle)> {
         self.virtio.iter().map(|e| (e.id.as_str(), &e.handle))

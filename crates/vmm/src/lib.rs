@@ -17,6 +17,8 @@
 //! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
+//! - [`metrics`]: the metrics sink, Firecracker's metrics line and the periodic flush;
+//!   [`logger`]: `PUT /logger` through the binary's [`logger::LoggerControl`].
 //!
 //! The hypervisor arrives as an `Arc<dyn squib_hv::Hypervisor>`; nothing here names KVM. Devices
 //! come from `squib-devices`. No tokio: API requests arrive as [`VmmRequest`]s over a std
@@ -33,7 +35,9 @@ pub mod error;
 pub mod exit_code;
 pub mod high_mmio;
 pub mod hotplug;
+pub mod logger;
 pub mod memdev;
+pub mod metrics;
 pub mod mmds;
 pub mod mmio_layout;
 pub mod pmem;
@@ -45,5 +49,6 @@ pub mod vmm;
 
 pub use error::{DeviceError, StartMicrovmError};
 pub use exit_code::ExitCode;
+pub use logger::LoggerControl;
 pub use runtime_status::{RuntimeStatus, StatusSink};
 pub use vmm::{BootProtocolChoice, Vmm, VmmObserver, VmmOptions, VmmRequest};

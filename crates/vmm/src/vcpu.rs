@@ -22,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use squib_core::metrics::METRICS;
 use squib_devices::Bus;
 use squib_hv::{
     SystemEventKind, Vcpu, VcpuExit, VcpuIo, VcpuKicker, VcpuStateBlob, Vm, X86BootState,
@@ -109,7 +110,8 @@ impl ExitSignal {
     }
 }
 
-/// Port-I/O and MMIO dispatch onto the device buses; unclaimed reads see all ones.
+/// Port-I/O and MMIO dispatch onto the device buses; unclaimed reads see all ones. Every exit is
+/// counted, with its handling time, in the `vcpu` metric group (as Firecracker).
 #[derive(Debug, Clone)]
 pub struct BusIo {
     /// Port-I/O bus.
@@ -120,23 +122,35 @@ pub struct BusIo {
 
 impl VcpuIo for BusIo {
     fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+        let vcpu = &METRICS.vcpu;
+        let _t = vcpu.exit_io_in_agg.start();
         if !self.pio.read(u64::from(port), data) {
             data.fill(0xff);
         }
+        vcpu.exit_io_in.inc();
     }
 
     fn pio_write(&mut self, port: u16, data: &[u8]) {
+        let vcpu = &METRICS.vcpu;
+        let _t = vcpu.exit_io_out_agg.start();
         let _ = self.pio.write(u64::from(port), data);
+        vcpu.exit_io_out.inc();
     }
 
     fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
+        let vcpu = &METRICS.vcpu;
+        let _t = vcpu.exit_mmio_read_agg.start();
         if !self.mmio.read(addr, data) {
             data.fill(0xff);
         }
+        vcpu.exit_mmio_read.inc();
     }
 
     fn mmio_write(&mut self, addr: u64, data: &[u8]) {
+        let vcpu = &METRICS.vcpu;
+        let _t = vcpu.exit_mmio_write_agg.start();
         let _ = self.mmio.write(addr, data);
+        vcpu.exit_mmio_write.inc();
     }
 }
 
@@ -400,6 +414,7 @@ fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitS
                 return Next::Stop;
             }
             Ok(VcpuExit::InternalError(e)) => {
+                METRICS.vcpu.failures.inc();
                 tracing::error!(
                     "Received KVM_EXIT_INTERNAL_ERROR signal on vCPU {index}: {:?} suberror {} rip {:x?} insn {:02x?}",
                     e.kind,
@@ -414,6 +429,7 @@ fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitS
                 hardware_reason,
                 cpu,
             }) => {
+                METRICS.vcpu.failures.inc();
                 tracing::error!(
                     "vCPU {index}: KVM_EXIT_FAIL_ENTRY reason {hardware_reason:#x} on cpu {cpu}"
                 );
@@ -421,11 +437,13 @@ fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitS
                 return Next::Stop;
             }
             Ok(other) => {
+                METRICS.vcpu.failures.inc();
                 tracing::error!("vCPU {index}: unexpected exit {other:?}");
                 exit.raise(ExitCode::GenericError);
                 return Next::Stop;
             }
             Err(e) => {
+                METRICS.vcpu.failures.inc();
                 tracing::error!("vCPU {index}: run failed: {e}");
                 exit.raise(ExitCode::GenericError);
                 return Next::Stop;

@@ -40,6 +40,8 @@ use crate::{
     builder::{Microvm, RestoreArgs, build_microvm, restore_microvm},
     device_manager::{Prepared, RestoreOverrides},
     exit_code::ExitCode,
+    logger::LoggerControl,
+    metrics::{DeviceGroups, MetricsWriter, PeriodicMetrics, SharedMetricsWriter},
     mmds::MmdsService,
     virtio_devices::{Subscriber, block_config, block_error, create_net, create_vsock},
 };
@@ -87,6 +89,8 @@ pub struct VmmOptions {
     pub instance_id: String,
     /// Where devices publish runtime statuses ([`Vmm::new`] connects it to the observer).
     pub status_sink: Option<crate::StatusSink>,
+    /// The process logger, for `PUT /logger` (`None`: refused).
+    pub logger: Option<Arc<dyn LoggerControl>>,
 }
 
 impl Default for VmmOptions {
@@ -97,6 +101,7 @@ impl Default for VmmOptions {
             mmds_size_limit: 51_200,
             instance_id: "anonymous-instance".to_owned(),
             status_sink: None,
+            logger: None,
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct Vmm {
     mmds: MmdsService,
     /// A boot-specific resource was configured: `/snapshot/load` is no longer allowed.
     boot_path: bool,
+    /// The metrics sink and line builder (`PUT /metrics`, `FlushMetrics`, periodic flush).
+    metrics: SharedMetricsWriter,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -188,6 +195,7 @@ impl Vmm {
         options.status_sink = Some(crate::StatusSink::new(move |s| {
             sink_observer.runtime_status(&s);
         }));
+        let metrics = MetricsWriter::shared(&options.instance_id);
         Self {
             hv,
             profile,
@@ -198,8 +206,35 @@ impl Vmm {
             microvm: None,
             shutdown: None,
             prepared: Prepared::default(),
+            metrics,
             mmds,
             boot_path: false,
+        }
+    }
+
+    /// `--metrics-path`: initialise the metrics sink before any request (a later `PUT /metrics`
+    /// is then refused, as in Firecracker). The error is Firecracker's text.
+    pub fn init_metrics(
+        &mut self,
+        config: &squib_config::schemas::metrics::MetricsConfig,
+    ) -> Result<(), String> {
+        self.metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .init(config)?;
+        self.config.metrics = Some(config.clone());
+        self.observer.config_changed(&self.config);
+        Ok(())
+    }
+
+    /// Hands the microVM's device metric groups to the metrics writer.
+    fn collect_device_metrics(&self) {
+        if let Some(vm) = self.microvm.as_ref() {
+            let groups = DeviceGroups::collect(vm.devices(), self.mmds.metrics());
+            self.metrics
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_devices(groups);
         }
     }
 
@@ -228,9 +263,34 @@ impl Vmm {
             ApiAction::Instance(InstanceAction::SendCtrlAltDel) => {
                 self.with_microvm(|vm| vm.send_ctrl_alt_del())
             }
-            // No metrics sink can be configured yet, so there is nothing to flush (Firecracker
-            // also answers 204 when metrics are not initialised).
-            ApiAction::Instance(InstanceAction::FlushMetrics) => ApiResponse::NoContent,
+            // Without a sink nothing is written and the answer is 204, as in Firecracker.
+            ApiAction::Instance(InstanceAction::FlushMetrics) => {
+                match crate::metrics::flush(&self.metrics) {
+                    Ok(()) => ApiResponse::NoContent,
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
+            ApiAction::PutMetrics(m) => {
+                let mut probe = self.config.clone();
+                if let Err(msg) = probe.apply(action) {
+                    return ApiResponse::bad_request(msg);
+                }
+                let opened = self
+                    .metrics
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .init(m);
+                match opened {
+                    Ok(()) => self.apply(action),
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
+            ApiAction::PutLogger(l) => {
+                match crate::logger::put_logger(self.options.logger.as_ref(), l) {
+                    Ok(()) => self.apply(action),
+                    Err(msg) => ApiResponse::bad_request(msg),
+                }
+            }
             ApiAction::PatchVm(update) => self.pause_resume(*update),
             ApiAction::Shutdown => {
                 self.shutdown = Some(ExitCode::Ok);
@@ -364,10 +424,9 @@ impl Vmm {
                     crate::memdev::Outcome::Reply(resp) => resp,
                 }
             }
-            ApiAction::DeleteDrive(_)
-            | ApiAction::DeleteNetworkInterface(_)
-            | ApiAction::PutLogger(_)
-            | ApiAction::PutMetrics(_) => ApiResponse::bad_request(unsupported(action)),
+            ApiAction::DeleteDrive(_) | ApiAction::DeleteNetworkInterface(_) => {
+                ApiResponse::bad_request(unsupported(action))
+            }
         }
     }
 
@@ -432,10 +491,8 @@ impl Vmm {
         };
         match crate::snapshot::create(vm, params, self.mmds.save()) {
             Ok(()) => {
-                tracing::info!(
-                    "'create snapshot' API request took {} us.",
-                    started.elapsed().as_micros()
-                );
+                let (metric, label) = crate::metrics::snapshot_create_latency(params.snapshot_type);
+                crate::metrics::record_vmm_action(metric, label, started);
                 ApiResponse::NoContent
             }
             Err(e) => ApiResponse::bad_request(format!("Create snapshot error: {e}")),
@@ -509,10 +566,9 @@ impl Vmm {
             }
             self.set_phase(LifecyclePhase::Running);
         }
-        tracing::info!(
-            "'load snapshot' API request took {} us.",
-            started.elapsed().as_micros()
-        );
+        self.collect_device_metrics();
+        let metric = &squib_core::metrics::METRICS.latencies_us.vmm_load_snapshot;
+        crate::metrics::record_vmm_action(metric, "load snapshot", started);
         ApiResponse::NoContent
     }
 
@@ -532,6 +588,7 @@ impl Vmm {
             Ok(vm) => {
                 tracing::debug!("event_end: build microvm for boot");
                 self.microvm = Some(vm);
+                self.collect_device_metrics();
                 self.set_phase(LifecyclePhase::Running);
                 tracing::info!("Successfully started microvm.");
                 ApiResponse::NoContent
@@ -555,9 +612,14 @@ impl Vmm {
 
     fn pause_resume(&mut self, update: VmStateUpdate) -> ApiResponse {
         let started = std::time::Instant::now();
-        let (label, phase) = match update {
-            VmStateUpdate::Paused => ("pause vm", LifecyclePhase::Paused),
-            VmStateUpdate::Resumed => ("resume vm", LifecyclePhase::Running),
+        let latencies = &squib_core::metrics::METRICS.latencies_us;
+        let (label, phase, metric) = match update {
+            VmStateUpdate::Paused => ("pause vm", LifecyclePhase::Paused, &latencies.vmm_pause_vm),
+            VmStateUpdate::Resumed => (
+                "resume vm",
+                LifecyclePhase::Running,
+                &latencies.vmm_resume_vm,
+            ),
         };
         let resp = self.with_microvm(|vm| match update {
             VmStateUpdate::Paused => vm.pause(),
@@ -565,10 +627,7 @@ impl Vmm {
         });
         if resp.is_success() {
             self.set_phase(phase);
-            tracing::info!(
-                "'{label}' API request took {} us.",
-                started.elapsed().as_micros()
-            );
+            crate::metrics::record_vmm_action(metric, label, started);
         }
         resp
     }
@@ -622,6 +681,13 @@ impl Vmm {
                             }
                             return self.finish(code);
                         }
+                        if exited.is_none() && self.microvm.is_some() {
+                            // A microVM was just built: wire it (and write the first metrics
+                            // line) before the next request, as Firecracker; the wake-up
+                            // brings the loop back for the requests still queued.
+                            let _ = wake.write(1);
+                            break;
+                        }
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -642,6 +708,17 @@ impl Vmm {
                 };
                 events.add_subscriber(exit_sub);
                 exited = Some(flag);
+                // The periodic metrics line starts with the microVM, as in Firecracker.
+                match PeriodicMetrics::new(
+                    Arc::clone(&self.metrics),
+                    crate::metrics::WRITE_METRICS_PERIOD,
+                ) {
+                    Ok(mut periodic) => {
+                        periodic.start();
+                        events.add_subscriber(Arc::new(Mutex::new(periodic)));
+                    }
+                    Err(e) => tracing::error!("Cannot create the metrics timer: {e}"),
+                }
                 // seccomp: once the microVM is built, before the loop drives it (Firecracker's order).
                 if let Err(e) = squib_sys::install_thread_filter(squib_sys::ThreadCategory::Vmm) {
                     tracing::error!("Failed to install vmm seccomp filter: {e}");
@@ -685,11 +762,6 @@ fn unsupported(action: &ApiAction) -> String {
     let (category, what) = match action {
         ApiAction::DeleteDrive(_) => ("Drive config", "hot-unplug (it needs PCI)"),
         ApiAction::DeleteNetworkInterface(_) => ("Network config", "hot-unplug (it needs PCI)"),
-        ApiAction::PutLogger(_) => (
-            "Logger",
-            "runtime logger configuration (use --log-path/--level)",
-        ),
-        ApiAction::PutMetrics(_) => ("Metrics", "the metrics sink"),
         other => ("Request", other.class().label()),
     };
     format!("{category} error: {what} is not supported by this squib build yet.")

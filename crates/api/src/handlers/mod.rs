@@ -127,8 +127,10 @@ pub fn router(controller: Arc<RuntimeApiController>) -> Router {
         .with_state(controller)
 }
 
-/// Generic request rules, request logging and the `Server` header.
+/// Generic request rules, request logging (Firecracker's lines), request metrics and the
+/// `Server` header.
 async fn precheck(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let has_body = request
@@ -137,7 +139,24 @@ async fn precheck(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > 0);
-    tracing::info!("The API server received a {method} request on \"{path}\".");
+    let request = if has_body {
+        let (parts, body) = request.into_parts();
+        // The codec already bounded the body by the payload limit.
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        tracing::info!(
+            "The API server received a {}.",
+            describe(&method, &path, Some(&bytes))
+        );
+        Request::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        tracing::info!(
+            "The API server received a {}.",
+            describe(&method, &path, None)
+        );
+        request
+    };
 
     let rule = match method {
         Method::GET if has_body => Some("GET request cannot have a body."),
@@ -148,15 +167,53 @@ async fn precheck(request: Request, next: Next) -> Response {
         Method::DELETE if has_body => Some("Empty Delete request."),
         _ => None,
     };
-    let mut response = match rule {
-        Some(msg) => ApiError::BadRequest(msg.to_owned()).into_response(),
-        None => next.run(request).await,
+    let mut response = if let Some(msg) = rule {
+        ApiError::BadRequest(msg.to_owned()).into_response()
+    } else {
+        let counters = crate::metrics::request_counters(&method, &path);
+        if let Some((count, _)) = counters {
+            count.inc();
+        }
+        let (response, dispatched) = crate::metrics::track_dispatch(next.run(request)).await;
+        if !dispatched
+            && response.status().is_client_error()
+            && let Some((_, Some(fails))) = counters
+        {
+            fails.inc();
+        }
+        response
     };
     response.headers_mut().insert(
         header::SERVER,
         HeaderValue::from_static(FIRECRACKER_SERVER_HEADER),
     );
+    tracing::debug!(
+        "Total previous API call duration: {} us.",
+        squib_core::metrics::elapsed_us(started)
+    );
     response
+}
+
+/// Firecracker's request description: `Put request on "/x" with body "{...}"` (no body for
+/// `/mmds` or bodiless requests; the CPU template only at Debug level).
+fn describe(method: &Method, path: &str, body: Option<&[u8]>) -> String {
+    let method = match *method {
+        Method::GET => "Get",
+        Method::PUT => "Put",
+        Method::PATCH => "Patch",
+        Method::DELETE => "Delete",
+        ref other => other.as_str(),
+    };
+    match body {
+        Some(_) if path == "/cpu-config" && !tracing::enabled!(tracing::Level::DEBUG) => format!(
+            "{method} request on {path:?}. To view the CPU template received by the API, configure log-level to DEBUG"
+        ),
+        Some(body) if path != "/mmds" => {
+            let body = std::str::from_utf8(body).unwrap_or("inconvertible to UTF-8");
+            format!("{method} request on {path:?} with body {body:?}")
+        }
+        _ => format!("{method} request on {path:?}"),
+    }
 }
 
 /// Unknown path, or a method the path does not have.
@@ -203,13 +260,28 @@ impl IntoResponse for Reply {
     }
 }
 
-/// Dispatch `action` through the controller.
+/// Dispatch `action` through the controller (counting deprecated inputs and, for pause,
+/// resume and snapshots, the API-side latency as Firecracker does).
 pub(crate) async fn submit(ctrl: &RuntimeApiController, action: ApiAction) -> Result<Reply> {
+    crate::metrics::mark_dispatched();
     let deprecation = action.deprecation();
     if let Some(msg) = deprecation {
+        squib_core::metrics::METRICS
+            .deprecated_api
+            .deprecated_http_api_calls
+            .inc();
         tracing::warn!("{msg}");
     }
+    let latency = crate::metrics::latency_metric(&action);
+    let started = std::time::Instant::now();
     let response = ctrl.dispatch(action).await?;
+    if let Some((metric, label)) = latency
+        && response.is_success()
+    {
+        let us = squib_core::metrics::elapsed_us(started);
+        metric.store(us);
+        tracing::info!("'{label}' API request took {us} us.");
+    }
     Ok(Reply {
         response,
         deprecated: deprecation.is_some(),

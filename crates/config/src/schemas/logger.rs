@@ -79,18 +79,22 @@ pub struct RawLoggerConfig {
 }
 
 /// Validated logger configuration.
+///
+/// Applying it follows Firecracker's `Logger::update`: an absent `log_path`, `show_level`,
+/// `show_log_origin` or `module` keeps the current setting, while an absent `level` resets the
+/// level to `Info`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LoggerConfig {
-    /// Log file or named pipe (stdout when absent).
+    /// Log file or named pipe (absent: keep the current destination).
     pub log_path: Option<String>,
     /// Level filter (default `Info`).
     pub level: LogLevel,
-    /// Print the level on each line.
-    pub show_level: bool,
-    /// Print `file:line` on each line.
-    pub show_log_origin: bool,
-    /// Module-path prefix filter.
+    /// Print the level on each line (absent: unchanged).
+    pub show_level: Option<bool>,
+    /// Print `file:line` on each line (absent: unchanged).
+    pub show_log_origin: Option<bool>,
+    /// Module-path prefix filter (absent: unchanged).
     pub module: Option<String>,
 }
 
@@ -107,8 +111,8 @@ impl TryFrom<RawLoggerConfig> for LoggerConfig {
         Ok(Self {
             log_path: raw.log_path,
             level: raw.level.unwrap_or_default(),
-            show_level: raw.show_level.unwrap_or(false),
-            show_log_origin: raw.show_log_origin.unwrap_or(false),
+            show_level: raw.show_level,
+            show_log_origin: raw.show_log_origin,
             module: raw.module,
         })
     }
@@ -168,7 +172,8 @@ mod tests {
     fn test_should_accept_full_logger_and_reject_bad_fields() {
         let l = put(r#"{"log_path":"/tmp/l","level":"Debug","show_level":true,"show_log_origin":true,"module":"api"}"#)
             .unwrap();
-        assert!(l.show_level && l.show_log_origin);
+        assert_eq!((l.show_level, l.show_log_origin), (Some(true), Some(true)));
+        assert_eq!(put("{}").unwrap().show_level, None, "absent: unchanged");
         assert_eq!(l.module.as_deref(), Some("api"));
         assert_eq!(
             put(r#"{"log_path":""}"#).unwrap_err(),

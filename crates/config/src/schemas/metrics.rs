@@ -35,6 +35,17 @@ pub struct MetricsConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+impl MetricsConfig {
+    /// The configuration `--metrics-path` stands for (no `id`, no properties).
+    pub fn from_path(metrics_path: impl Into<String>) -> Self {
+        Self {
+            metrics_path: metrics_path.into(),
+            emit_id: false,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
 impl TryFrom<RawMetricsConfig> for MetricsConfig {
     type Error = String;
 

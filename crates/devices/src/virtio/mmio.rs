@@ -148,6 +148,7 @@ impl VirtioInterrupt for MmioInterrupt {
             InterruptKind::Queue(_) => INT_VRING,
         };
         self.status.fetch_or(bit, Ordering::SeqCst);
+        squib_core::metrics::METRICS.interrupts.triggers.inc();
         self.irq.trigger()
     }
 }
