@@ -54,7 +54,8 @@ C_SRCS="main.c util.c serial.c platform.c paging.c trap.c bootinfo.c cmdline.c t
 	virtio_drv.c virtio_blk.c
 	scenarios/hello.c scenarios/smp.c scenarios/counter.c scenarios/fault.c scenarios/exception.c scenarios/cad.c
 	scenarios/blk_read.c scenarios/blk_write.c scenarios/blk_ro.c scenarios/blk_flush.c
-	scenarios/blk_throughput.c scenarios/blk_patch.c scenarios/rng.c"
+	scenarios/blk_throughput.c scenarios/blk_patch.c scenarios/rng.c
+	virtio_net.c scenarios/net_tx.c scenarios/net_echo.c scenarios/net_throughput.c scenarios/mmds.c"
 
 CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra -Werror
 	-ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone -mgeneral-regs-only

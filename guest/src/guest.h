@@ -147,6 +147,10 @@ int scenario_blk_flush(void);
 int scenario_blk_throughput(void);
 int scenario_blk_patch(void);
 int scenario_rng(void);
+int scenario_net_tx(void);
+int scenario_net_echo(void);
+int scenario_net_throughput(void);
+int scenario_mmds(void);
 
 extern const char *g_scenario_name;
 

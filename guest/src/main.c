@@ -28,6 +28,10 @@ static const struct scenario scenarios[] = {
 	{ "blk-throughput", scenario_blk_throughput, "timed sequential and random 4 KiB reads" },
 	{ "blk-patch", scenario_blk_patch, "wait for the host to change the disk's capacity" },
 	{ "rng",       scenario_rng,       "read 4 KiB from virtio-rng, count distinct bytes" },
+	{ "net-tx",    scenario_net_tx,    "send test frames through virtio-net" },
+	{ "net-echo",  scenario_net_echo,  "send received test frames back with the MACs swapped" },
+	{ "net-throughput", scenario_net_throughput, "timed virtio-net TX and RX, 1514/64-byte frames" },
+	{ "mmds",      scenario_mmds,      "ARP + TCP + HTTP to MMDS: V2 token PUT, then GET" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */
