@@ -277,6 +277,19 @@ static void tx_reclaim(struct net_dev *n)
 	}
 }
 
+void net_copy(void *dst, const void *src, size_t n)
+{
+	__asm__ volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+void net_tx_prefill(struct net_dev *n, const uint8_t *frame, uint32_t len)
+{
+	if (len > NET_BUF_SIZE - NET_HDR_LEN)
+		len = NET_BUF_SIZE - NET_HDR_LEN;
+	for (uint32_t i = 0; i < n->tx.size; i++)
+		net_copy(n->tx.bufs + i * NET_BUF_SIZE + NET_HDR_LEN, frame, len);
+}
+
 uint8_t *net_tx_buf(struct net_dev *n)
 {
 	if (!n->tx_nfree)
@@ -302,7 +315,10 @@ void net_tx_commit(struct net_dev *n, uint32_t len)
 		return;
 	uint16_t id = n->tx_free[--n->tx_nfree];
 	uint8_t *buf = q->bufs + (uint32_t)id * NET_BUF_SIZE;
-	memset(buf, 0, NET_HDR_LEN);    /* no offloads, gso NONE, num_buffers 0 */
+	/* virtio_net_hdr_v1 all zero: no offloads, gso NONE, num_buffers 0. */
+	((volatile uint32_t *)buf)[0] = 0;
+	((volatile uint32_t *)buf)[1] = 0;
+	((volatile uint32_t *)buf)[2] = 0;
 	if (len > NET_BUF_SIZE - NET_HDR_LEN)
 		len = NET_BUF_SIZE - NET_HDR_LEN;
 	q->desc[id].addr = (uintptr_t)buf;
@@ -350,7 +366,7 @@ int net_tx_send(struct net_dev *n, const void *frame, uint32_t len)
 		}
 		cpu_relax();
 	}
-	memcpy(buf, frame, len);
+	net_copy(buf, frame, len);
 	net_tx_commit(n, len);
 	return 0;
 }
@@ -378,6 +394,130 @@ int net_tx_flush(struct net_dev *n, uint64_t timeout_cycles)
 		}
 		cpu_relax();
 	}
+}
+
+int net_tx_bulk(struct net_dev *n, uint64_t count, uint32_t len, uint64_t timeout_cycles)
+{
+	struct net_queue *q = &n->tx;
+	uint16_t size = q->size, mask = (uint16_t)(size - 1);
+	if (n->tx_nfree != size)
+		return -VIRTIO_E_CHAIN;
+	/* Slot i is descriptor i, in ring order; the device uses TX chains in order. */
+	for (uint16_t i = 0; i < size; i++) {
+		uint8_t *buf = q->bufs + (uint32_t)i * NET_BUF_SIZE;
+		((volatile uint32_t *)buf)[0] = 0;
+		((volatile uint32_t *)buf)[1] = 0;
+		((volatile uint32_t *)buf)[2] = 0;
+		q->desc[i].addr = (uintptr_t)buf;
+		q->desc[i].len = NET_HDR_LEN + len;
+		q->desc[i].flags = 0;
+		q->desc[i].next = 0;
+	}
+	volatile uint16_t *ring = q->avail + 2;
+	uint64_t sent = 0, start = rdtsc(), last_progress = start;
+	uint16_t avail = q->avail_idx, batch = 0;
+	uint64_t kick_gap = TX_WATCHDOG_US * tsc_khz() / 1000;
+	while (sent < count || q->used_idx != avail) {
+		uint16_t used = used_idx(q);
+		if (used != q->used_idx) {
+			uint16_t expect = q->used_idx & mask;
+			if (used_elem(q, q->used_idx)[0] != expect) {
+				n->broken = VIRTIO_E_USED;
+				return -VIRTIO_E_USED;
+			}
+			q->used_idx = used;
+			last_progress = rdtsc();
+		}
+		uint16_t room = (uint16_t)(size - (uint16_t)(avail - q->used_idx));
+		while (room && sent < count) {
+			ring[avail & mask] = avail & mask;
+			avail++;
+			sent++;
+			room--;
+			if (++batch == NET_TX_BATCH)
+				break;
+		}
+		if (batch) {
+			barrier();
+			q->avail[1] = avail;
+			batch = 0;
+			kick(n, TXQ);
+			continue;
+		}
+		uint64_t now = rdtsc();
+		if (now - last_progress > kick_gap) {
+			kick(n, TXQ);
+			if (check_needs_reset(n))
+				return -VIRTIO_E_NEEDS_RESET;
+			if (now - last_progress > timeout_cycles) {
+				n->broken = VIRTIO_E_TIMEOUT;
+				return -VIRTIO_E_TIMEOUT;
+			}
+			kick_gap += TX_WATCHDOG_US * tsc_khz() / 1000;
+		}
+		cpu_relax();
+	}
+	q->avail_idx = avail;
+	n->tx_frames += count;
+	n->tx_bytes += count * len;
+	return 0;
+}
+
+int64_t net_rx_bulk(struct net_dev *n, uint64_t count, uint32_t len, uint8_t tag,
+		    uint64_t timeout_cycles, uint64_t *t_first, uint64_t *t_last,
+		    uint64_t *ignored)
+{
+	struct net_queue *q = &n->rx;
+	uint16_t size = q->size, mask = (uint16_t)(size - 1);
+	volatile uint16_t *ring = q->avail + 2;
+	uint64_t got = 0, idle = NET_RX_IDLE_US * tsc_khz() / 1000, last = rdtsc();
+	uint16_t avail = q->avail_idx, reposted = 0;
+	if (n->rx_nheld)
+		net_rx_done(n);
+	*t_first = *t_last = 0;
+	while (got < count) {
+		uint16_t used = used_idx(q);
+		if (used == q->used_idx) {
+			uint64_t now = rdtsc();
+			if (now - last > idle && reposted) {
+				reposted = 0;
+				kick(n, RXQ);
+			}
+			if (now - last > timeout_cycles)
+				break;
+			cpu_relax();
+			continue;
+		}
+		bool starving = used == avail;
+		while (q->used_idx != used) {
+			volatile uint32_t *e = used_elem(q, q->used_idx);
+			uint32_t id = e[0] & mask, ulen = e[1];
+			const volatile uint8_t *f = q->bufs + id * NET_BUF_SIZE + NET_HDR_LEN;
+			if (ulen == NET_HDR_LEN + len && f[14] == tag) {
+				*t_last = rdtsc();
+				if (!got++)
+					*t_first = *t_last;
+			} else {
+				(*ignored)++;
+			}
+			n->rx_frames++;
+			n->rx_bytes += ulen - NET_HDR_LEN;
+			ring[avail & mask] = (uint16_t)id;
+			avail++;
+			reposted++;
+			q->used_idx++;
+		}
+		barrier();
+		q->avail[1] = avail;
+		q->avail_idx = avail;
+		last = rdtsc();
+		if (starving) {
+			reposted = 0;
+			kick(n, RXQ);
+		}
+	}
+	n->rx_reposted = reposted;
+	return (int64_t)got;
 }
 
 int net_rx_poll(struct net_dev *n, uint8_t **frame, uint32_t *len)
@@ -438,7 +578,7 @@ int net_rx_poll(struct net_dev *n, uint8_t **frame, uint32_t *len)
 			}
 			if (total + blen > NET_REASM_SIZE)
 				blen = NET_REASM_SIZE - total;
-			memcpy(net_reasm + total, src, blen);
+			net_copy(net_reasm + total, src, blen);
 			total += blen;
 		}
 		n->rx_merged++;

@@ -103,6 +103,28 @@ int net_rx_wait(struct net_dev *n, uint8_t **frame, uint32_t *len, uint64_t time
 /* `TEST info <name> rx_frames=... status=...`; returns 1 on DEVICE_NEEDS_RESET. */
 int net_report(struct net_dev *n, const char *name);
 
+/* memcpy as one `rep movsb`: KVM's instruction emulator (kvm_pvm) runs it far
+ * faster than a byte loop. */
+void net_copy(void *dst, const void *src, size_t n);
+/* Writes the same frame into every TX slot, so a bulk sender only has to patch
+ * the sequence number (net_tx_buf + net_tx_commit). */
+void net_tx_prefill(struct net_dev *n, const uint8_t *frame, uint32_t len);
+
+/* Bulk paths for net-throughput, with as few guest instructions per frame as
+ * possible (guest code is emulated on kvm_pvm). Both need an idle device (no
+ * frame held, every TX slot back).
+ *
+ * net_tx_bulk: sends `count` copies of the frame already in every TX slot
+ * (net_tx_prefill), `len` bytes each, and waits until all are used. 0 or -VIRTIO_E_*. */
+int net_tx_bulk(struct net_dev *n, uint64_t count, uint32_t len, uint64_t timeout_cycles);
+/* net_rx_bulk: counts received frames of exactly `len` bytes whose byte 14
+ * (the test-frame tag) is `tag`, until `count` or timeout_cycles of silence;
+ * other frames go to *ignored. *t_first / *t_last: TSC of the first and last
+ * counted frame. Returns the count, or -VIRTIO_E_*. */
+int64_t net_rx_bulk(struct net_dev *n, uint64_t count, uint32_t len, uint8_t tag,
+		    uint64_t timeout_cycles, uint64_t *t_first, uint64_t *t_last,
+		    uint64_t *ignored);
+
 /* The TSC rate for reported rates: CPUID's, else squibtest.tsc_khz (the host
  * knows it where CPUID is silent, as under kvm_pvm), else 0 (no rates). */
 uint64_t net_tsc_khz(const char **source);

@@ -441,7 +441,7 @@ static int hold_and_echo(void)
 			continue;
 		memcpy(frame, f + ETH_ALEN, ETH_ALEN);
 		memcpy(frame + ETH_ALEN, f, ETH_ALEN);
-		memcpy(frame + 2 * ETH_ALEN, f + 2 * ETH_ALEN, len - 2 * ETH_ALEN);
+		net_copy(frame + 2 * ETH_ALEN, f + 2 * ETH_ALEN, len - 2 * ETH_ALEN);
 		net_rx_done(&cl.n);
 		kprintf("TEST info mmds hold-released len=%u\n", len);
 		return net_tx_send(&cl.n, frame, len) ? 1 : (net_tx_kick(&cl.n), 0);

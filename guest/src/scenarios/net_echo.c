@@ -46,7 +46,7 @@ int scenario_net_echo(void)
 		}
 		memcpy(out, f + ETH_ALEN, ETH_ALEN);
 		memcpy(out + ETH_ALEN, f, ETH_ALEN);
-		memcpy(out + 2 * ETH_ALEN, f + 2 * ETH_ALEN, len - 2 * ETH_ALEN);
+		net_copy(out + 2 * ETH_ALEN, f + 2 * ETH_ALEN, len - 2 * ETH_ALEN);
 		net_rx_done(&n);
 		int err = net_tx_send(&n, out, len);
 		if (err) {
