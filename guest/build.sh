@@ -59,7 +59,8 @@ C_SRCS="main.c util.c serial.c platform.c paging.c trap.c bootinfo.c cmdline.c t
 	scenarios/acpi.c
 	scenarios/cpuid.c
 	scenarios/balloon.c scenarios/pmem.c scenarios/mem.c
-	virtio_vsock.c virtio_vsock_bulk.c scenarios/vsock_listen.c scenarios/vsock_connect.c scenarios/vsock_throughput.c"
+	virtio_vsock.c virtio_vsock_bulk.c scenarios/vsock_listen.c scenarios/vsock_connect.c scenarios/vsock_throughput.c
+	virtio_net.c scenarios/net_tx.c scenarios/net_echo.c scenarios/net_throughput.c scenarios/mmds.c"
 
 CFLAGS="-std=gnu11 -O2 -g0 -Wall -Wextra -Werror
 	-ffreestanding -fno-pic -fno-pie -mcmodel=small -mno-red-zone -mgeneral-regs-only

@@ -161,6 +161,10 @@ int scenario_mem(void);
 int scenario_vsock_listen(void);
 int scenario_vsock_connect(void);
 int scenario_vsock_throughput(void);
+int scenario_net_tx(void);
+int scenario_net_echo(void);
+int scenario_net_throughput(void);
+int scenario_mmds(void);
 
 extern const char *g_scenario_name;
 

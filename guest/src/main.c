@@ -37,6 +37,10 @@ static const struct scenario scenarios[] = {
 	{ "vsock-listen", scenario_vsock_listen, "echo host-initiated vsock connections on squibtest.port" },
 	{ "vsock-connect", scenario_vsock_connect, "connect to a host vsock port, send a pattern, check the echo" },
 	{ "vsock-throughput", scenario_vsock_throughput, "stream squibtest.mib MiB each way over vsock" },
+	{ "net-tx",    scenario_net_tx,    "send test frames through virtio-net" },
+	{ "net-echo",  scenario_net_echo,  "send received test frames back with the MACs swapped" },
+	{ "net-throughput", scenario_net_throughput, "timed virtio-net TX and RX, 1514/64-byte frames" },
+	{ "mmds",      scenario_mmds,      "ARP + TCP + HTTP to MMDS: V2 token PUT, then GET" },
 };
 
 /* Copied out of the command line: the AP trampoline may overwrite low memory. */
