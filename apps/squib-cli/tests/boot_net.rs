@@ -59,7 +59,10 @@ fn test_guest_frames_reach_the_host_byte_exact() {
         const FRAMES: u32 = 16;
         let (vm, socket) = net_vm(
             "net-tx",
-            &format!("squibtest.frames={FRAMES} squibtest.dst={}", mac_str(&HOST_MAC)),
+            &format!(
+                "squibtest.frames={FRAMES} squibtest.dst={}",
+                mac_str(&HOST_MAC)
+            ),
         );
         let sock = host_socket(TAP);
         start(&socket);
@@ -71,10 +74,7 @@ fn test_guest_frames_reach_the_host_byte_exact() {
             assert!(got == want, "frame {seq} differs:\n{got:02x?}\n{want:02x?}");
         }
         let total: usize = (0..FRAMES).map(net_tx_size).sum();
-        finish(
-            vm,
-            &format!("TEST ok net-tx frames={FRAMES} bytes={total}"),
-        );
+        finish(vm, &format!("TEST ok net-tx frames={FRAMES} bytes={total}"));
     });
 }
 
@@ -89,8 +89,11 @@ fn test_host_frames_are_echoed_by_the_guest() {
         let sock = host_socket(TAP);
         start(&socket);
         assert!(
-            wait_for(Duration::from_secs(60), || vm.output().contains("NET-READY").then_some(()))
-                .is_some(),
+            wait_for(Duration::from_secs(60), || vm
+                .output()
+                .contains("NET-READY")
+                .then_some(()))
+            .is_some(),
             "{}",
             vm.output()
         );
@@ -192,7 +195,10 @@ fn test_mmds_v1_plain_get_returns_the_json_subtree() {
             "V1",
             "squibtest.mmds_version=1 squibtest.mmds_json=1 squibtest.mmds_path=/latest/meta-data/instance",
         );
-        assert!(!out.contains("TEST info mmds token="), "V1 asks for no token:\n{out}");
+        assert!(
+            !out.contains("TEST info mmds token="),
+            "V1 asks for no token:\n{out}"
+        );
         let body = out
             .lines()
             .find_map(|l| l.strip_prefix("TEST ok mmds status=200 body="))
@@ -204,7 +210,13 @@ fn test_mmds_v1_plain_get_returns_the_json_subtree() {
 
 /// Sends `n` frames of `len` bytes at once and returns the seconds from the first echo to the
 /// last (each echo checked byte for byte).
-fn echo_burst(sock: &squib_sys::netns::PacketSocket, vm: &Squib, first_seq: u32, n: u32, len: usize) -> f64 {
+fn echo_burst(
+    sock: &squib_sys::netns::PacketSocket,
+    vm: &Squib,
+    first_seq: u32,
+    n: u32,
+    len: usize,
+) -> f64 {
     for seq in first_seq..first_seq + n {
         sock.send(&test_frame(&GUEST_MAC, &HOST_MAC, b'L', seq, len))
             .expect("send");
@@ -235,8 +247,11 @@ fn test_patch_network_interface_rate_limiters_after_boot_throttle_traffic() {
         let sock = host_socket(TAP);
         start(&socket);
         assert!(
-            wait_for(Duration::from_secs(60), || vm.output().contains("NET-READY").then_some(()))
-                .is_some(),
+            wait_for(Duration::from_secs(60), || vm
+                .output()
+                .contains("NET-READY")
+                .then_some(()))
+            .is_some(),
             "{}",
             vm.output()
         );
@@ -268,10 +283,21 @@ fn test_patch_network_interface_rate_limiters_after_boot_throttle_traffic() {
             rate(rx_limited)
         );
         // 9 intervals of 100 ms each, minus scheduling slack.
-        assert!(tx_limited >= 0.8, "TX limiter not applied: {tx_limited:.3}s\n{}", vm.output());
-        assert!(rx_limited >= 0.8, "RX limiter not applied: {rx_limited:.3}s\n{}", vm.output());
+        assert!(
+            tx_limited >= 0.8,
+            "TX limiter not applied: {tx_limited:.3}s\n{}",
+            vm.output()
+        );
+        assert!(
+            rx_limited >= 0.8,
+            "RX limiter not applied: {rx_limited:.3}s\n{}",
+            vm.output()
+        );
         assert!(rate(tx_limited) <= 11.5 && rate(rx_limited) <= 11.5);
-        assert!(free < tx_limited && free < rx_limited, "unlimited {free:.3}s");
+        assert!(
+            free < tx_limited && free < rx_limited,
+            "unlimited {free:.3}s"
+        );
         let (_, cfg) = api_request(&socket, "GET", "/vm/config", None);
         assert!(cfg.contains(r#""refill_time":100"#), "{cfg}");
         finish(vm, &format!("TEST ok net-echo frames={}", 3 * N));
@@ -281,8 +307,10 @@ fn test_patch_network_interface_rate_limiters_after_boot_throttle_traffic() {
 /// The reference Firecracker, if present (`SQUIB_REFERENCE_FIRECRACKER` or
 /// `../shared/peers/firecracker`).
 fn reference_firecracker() -> Option<PathBuf> {
-    let p = std::env::var_os("SQUIB_REFERENCE_FIRECRACKER")
-        .map_or_else(|| common::repo_root().join("../shared/peers/firecracker"), PathBuf::from);
+    let p = std::env::var_os("SQUIB_REFERENCE_FIRECRACKER").map_or_else(
+        || common::repo_root().join("../shared/peers/firecracker"),
+        PathBuf::from,
+    );
     p.exists().then_some(p)
 }
 
@@ -316,8 +344,9 @@ fn spawn_vmm(program: &Path, no_net_admin: bool) -> Squib {
         stdout_path,
     };
     assert!(
-        wait_for(Duration::from_secs(10), || std::os::unix::net::UnixStream::connect(&socket)
-            .ok())
+        wait_for(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        })
         .is_some(),
         "no API socket: {}",
         vm.output()
@@ -330,7 +359,13 @@ fn tap_error_answers(program: &Path) -> Vec<(u16, String)> {
     let mut answers = Vec::new();
     let vm = spawn_vmm(program, false);
     let busy = squib_sys::tap::Tap::open_named("sqbusy0").expect("hold a tap");
-    let put = |id: &str, body: Value| vm.api("PUT", &format!("/network-interfaces/{id}"), Some(&body.to_string()));
+    let put = |id: &str, body: Value| {
+        vm.api(
+            "PUT",
+            &format!("/network-interfaces/{id}"),
+            Some(&body.to_string()),
+        )
+    };
     // A tap another process holds.
     answers.push(put("eth0", iface("eth0", "sqbusy0", &GUEST_MAC)));
     // A tap that does not exist: created (we are root in this namespace), like Firecracker.
@@ -376,17 +411,29 @@ fn test_put_network_interface_errors_are_firecrackers() {
         };
         assert_eq!(
             got[0],
-            (400, msg(&tap_err("Device or resource busy (os error 16)", "sqbusy0")))
+            (
+                400,
+                msg(&tap_err("Device or resource busy (os error 16)", "sqbusy0"))
+            )
         );
         assert_eq!(got[1], (204, String::new()));
         assert_eq!(
             got[2],
-            (400, msg("Network config error: The MAC address is already in use: 02:00:00:00:00:01"))
+            (
+                400,
+                msg("Network config error: The MAC address is already in use: 02:00:00:00:00:01")
+            )
         );
         if let Some(missing) = got.get(3) {
             assert_eq!(
                 *missing,
-                (400, msg(&tap_err("Operation not permitted (os error 1)", "sqmissing0")))
+                (
+                    400,
+                    msg(&tap_err(
+                        "Operation not permitted (os error 1)",
+                        "sqmissing0"
+                    ))
+                )
             );
         }
         // The same requests against the reference Firecracker give the same answers.
@@ -419,7 +466,12 @@ fn test_snapshot_with_net_and_mmds_restores_on_another_tap() {
             "squibtest.mmds_hold=1 squibtest.mmds_ttl=21600 squibtest.timeout_ms=60000 \
              squibtest.mmds_path=/latest/meta-data/ami-id",
         );
-        api_ok(&sock1, "PUT", "/serial", &json!({"serial_out_path": serial1}));
+        api_ok(
+            &sock1,
+            "PUT",
+            "/serial",
+            &json!({"serial_out_path": serial1}),
+        );
         api_ok(
             &sock1,
             "PUT",
@@ -438,7 +490,10 @@ fn test_snapshot_with_net_and_mmds_restores_on_another_tap() {
         );
         let before = read1();
         let token = net::field(&before, "TEST info mmds token=", "token").expect("token");
-        assert!(before.contains("req=GET status=200 len=12 body=ami-12345678"), "{before}");
+        assert!(
+            before.contains("req=GET status=200 len=12 body=ami-12345678"),
+            "{before}"
+        );
         api_ok(&sock1, "PATCH", "/vm", &json!({"state": "Paused"}));
         let (state, mem) = (tmp_path("net.state"), tmp_path("net.mem"));
         api_ok(
@@ -452,7 +507,12 @@ fn test_snapshot_with_net_and_mmds_restores_on_another_tap() {
         let serial2 = tmp_path("net-serial2.log");
         let sock2 = tmp_path("net2.sock");
         let vm2 = Squib::spawn(&[], Some(&sock2));
-        api_ok(&sock2, "PUT", "/serial", &json!({"serial_out_path": serial2}));
+        api_ok(
+            &sock2,
+            "PUT",
+            "/serial",
+            &json!({"serial_out_path": serial2}),
+        );
         api_ok(
             &sock2,
             "PUT",
@@ -480,12 +540,18 @@ fn test_snapshot_with_net_and_mmds_restores_on_another_tap() {
             vm2.output()
         );
         let after = read2();
-        assert!(after.contains("TEST info mmds hold-released len=100"), "{after}");
+        assert!(
+            after.contains("TEST info mmds hold-released len=100"),
+            "{after}"
+        );
         assert!(
             after.contains("TEST ok mmds status=200 body=ami-12345678\n"),
             "the pre-snapshot token {token} did not work after the restore:\n{after}"
         );
-        assert!(!after.contains("SQUIBTEST BEGIN"), "the guest rebooted:\n{after}");
+        assert!(
+            !after.contains("SQUIBTEST BEGIN"),
+            "the guest rebooted:\n{after}"
+        );
         let mut vm2 = vm2;
         assert_eq!(vm2.wait(EXIT_LIMIT), Some(0), "{}", vm2.output());
         for p in [&state, &mem, &serial1, &serial2] {

@@ -64,7 +64,11 @@ pub fn test_frame(dst: &[u8; 6], src: &[u8; 6], tag: u8, seq: u32, len: usize) -
     let seq_term = seq.wrapping_mul(13);
     for (k, b) in f.iter_mut().enumerate().skip(19) {
         let k = u32::try_from(k).unwrap_or(0);
-        *b = (k.wrapping_mul(7).wrapping_add(seq_term).wrapping_add(u32::from(tag)) & 0xff)
+        *b = (k
+            .wrapping_mul(7)
+            .wrapping_add(seq_term)
+            .wrapping_add(u32::from(tag))
+            & 0xff)
             .to_le_bytes()[0];
     }
     f.truncate(len);
@@ -182,7 +186,11 @@ pub fn ip(args: &[&str]) {
 }
 
 /// Polls `text()` until it contains `needle`; the elapsed time, or `None` after `limit`.
-pub fn wait_text(limit: Duration, mut text: impl FnMut() -> String, needle: &str) -> Option<Duration> {
+pub fn wait_text(
+    limit: Duration,
+    mut text: impl FnMut() -> String,
+    needle: &str,
+) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if text().contains(needle) {

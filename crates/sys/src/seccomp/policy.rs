@@ -266,9 +266,21 @@ fn vcpu(hv: &HypervisorIoctls) -> Result<Rules> {
     common(&mut rules)?;
     // A device reset written by the guest runs on the vCPU thread: drain the block Async
     // engine's ring, clear its queue eventfd, disarm the rate-limiter timer.
-    allow(&mut rules, &[libc::SYS_read, libc::SYS_io_uring_enter]);
+    // A virtio-net activation (the guest's DRIVER_OK write) sets the tap's offloads
+    // (`TUNSETOFFLOAD`) and may move frames between the tap and the queues right away.
+    allow(
+        &mut rules,
+        &[
+            libc::SYS_read,
+            libc::SYS_readv,
+            libc::SYS_writev,
+            libc::SYS_io_uring_enter,
+        ],
+    );
     allow_values(&mut rules, libc::SYS_timerfd_settime, 1, &[0])?;
-    allow_values(&mut rules, libc::SYS_ioctl, 1, &hv.vcpu)?;
+    let mut ioctls = hv.vcpu.clone();
+    ioctls.push(u64::from(libc::TUNSETOFFLOAD));
+    allow_values(&mut rules, libc::SYS_ioctl, 1, &ioctls)?;
     Ok(rules)
 }
 
