@@ -10,6 +10,7 @@
 //!
 //! Included with `#[path]` by `boot_net.rs` and `benches/net.rs` (next to `common/mod.rs`).
 
+#![allow(clippy::trivially_copy_pass_by_ref)] // MACs are passed as they are stored
 #![allow(dead_code)]
 
 use std::io;

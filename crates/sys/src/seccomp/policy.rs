@@ -279,7 +279,7 @@ fn vcpu(hv: &HypervisorIoctls) -> Result<Rules> {
     );
     allow_values(&mut rules, libc::SYS_timerfd_settime, 1, &[0])?;
     let mut ioctls = hv.vcpu.clone();
-    ioctls.push(u64::from(libc::TUNSETOFFLOAD));
+    ioctls.push(libc::TUNSETOFFLOAD);
     allow_values(&mut rules, libc::SYS_ioctl, 1, &ioctls)?;
     Ok(rules)
 }
