@@ -32,7 +32,7 @@ log=/tmp/squib-demo-$$.log
 rm -f "$sock" "$serial"
 "$squib" --api-sock "$sock" --boot-timer --id squib-demo >"$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -f "$sock"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -f "$sock"' EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 
 api() { # METHOD PATH [BODY]
@@ -75,3 +75,4 @@ sed 's/^/    /' "$serial" 2>/dev/null || true
 echo "== squib log"
 grep -E "Guest-boot-time|exiting|API server|PVH" "$log" | sed 's/^/    /' || true
 echo "== squib exit code: $code"
+exit "$code"
