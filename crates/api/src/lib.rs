@@ -42,6 +42,7 @@ pub use error::{ApiError, FaultMessage, Result};
 pub use replay::{ReplayError, parse_config_file, replay_config};
 pub use schemas::{InstanceInfo, VersionResponse, VmState};
 pub use server::{
-    DEFAULT_MAX_PAYLOAD, FIRECRACKER_SERVER_HEADER, MAX_MAX_PAYLOAD, MIN_MAX_PAYLOAD, ServeOptions,
-    bind_listener, router, serve, serve_bound, unlink_socket_if_exists,
+    DEFAULT_MAX_PAYLOAD, FIRECRACKER_SERVER_HEADER, InFlight, MAX_MAX_PAYLOAD, MIN_MAX_PAYLOAD,
+    ServeOptions, bind_listener, router, serve, serve_bound, serve_tracked,
+    unlink_socket_if_exists,
 };

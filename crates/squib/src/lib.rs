@@ -31,9 +31,9 @@ use std::{
 };
 
 use squib_api::{
-    ControllerSnapshot, RuntimeApiController, ServeOptions, TimeoutTable, bind_listener,
+    ControllerSnapshot, InFlight, RuntimeApiController, ServeOptions, TimeoutTable, bind_listener,
     replay::{parse_config_file, replay_config},
-    serve_bound,
+    serve_tracked,
 };
 pub use squib_config::schemas::logger::{LogLevel, LoggerConfig};
 use squib_config::{action::ApiAction, schemas::metrics::MetricsConfig};
@@ -149,11 +149,17 @@ pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
     let mut vmm_options = opts.vmm.clone();
     vmm_options.mmds_size_limit = opts.mmds_size_limit;
     vmm_options.instance_id.clone_from(&opts.id);
-    let mut vmm = Vmm::new(
+    let mut vmm = match Vmm::new(
         hv,
         vmm_options,
         Arc::new(MirrorObserver(Arc::clone(&controller))),
-    );
+    ) {
+        Ok(vmm) => vmm,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::UnexpectedError;
+        }
+    };
     if let Some(path) = &opts.metrics_path {
         let config = MetricsConfig::from_path(path.to_string_lossy());
         if let Err(e) = vmm.init_metrics(&config) {
@@ -163,14 +169,23 @@ pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
         }
     }
 
+    let in_flight = InFlight::new();
     let api_thread = {
         let controller = Arc::clone(&controller);
+        let in_flight = Arc::clone(&in_flight);
         let fatal = Arc::clone(&fatal);
         let opts = opts.clone();
         std::thread::Builder::new()
             .name("fc_api".into())
             .spawn(move || {
-                api_thread_main(&opts, &controller, actions, &req_tx, &wake_api, &fatal);
+                api_thread_main(
+                    &opts,
+                    &controller,
+                    actions,
+                    (&req_tx, &wake_api),
+                    &fatal,
+                    in_flight,
+                );
             })
     };
     if let Err(e) = api_thread {
@@ -179,16 +194,28 @@ pub fn run(opts: &SquibOptions, hv: Arc<dyn Hypervisor>) -> ExitCode {
     }
 
     let code = vmm.run(&req_rx, &wake);
+    // Answers already produced (e.g. the 400 of a fatal snapshot load) reach their clients
+    // before the process exits, as with Firecracker; bounded so a stuck client cannot hold the
+    // exit.
+    if !in_flight.wait_idle(FINAL_ANSWER_WAIT) {
+        tracing::warn!(
+            "{} API answer(s) not written before exit",
+            in_flight.pending()
+        );
+    }
     fatal.lock().ok().and_then(|f| *f).unwrap_or(code)
 }
+
+/// How long the exit waits for the API thread to finish writing answers.
+const FINAL_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn api_thread_main(
     opts: &SquibOptions,
     controller: &Arc<RuntimeApiController>,
     mut actions: squib_api::ActionReceiver,
-    req_tx: &Sender<VmmRequest>,
-    wake: &EventFd,
+    (req_tx, wake): (&Sender<VmmRequest>, &EventFd),
     fatal: &Arc<Mutex<Option<ExitCode>>>,
+    in_flight: Arc<InFlight>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -249,8 +276,14 @@ fn api_thread_main(
         if let Some(code) = boot_from_files(opts, controller).await {
             return shutdown(req_tx, wake, fatal, code);
         }
-        let server = listener
-            .map(|l| tokio::spawn(serve_bound(l, api_options(opts), Arc::clone(controller))));
+        let server = listener.map(|l| {
+            tokio::spawn(serve_tracked(
+                l,
+                api_options(opts),
+                Arc::clone(controller),
+                in_flight,
+            ))
+        });
         match server {
             Some(task) => {
                 if let Ok(Err(e)) = task.await {

@@ -4,6 +4,14 @@
 use squib_arch::{ArchError, template::TemplateError};
 use squib_hv::HvError;
 
+/// Why the VMM could not be created at start-up (the process exits).
+#[derive(Debug, thiserror::Error)]
+pub enum VmmInitError {
+    /// The MMDS store (its token key comes from the OS random source) could not be created.
+    #[error("Cannot create the MMDS data store: {0}")]
+    Mmds(String),
+}
+
 /// Why `InstanceStart` failed. A failed start is not fatal: the client may fix and retry.
 #[derive(Debug, thiserror::Error)]
 pub enum StartMicrovmError {

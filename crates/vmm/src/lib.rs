@@ -47,7 +47,7 @@ pub mod vcpu;
 pub mod virtio_devices;
 pub mod vmm;
 
-pub use error::{DeviceError, StartMicrovmError};
+pub use error::{DeviceError, StartMicrovmError, VmmInitError};
 pub use exit_code::ExitCode;
 pub use logger::LoggerControl;
 pub use runtime_status::{RuntimeStatus, StatusSink};

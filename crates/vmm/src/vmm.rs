@@ -39,15 +39,13 @@ use vmm_sys_util::{epoll::EventSet, eventfd::EventFd};
 use crate::{
     builder::{Microvm, RestoreArgs, build_microvm, restore_microvm},
     device_manager::{Prepared, RestoreOverrides},
+    error::VmmInitError,
     exit_code::ExitCode,
     logger::LoggerControl,
     metrics::{DeviceGroups, MetricsWriter, PeriodicMetrics, SharedMetricsWriter},
     mmds::MmdsService,
     virtio_devices::{Subscriber, block_config, block_error, create_net, create_vsock},
 };
-
-/// How long a fatal answer waits for the API thread to write it before the process exits.
-const FATAL_REPLY_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Receives lifecycle changes for the API's read mirror.
 pub trait VmmObserver: Send + Sync {
@@ -181,22 +179,24 @@ fn flag_subscriber(fd: &EventFd) -> Option<(Subscriber, Arc<AtomicBool>)> {
 
 impl Vmm {
     /// A VMM with no configuration.
+    ///
+    /// # Errors
+    /// The MMDS token key cannot be drawn from the OS random source.
     pub fn new(
         hv: Arc<dyn Hypervisor>,
         options: VmmOptions,
         observer: Arc<dyn VmmObserver>,
-    ) -> Self {
+    ) -> Result<Self, VmmInitError> {
         let profile = hv.profile();
         let mmds = MmdsService::new(options.mmds_size_limit, &options.instance_id)
-            .or_else(|_| MmdsService::new(51_200, &options.instance_id))
-            .unwrap_or_else(|e| panic!("cannot create the MMDS store: {e}"));
+            .map_err(VmmInitError::Mmds)?;
         let mut options = options;
         let sink_observer = Arc::clone(&observer);
         options.status_sink = Some(crate::StatusSink::new(move |s| {
             sink_observer.runtime_status(&s);
         }));
         let metrics = MetricsWriter::shared(&options.instance_id);
-        Self {
+        Ok(Self {
             hv,
             profile,
             options,
@@ -209,7 +209,7 @@ impl Vmm {
             metrics,
             mmds,
             boot_path: false,
-        }
+        })
     }
 
     /// `--metrics-path`: initialise the metrics sink before any request (a later `PUT /metrics`
@@ -673,12 +673,8 @@ impl Vmm {
                         let resp = self.handle(&req.action);
                         (req.reply)(resp);
                         if let Some(code) = self.shutdown.take() {
-                            if code != ExitCode::Ok {
-                                // A fatal answer (failed snapshot load): the API thread writes
-                                // the 400 on its own thread; give it a moment before the
-                                // process exits, as Firecracker sends the reply first.
-                                std::thread::sleep(FATAL_REPLY_GRACE);
-                            }
+                            // A fatal answer (failed snapshot load) is written by the API
+                            // thread; the process owner waits for it before exiting.
                             return self.finish(code);
                         }
                         if exited.is_none() && self.microvm.is_some() {

@@ -32,7 +32,7 @@ fn test_every_applied_change_is_published_by_the_vmm() {
     }
     let hv = Arc::new(squib_kvm::KvmHypervisor::new().unwrap());
     let rec = Arc::new(Recorder::default());
-    let mut vmm = Vmm::new(hv, VmmOptions::default(), rec.clone());
+    let mut vmm = Vmm::new(hv, VmmOptions::default(), rec.clone()).expect("VMM");
     let raw: RawMachineConfig =
         serde_json::from_str(r#"{"vcpu_count":2,"mem_size_mib":256}"#).unwrap();
     let mc = MachineConfig::try_from(raw).unwrap();

@@ -14,9 +14,10 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Condvar, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use axum::{Router, body::Body};
@@ -130,11 +131,83 @@ pub async fn serve(opts: ServeOptions, controller: Arc<RuntimeApiController>) ->
     serve_bound(listener, opts, controller).await
 }
 
+/// Requests whose answer has not been written yet, across all connections.
+///
+/// A request counts from the moment its head is parsed until its response has been written to
+/// the socket (or the connection failed). The process owner waits on [`InFlight::wait_idle`]
+/// before exiting so that a final answer (e.g. the 400 of a fatal snapshot load) reaches the
+/// client first, as Firecracker answers before it exits. Shared between the API thread (async
+/// tasks increment/decrement; short critical sections) and the thread that waits.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    /// A tracker with nothing in flight.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// How many answers are still to be written.
+    pub fn pending(&self) -> usize {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks until no answer is pending or `timeout` passed; true when idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = self
+                .idle
+                .wait_timeout(count, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlightGuard {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        InFlightGuard(Arc::clone(self))
+    }
+}
+
+/// One pending answer; dropping it (written, or the connection failed) ends it.
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
 /// Serve on an already-bound listener until an accept error.
 pub async fn serve_bound(
     listener: UnixListener,
     opts: ServeOptions,
     controller: Arc<RuntimeApiController>,
+) -> io::Result<()> {
+    serve_tracked(listener, opts, controller, InFlight::new()).await
+}
+
+/// As [`serve_bound`], counting unanswered requests in `in_flight`.
+pub async fn serve_tracked(
+    listener: UnixListener,
+    opts: ServeOptions,
+    controller: Arc<RuntimeApiController>,
+    in_flight: Arc<InFlight>,
 ) -> io::Result<()> {
     let app = router(controller);
     let live = Arc::new(AtomicUsize::new(0));
@@ -148,8 +221,9 @@ pub async fn serve_bound(
         let app = app.clone();
         let live = Arc::clone(&live);
         let max_payload = opts.max_payload;
+        let in_flight = Arc::clone(&in_flight);
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, app, max_payload).await {
+            if let Err(e) = serve_connection(stream, app, max_payload, &in_flight).await {
                 tracing::debug!("API connection ended with an error: {e}");
             }
             live.fetch_sub(1, Ordering::AcqRel);
@@ -181,6 +255,7 @@ pub(crate) async fn serve_connection(
     mut stream: UnixStream,
     app: Router,
     max_payload: usize,
+    in_flight: &Arc<InFlight>,
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -199,6 +274,7 @@ pub(crate) async fn serve_connection(
             }
         };
         buf.drain(..head_len);
+        let _pending = in_flight.begin();
 
         if head.expect_continue && head.content_length > buf.len() {
             stream.write_all(&http1::continue_response()).await?;
@@ -301,5 +377,29 @@ fn error_response(err: &ApiError) -> RoutedResponse {
         status: err.status().as_u16(),
         deprecation: false,
         body: serde_json::to_vec(&err.fault()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_waits_for_the_last_answer() {
+        let tracker = InFlight::new();
+        assert!(tracker.wait_idle(Duration::ZERO));
+        let first = tracker.begin();
+        let second = tracker.begin();
+        assert_eq!(tracker.pending(), 2);
+        assert!(!tracker.wait_idle(Duration::from_millis(20)));
+        drop(first);
+        let waiter = {
+            let tracker = Arc::clone(&tracker);
+            std::thread::spawn(move || tracker.wait_idle(Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(second);
+        assert!(waiter.join().expect("waiter"));
+        assert_eq!(tracker.pending(), 0);
     }
 }
