@@ -27,8 +27,8 @@ pub mod state;
 
 pub use atomic::AtomicWriteError;
 pub use memory::{
-    DiffSaved, FileRange, MAX_REGIONS, MemoryFileError, MemoryLayout, PAGE_SIZE, RegionDesc,
-    merge_diff_into, save_memory_diff, save_memory_full,
+    DiffSaved, DirtyPages, FileRange, MAX_REGIONS, MemoryFileError, MemoryLayout, PAGE_SIZE,
+    RegionDesc, merge_diff_into, save_memory_diff, save_memory_diff_pages, save_memory_full,
 };
 pub use state::{
     SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SNAPSHOT_VERSION_TEXT, SQUIB_FORMAT_VERSION,

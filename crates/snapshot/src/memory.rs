@@ -2,7 +2,8 @@
 //!
 //! Firecracker's form: the regions' bytes back to back, in guest-address order, no header
 //! ([`save_memory_full`]). A diff file ([`save_memory_diff`]) has the same length and layout but
-//! holds only the dirty pages; clean pages are holes (the writer seeks over them), so the file is
+//! holds only the dirty pages ([`save_memory_diff_pages`] scans the dirty bitmaps a word at a
+//! time); clean pages are holes (the writer seeks over them), so the file is
 //! sparse. Merging a diff over its base ([`merge_diff_into`]) gives the full memory at the time
 //! of the diff, which is what Firecracker users do with `rebase-snap`.
 //!
@@ -269,51 +270,130 @@ pub fn save_memory_full<B: Bitmap>(
     Ok(layout)
 }
 
-/// Writes only the pages `is_dirty(region_index, page_index)` reports, each at its offset in
-/// the full layout, to `path` (atomically). Clean pages are holes; the file's length is the
-/// total memory size. Returns the layout and the dirty ranges written.
+/// Which pages of one region a diff holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirtyPages {
+    /// Every page (a region nobody tracks).
+    All,
+    /// One bit per page, 64 pages per word, page `p` at bit `p % 64` of word `p / 64`
+    /// (KVM's dirty-log layout). Missing words are clean.
+    Bitmap(Vec<u64>),
+}
+
+impl DirtyPages {
+    /// The first run of dirty pages `[start, end)` at or after page `from`, below `pages`.
+    /// Scans a word at a time: clean stretches cost one comparison per 64 pages.
+    #[must_use]
+    pub fn next_run(&self, from: u64, pages: u64) -> Option<(u64, u64)> {
+        let words = match self {
+            Self::All => return (from < pages).then_some((from, pages)),
+            Self::Bitmap(words) => words,
+        };
+        let word = |p: u64| {
+            usize::try_from(p / 64)
+                .ok()
+                .and_then(|i| words.get(i))
+                .copied()
+                .unwrap_or(0)
+        };
+        let mut p = from;
+        // First set bit at or after `from`.
+        loop {
+            if p >= pages {
+                return None;
+            }
+            let w = word(p) >> (p % 64);
+            if w != 0 {
+                p += u64::from(w.trailing_zeros());
+                break;
+            }
+            p = (p / 64 + 1) * 64;
+        }
+        if p >= pages {
+            return None;
+        }
+        let start = p;
+        // First clear bit after `start` (bits shifted in from the top read as set, which only
+        // ever sends the scan on to the next word boundary).
+        loop {
+            if p >= pages {
+                break;
+            }
+            let w = !word(p) >> (p % 64);
+            if w != 0 {
+                p += u64::from(w.trailing_zeros());
+                break;
+            }
+            p = (p / 64 + 1) * 64;
+        }
+        Some((start, p.min(pages)))
+    }
+}
+
+/// Writes only the pages `is_dirty(region_index, page_index)` reports; see
+/// [`save_memory_diff_pages`], which takes the dirty bitmaps directly and is what a VMM uses.
 pub fn save_memory_diff<B: Bitmap>(
     mem: &GuestMemoryMmap<B>,
     is_dirty: impl Fn(usize, usize) -> bool,
     path: impl AsRef<Path>,
 ) -> Result<DiffSaved, MemoryFileError> {
+    let dirty: Vec<DirtyPages> = mem
+        .iter()
+        .enumerate()
+        .map(|(ri, region)| {
+            let pages = usize::try_from(region.len().div_ceil(PAGE_SIZE)).unwrap_or(usize::MAX);
+            let mut words = vec![0u64; pages.div_ceil(64)];
+            for page in (0..pages).filter(|&p| is_dirty(ri, p)) {
+                words[page / 64] |= 1 << (page % 64);
+            }
+            DirtyPages::Bitmap(words)
+        })
+        .collect();
+    save_memory_diff_pages(mem, &dirty, path)
+}
+
+/// Writes only the dirty pages (`dirty[i]` for region `i`; a region without an entry is saved
+/// whole), each at its offset in the full layout, to `path` (atomically). Clean pages are holes;
+/// the file's length is the total memory size. Returns the layout and the dirty ranges written.
+pub fn save_memory_diff_pages<B: Bitmap>(
+    mem: &GuestMemoryMmap<B>,
+    dirty: &[DirtyPages],
+    path: impl AsRef<Path>,
+) -> Result<DiffSaved, MemoryFileError> {
     let layout = MemoryLayout::of(mem);
     let path = path.as_ref();
-    let dirty = replace_file(path, |file| {
+    let written = replace_file(path, |file| {
         file.set_len(layout.total_size())
             .map_err(|e| ("set_length", e))?;
-        let mut dirty: Vec<FileRange> = Vec::new();
+        let mut written: Vec<FileRange> = Vec::new();
         for (ri, (region, desc)) in mem.iter().zip(&layout.regions).enumerate() {
             let pages = region.len().div_ceil(PAGE_SIZE);
-            let mut page = 0u64;
-            while page < pages {
-                if !is_dirty(ri, usize::try_from(page).unwrap_or(usize::MAX)) {
-                    page += 1;
-                    continue;
-                }
-                let start = page;
-                while page < pages && is_dirty(ri, usize::try_from(page).unwrap_or(usize::MAX)) {
-                    page += 1;
-                }
+            let bits = dirty.get(ri).unwrap_or(&DirtyPages::All);
+            let mut from = 0;
+            while let Some((start, end)) = bits.next_run(from, pages) {
+                from = end;
                 let offset = start * PAGE_SIZE;
-                let len = (page * PAGE_SIZE).min(region.len()) - offset;
+                let len = (end * PAGE_SIZE).min(region.len()) - offset;
                 let file_offset = desc.file_offset + offset;
                 file.seek(SeekFrom::Start(file_offset))
                     .map_err(|e| ("seek", e))?;
                 write_region_range(file, region, offset, len)?;
-                match dirty.last_mut() {
+                match written.last_mut() {
                     Some(last) if last.offset + last.len == file_offset => last.len += len,
-                    _ => dirty.push(FileRange {
+                    _ => written.push(FileRange {
                         offset: file_offset,
                         len,
                     }),
                 }
             }
         }
-        Ok(dirty)
+        Ok(written)
     })?;
-    tracing::info!(path = %path.display(), ranges = dirty.len(), "diff memory snapshot written");
-    Ok(DiffSaved { layout, dirty })
+    tracing::info!(path = %path.display(), ranges = written.len(), "diff memory snapshot written");
+    Ok(DiffSaved {
+        layout,
+        dirty: written,
+    })
 }
 
 /// Copies the `dirty` ranges of the diff file `diff` into the base memory file `base`, in place

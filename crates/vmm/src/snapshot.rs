@@ -24,8 +24,7 @@ use squib_config::schemas::snapshot::{
 };
 use squib_core::{GuestMemoryMmap, MAX_SUPPORTED_VCPUS};
 use squib_hv::{VcpuStateBlob, VmStateBlob};
-use squib_snapshot::{MemoryLayout, PAGE_SIZE};
-use vm_memory::bitmap::Bitmap;
+use squib_snapshot::{DirtyPages, MemoryLayout, PAGE_SIZE};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::builder::{MachineState, Microvm};
@@ -76,25 +75,29 @@ pub enum SnapshotError {
     Invalid(String),
 }
 
-/// Reads the pages dirtied since the last call (hypervisor log | memory bitmap) and clears both.
-fn dirty_pages(vm: &Microvm) -> Result<Vec<Vec<u64>>, SnapshotError> {
+/// Reads the pages dirtied since the last call (hypervisor log | memory bitmap, word by word)
+/// and clears both. Regions the hypervisor does not log (the virtio-mem region, mapped slot by
+/// slot) are saved whole.
+fn dirty_pages(vm: &Microvm) -> Result<Vec<DirtyPages>, SnapshotError> {
     let log = vm
         .vm
         .dirty_log()
         .map_err(|e| SnapshotError::SaveState(e.to_string()))?;
-    let mut out = Vec::with_capacity(log.len());
-    for (region, kvm) in vm.memory.iter().zip(log) {
+    let mut out = Vec::with_capacity(vm.memory.num_regions());
+    for (index, region) in vm.memory.iter().enumerate() {
+        let Some(kvm) = log.get(index) else {
+            (**region).bitmap().reset();
+            out.push(DirtyPages::All);
+            continue;
+        };
         let pages = usize::try_from(region.len() / PAGE_SIZE).unwrap_or(usize::MAX);
-        let mut bits = kvm;
+        let mut bits = kvm.clone();
         bits.resize(pages.div_ceil(64), 0);
-        let bitmap = (**region).bitmap();
-        for page in 0..pages {
-            if bitmap.dirty_at(page * 4096) {
-                bits[page / 64] |= 1 << (page % 64);
-            }
+        // The VMM's own writes (device DMA), tracked by vm-memory at the same page size.
+        for (word, vmm) in bits.iter_mut().zip((**region).bitmap().get_and_reset()) {
+            *word |= vmm;
         }
-        bitmap.reset();
-        out.push(bits);
+        out.push(DirtyPages::Bitmap(bits));
     }
     Ok(out)
 }
@@ -138,14 +141,8 @@ pub fn create(
         }
         SnapshotType::Diff => {
             let dirty = dirty_pages(vm)?;
-            // Regions the hypervisor does not log (the virtio-mem region, mapped slot by slot)
-            // are saved whole.
-            let is_dirty = |r: usize, p: usize| {
-                dirty
-                    .get(r)
-                    .is_none_or(|b| b.get(p / 64).is_some_and(|w| w & (1 << (p % 64)) != 0))
-            };
-            squib_snapshot::save_memory_diff(&vm.memory, is_dirty, &params.mem_file_path)?.layout
+            squib_snapshot::save_memory_diff_pages(&vm.memory, &dirty, &params.mem_file_path)?
+                .layout
         }
     };
     let state = MicrovmState {
