@@ -27,6 +27,16 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo test"
 if [ -e /dev/kvm ]; then echo "(/dev/kvm present: KVM tests will run)"; else echo "SKIPPED: no /dev/kvm"; fi
 mkdir -p target
+# The ACPI variant of the shared Linux guest (boot_linux_acpi.rs); cached after the first build.
+if [ -f ../shared/guest/make-guest.sh ] && [ -e /dev/kvm ]; then
+  echo "== ACPI Linux guest (scripts/make-acpi-guest.sh; first build 5-10 min, then cached)"
+  if acpi_dir=$(scripts/make-acpi-guest.sh 2> target/make-acpi-guest.log); then
+    export SQUIB_ACPI_GUEST_DIR=$acpi_dir
+  else
+    echo "ACPI guest build failed (target/make-acpi-guest.log); boot_linux_acpi will say SKIPPED"
+    tail -5 target/make-acpi-guest.log
+  fi
+fi
 status=0
 cargo test --workspace 2>&1 | tee target/test-output.txt || status=$?
 [ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)"; exit "$status"; }

@@ -67,7 +67,7 @@ pub fn linux_guest_dir() -> Option<PathBuf> {
         }
     }
     println!(
-        "Linux guest assets: NONE FOUND (set SQUIB_GUEST_DIR or run scripts/make-linux-guest.sh)"
+        "SKIPPED: no Linux guest assets (set SQUIB_GUEST_DIR or build them: ../shared/guest/make-guest.sh ~/.cache/squib-guest/out)"
     );
     None
 }
