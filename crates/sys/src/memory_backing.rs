@@ -228,4 +228,62 @@ mod tests {
             Err(BackingError::GuestMemory)
         ));
     }
+
+    /// The smaps block of the mapping starting at `addr`.
+    fn smaps_of(addr: *mut u8) -> String {
+        let start = format!("{:x}-", addr as usize);
+        let text = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(&start));
+        let mut block: Vec<&str> = lines.next().into_iter().collect();
+        // Field lines start with `Key:`; the next mapping's header starts with its range.
+        block.extend(lines.take_while(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|t| t.ends_with(':'))
+        }));
+        block.join("\n")
+    }
+
+    #[test]
+    fn test_transparent_memory_is_advised_hugepage() {
+        let mem: GuestMemoryMmap<()> =
+            anonymous_memory(&[(GuestAddress(0), 4 << 20)], PageBacking::Transparent).unwrap();
+        let smaps = smaps_of(mem.iter().next().unwrap().as_ptr());
+        let flags = smaps.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
+        // VM_HUGEPAGE, set by MADV_HUGEPAGE.
+        assert!(flags.split_whitespace().any(|f| f == "hg"), "{smaps}");
+        let normal: GuestMemoryMmap<()> =
+            anonymous_memory(&[(GuestAddress(0), 4 << 20)], PageBacking::Normal).unwrap();
+        let smaps = smaps_of(normal.iter().next().unwrap().as_ptr());
+        let flags = smaps.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
+        assert!(!flags.split_whitespace().any(|f| f == "hg"), "{smaps}");
+    }
+
+    #[test]
+    fn test_hugetlb_memory_is_mapped_with_2m_pages_without_reserving_them() {
+        // MAP_NORESERVE: the mapping needs no free page in the pool until it is touched, so
+        // this runs whatever the pool holds (nothing is touched here).
+        let mem = match anonymous_memory::<()>(
+            &[(GuestAddress(0), 4 << 20), (GuestAddress(1 << 32), 2 << 20)],
+            PageBacking::Hugetlb2M,
+        ) {
+            Ok(m) => m,
+            Err(BackingError::Mmap(e)) => {
+                println!("SKIPPED: this host cannot map 2 MiB hugetlb pages ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        for region in mem.iter() {
+            assert_eq!(region.as_ptr() as usize % HUGE_PAGE_SIZE_2M, 0);
+            assert_eq!(region.is_hugetlbfs(), Some(true));
+            let smaps = smaps_of(region.as_ptr());
+            assert!(
+                smaps
+                    .lines()
+                    .any(|l| l.starts_with("KernelPageSize:") && l.contains(" 2048 kB")),
+                "{smaps}"
+            );
+        }
+    }
 }
