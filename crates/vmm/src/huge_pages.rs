@@ -7,8 +7,9 @@
 //!   while the kernel is read into guest memory, with Firecracker's text (`... Kernel Loader:
 //!   failed to load ELF kernel image: Kernel Loader: Unable to read kernel image`).
 //! - **What Firecracker 1.17 refuses**: a `mem_size_mib` that is not a multiple of 2 MiB with
-//!   `2M`/`Transparent` (`machine-config`, already in `squib-config`), and restoring a hugetlbfs
-//!   microVM with the `File` memory backend ([`check_load`]). It accepts the balloon (it used to
+//!   `2M`/`Transparent` (`machine-config`, already in `squib-config`; on a restore, the
+//!   snapshot's size against the resolved setting), and restoring a hugetlbfs microVM with the
+//!   `File` memory backend ([`check_load`]). It accepts the balloon (it used to
 //!   refuse it), virtio-mem, dirty-page tracking and Diff snapshots with huge pages; so does
 //!   squib.
 //! - **Snapshots** record the setting (`MachineState::huge_pages`); a load resolves the request's
@@ -30,6 +31,11 @@ use crate::error::StartMicrovmError;
 /// error: `).
 pub const HUGETLBFS_FILE_RESTORE: &str = "Failed to restore from snapshot: Failed to load guest memory: Error creating guest memory from file: Cannot restore hugetlbfs backed snapshot by mapping the memory file. Please use uffd.";
 
+/// Firecracker's text when the snapshot's memory size does not fit the resolved page size
+/// (`BuildMicrovmFromSnapshotError::VmUpdateConfig(InvalidMemorySize)`, after `Load snapshot
+/// error: `).
+pub const RESTORE_INVALID_MEMORY_SIZE: &str = "Failed to restore from snapshot: Failed to build microVM from snapshot: Failed to update microVM configuration: The memory size (MiB) is either 0, or not a multiple of the configured page size.";
+
 /// The host backing for a `huge_pages` setting.
 pub fn backing(huge_pages: HugePages) -> PageBacking {
     match huge_pages {
@@ -50,8 +56,17 @@ pub fn resolve(requested: SnapshotHugePages, recorded: HugePages) -> HugePages {
     }
 }
 
-/// Firecracker's check before mapping a restore's memory: hugetlbfs needs the `Uffd` backend.
-pub fn check_load(backend: MemBackendType, resolved: HugePages) -> Result<(), &'static str> {
+/// Firecracker's checks before mapping a restore's memory, in its order: the snapshot's memory
+/// size must suit the resolved page size (e.g. 65 MiB cannot be restored on `2M` or
+/// `Transparent`), then hugetlbfs needs the `Uffd` backend.
+pub fn check_load(
+    backend: MemBackendType,
+    resolved: HugePages,
+    mem_size_mib: usize,
+) -> Result<(), &'static str> {
+    if !resolved.is_valid_mem_size(mem_size_mib) {
+        return Err(RESTORE_INVALID_MEMORY_SIZE);
+    }
     if backend == MemBackendType::File && resolved == HugePages::Hugetlbfs2M {
         return Err(HUGETLBFS_FILE_RESTORE);
     }
@@ -102,8 +117,8 @@ mod tests {
     #[test]
     fn test_file_backend_refuses_only_hugetlbfs() {
         for hp in ALL {
-            assert_eq!(check_load(MemBackendType::Uffd, hp), Ok(()));
-            let file = check_load(MemBackendType::File, hp);
+            assert_eq!(check_load(MemBackendType::Uffd, hp, 128), Ok(()));
+            let file = check_load(MemBackendType::File, hp, 128);
             if hp == HugePages::Hugetlbfs2M {
                 assert_eq!(file, Err(HUGETLBFS_FILE_RESTORE));
             } else {
@@ -114,6 +129,26 @@ mod tests {
         assert_eq!(
             format!("Load snapshot error: {HUGETLBFS_FILE_RESTORE}"),
             "Load snapshot error: Failed to restore from snapshot: Failed to load guest memory: Error creating guest memory from file: Cannot restore hugetlbfs backed snapshot by mapping the memory file. Please use uffd."
+        );
+    }
+
+    #[test]
+    fn test_restored_memory_size_must_suit_the_page_size_first() {
+        for backend in [MemBackendType::File, MemBackendType::Uffd] {
+            assert_eq!(check_load(backend, HugePages::None, 65), Ok(()));
+            for hp in [HugePages::Transparent, HugePages::Hugetlbfs2M] {
+                // Firecracker checks the size before the backend (measured: 65 MiB + 2M + File
+                // answers the size text).
+                assert_eq!(
+                    check_load(backend, hp, 65),
+                    Err(RESTORE_INVALID_MEMORY_SIZE)
+                );
+                assert_eq!(check_load(backend, hp, 0), Err(RESTORE_INVALID_MEMORY_SIZE));
+            }
+        }
+        assert_eq!(
+            format!("Load snapshot error: {RESTORE_INVALID_MEMORY_SIZE}"),
+            "Load snapshot error: Failed to restore from snapshot: Failed to build microVM from snapshot: Failed to update microVM configuration: The memory size (MiB) is either 0, or not a multiple of the configured page size."
         );
     }
 

@@ -189,14 +189,15 @@ pub fn restore_huge_pages(params: &SnapshotLoadParams, state: &MicrovmState) -> 
 }
 
 /// Guest memory for a restore, from the configured backend with `huge_pages`' backing, and
-/// what keeps that backend alive. hugetlbfs with the `File` backend is refused first
-/// (Firecracker's text).
+/// what keeps that backend alive. Firecracker's refusals come first (a memory size that does
+/// not suit the page size, hugetlbfs with the `File` backend), with its texts.
 pub fn load_memory(
     params: &SnapshotLoadParams,
     layout: &MemoryLayout,
     huge_pages: HugePages,
+    mem_size_mib: usize,
 ) -> Result<(GuestMemoryMmap, Option<Box<dyn std::any::Any + Send>>), SnapshotError> {
-    crate::huge_pages::check_load(params.mem_backend.backend_type, huge_pages)
+    crate::huge_pages::check_load(params.mem_backend.backend_type, huge_pages, mem_size_mib)
         .map_err(SnapshotError::Refused)?;
     let backing = crate::huge_pages::backing(huge_pages);
     let ranges = layout.restore_ranges();

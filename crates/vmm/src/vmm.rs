@@ -511,8 +511,12 @@ impl Vmm {
         let result = crate::snapshot::load_state(std::path::Path::new(&params.snapshot_path))
             .and_then(|state| {
                 let huge_pages = crate::snapshot::restore_huge_pages(params, &state);
-                let (memory, backend) =
-                    crate::snapshot::load_memory(params, &state.memory, huge_pages)?;
+                let (memory, backend) = crate::snapshot::load_memory(
+                    params,
+                    &state.memory,
+                    huge_pages,
+                    state.machine.mem_size_mib,
+                )?;
                 Ok((state, memory, backend, huge_pages))
             })
             .map_err(|e| e.to_string())
