@@ -1,7 +1,7 @@
 //! End-to-end `huge_pages: "2M"` (hugetlbfs) through the `squib` binary and the test guest:
-//! guest RAM comes from the host's 2 MiB pool, the guest runs; a snapshot records the setting,
-//! the `File` backend is refused with Firecracker's text (unless the load asks for `None`), the
-//! `Uffd` backend hands the handler 2 MiB pages; a pool too small for the kernel fails
+//! guest RAM comes from the host's 2 MiB pool, the guest runs; Full and Diff snapshots record
+//! the setting, the `File` backend is refused with Firecracker's text (unless the load asks for
+//! `None`), the `Uffd` backend hands the handler 2 MiB pages; a pool too small for the kernel fails
 //! `InstanceStart` with Firecracker's text (compared with the reference Firecracker when present);
 //! a snapshot whose memory size does not suit 2 MiB pages cannot be restored on them.
 //!
@@ -148,7 +148,7 @@ fn wait_ticks(serial: &Path, at_least: u64) {
 /// Configures the counter guest with `huge_pages` on a fresh `program` (squib or Firecracker)
 /// and sends `InstanceStart`; returns the process and the answer.
 fn start(program: &Path, extra: &[&str], serial: &Path) -> (Squib, u16, String) {
-    start_with(program, extra, serial, GUEST_MIB, "2M")
+    start_with(program, extra, serial, GUEST_MIB, "2M", true)
 }
 
 /// [`start`] with a memory size and `huge_pages` setting.
@@ -158,6 +158,7 @@ fn start_with(
     serial: &Path,
     mem_mib: u64,
     huge_pages: &str,
+    track_dirty_pages: bool,
 ) -> (Squib, u16, String) {
     let socket = tmp_path("huge.sock");
     let stdout_path = tmp_path("huge.out");
@@ -186,7 +187,12 @@ fn start_with(
     );
     let serial_body = json!({ "serial_out_path": serial }).to_string();
     assert_eq!(vm.api("PUT", "/serial", Some(&serial_body)).0, 204);
-    let machine = json!({"vcpu_count": 1, "mem_size_mib": mem_mib, "huge_pages": huge_pages});
+    let machine = json!({
+        "vcpu_count": 1,
+        "mem_size_mib": mem_mib,
+        "huge_pages": huge_pages,
+        "track_dirty_pages": track_dirty_pages,
+    });
     assert_eq!(
         vm.api("PUT", "/machine-config", Some(&machine.to_string()))
             .0,
@@ -272,8 +278,36 @@ fn test_should_run_the_guest_on_2m_pages_and_restore_it_only_through_uffd() {
     let (s, b) = vm1.api("PUT", "/snapshot/create", Some(&body.to_string()));
     assert_eq!(s, 204, "{b}\n{}", vm1.output());
     assert_eq!(std::fs::metadata(&mem).unwrap().len(), GUEST_MIB << 20);
+    // Dirty tracking and Diff snapshots work on huge pages (Firecracker 1.17 allows them).
+    assert_eq!(
+        vm1.api("PATCH", "/vm", Some(r#"{"state":"Resumed"}"#)).0,
+        204
+    );
+    wait_ticks(&serial1, paused_at + 3);
+    let (s, b) = vm1.api("PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
+    assert_eq!(s, 204, "{b}");
+    let diff_at = ticks(&serial1).into_iter().max().unwrap_or(0);
+    let (state_diff, mem_diff) = (tmp_path("huge-diff.state"), tmp_path("huge-diff.mem"));
+    let body =
+        json!({"snapshot_type": "Diff", "snapshot_path": state_diff, "mem_file_path": mem_diff});
+    let (s, b) = vm1.api("PUT", "/snapshot/create", Some(&body.to_string()));
+    assert_eq!(s, 204, "{b}\n{}", vm1.output());
     let _ = vm1.child.kill();
     let _ = vm1.wait(Duration::from_secs(10));
+    let diff_file = std::fs::File::open(&mem_diff).unwrap();
+    let ranges: Vec<squib_snapshot::FileRange> = squib_sys::sparse::data_extents(&diff_file)
+        .unwrap()
+        .into_iter()
+        .map(|(offset, len)| squib_snapshot::FileRange { offset, len })
+        .collect();
+    let dirty: u64 = ranges.iter().map(|r| r.len).sum();
+    assert!(
+        dirty > 0 && dirty < GUEST_MIB << 20,
+        "diff holds {dirty} bytes"
+    );
+    let merged = tmp_path("huge-merged.mem");
+    std::fs::copy(&mem, &merged).unwrap();
+    squib_snapshot::merge_diff_into(&merged, &mem_diff, &ranges).unwrap();
 
     // File backend: refused (the snapshot says 2M), fatal to the process.
     let serial2 = tmp_path("huge-serial2.log");
@@ -299,16 +333,21 @@ fn test_should_run_the_guest_on_2m_pages_and_restore_it_only_through_uffd() {
     wait_ticks(&serial2, paused_at + 2);
     drop(vm3);
 
-    // Uffd backend: the handler is told 2 MiB pages and serves them; the guest continues.
+    // Uffd backend (the Diff state over the merged memory): the handler is told 2 MiB pages
+    // and serves them; the guest continues from the Diff.
     let serial3 = tmp_path("huge-serial3.log");
     let sock = tmp_path("huge-uffd.sock");
     let listener = UnixListener::bind(&sock).expect("bind uffd socket");
-    let mem_file = std::fs::File::open(&mem).unwrap();
+    let mem_file = std::fs::File::open(&merged).unwrap();
     let handler = std::thread::spawn(move || squib_sys::uffd_handler::serve(&listener, &mem_file));
-    let (vm4, s, b) = load(&state, ("Uffd", &sock), None, &serial3);
+    let (vm4, s, b) = load(&state_diff, ("Uffd", &sock), None, &serial3);
     assert_eq!(s, 204, "{b}\n{}", vm4.output());
-    wait_ticks(&serial3, paused_at + 2);
-    assert!(ticks(&serial3).iter().all(|&t| t >= paused_at));
+    wait_ticks(&serial3, diff_at + 2);
+    assert!(
+        ticks(&serial3).iter().all(|&t| t >= diff_at),
+        "restored before the Diff (tick {diff_at}): {:?}",
+        ticks(&serial3)
+    );
     assert_guest_ram_on_huge_pages(vm4.child.id());
     let (_, cfg) = vm4.api("GET", "/machine-config", None);
     assert!(cfg.contains(r#""huge_pages":"2M""#), "{cfg}");
@@ -319,7 +358,16 @@ fn test_should_run_the_guest_on_2m_pages_and_restore_it_only_through_uffd() {
         assert_eq!((m.page_size, m.page_size_kib), (2 << 20, 2 << 20), "{m:?}");
     }
     assert!(stats.pages_served > 0);
-    for p in [&state, &mem, &serial1, &serial2, &serial3] {
+    for p in [
+        &state,
+        &mem,
+        &state_diff,
+        &mem_diff,
+        &merged,
+        &serial1,
+        &serial2,
+        &serial3,
+    ] {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -364,7 +412,7 @@ fn test_odd_sized_snapshot_cannot_be_restored_on_huge_pages() {
     }
     // Normal pages: no pool needed. 65 MiB is fine for 4 KiB pages, not for 2 MiB ones.
     let serial = tmp_path("huge-odd.log");
-    let (mut vm, s, b) = start_with(&squib_bin(), &[], &serial, 65, "None");
+    let (mut vm, s, b) = start_with(&squib_bin(), &[], &serial, 65, "None", false);
     assert_eq!(s, 204, "{b}\n{}", vm.output());
     wait_ticks(&serial, 1);
     assert_eq!(vm.api("PATCH", "/vm", Some(r#"{"state":"Paused"}"#)).0, 204);
