@@ -343,4 +343,23 @@ mod tests {
         assert!(region_arc(&full, 512 << 30).is_some());
         assert!(region_arc(&full, 4096).is_none());
     }
+
+    #[test]
+    fn test_region_is_backed_like_ram() {
+        // Firecracker allocates the virtio-mem region with the machine's huge_pages. Nothing is
+        // touched here, so (MAP_NORESERVE) no free page is needed in the host pool.
+        let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        let full = match guest_memory(&ram, Some(&cfg(128, 2, 128)), PageBacking::Hugetlb2M) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("SKIPPED: this host cannot map 2 MiB hugetlb pages ({e})");
+                return;
+            }
+        };
+        let region = full.find_region(GuestAddress(512 << 30)).unwrap();
+        assert_eq!(region.is_hugetlbfs(), Some(true));
+        let normal = guest_memory(&ram, Some(&cfg(128, 2, 128)), PageBacking::Normal).unwrap();
+        let region = normal.find_region(GuestAddress(512 << 30)).unwrap();
+        assert_ne!(region.is_hugetlbfs(), Some(true));
+    }
 }
