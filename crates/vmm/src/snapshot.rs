@@ -10,9 +10,9 @@
 //!   file, fsync, rename), so a crash leaves the previous pair intact. After a snapshot the
 //!   dirty state is cleared.
 //! - [`load_memory`]: the restore-side memory backends, with the page backing of the request's
-//!   `huge_pages` resolved against the snapshot's (`crate::huge_pages`). `File` maps the memory file
-//!   `MAP_PRIVATE` (pages load lazily, so restore cost does not grow with guest size); `Uffd`
-//!   hands anonymous memory to a page-fault handler on a Unix socket with Firecracker's
+//!   `huge_pages` resolved against the snapshot's (`crate::huge_pages`). `File` maps the memory
+//!   file `MAP_PRIVATE` (pages load lazily, so restore cost does not grow with guest size);
+//!   `Uffd` hands anonymous memory to a page-fault handler on a Unix socket with Firecracker's
 //!   handshake.
 //!
 //! Runs on the VMM thread.
