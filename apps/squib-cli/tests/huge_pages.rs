@@ -160,31 +160,7 @@ fn start_with(
     huge_pages: &str,
     track_dirty_pages: bool,
 ) -> (Squib, u16, String) {
-    let socket = tmp_path("huge.sock");
-    let stdout_path = tmp_path("huge.out");
-    let out = std::fs::File::create(&stdout_path).expect("stdout file");
-    let child = Command::new(program)
-        .args(extra)
-        .arg("--api-sock")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn the VMM");
-    let vm = Squib {
-        child,
-        socket: Some(socket.clone()),
-        stdout_path,
-    };
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&socket).ok()
-        })
-        .is_some(),
-        "no API socket: {}",
-        vm.output()
-    );
+    let vm = spawn_vmm(program, extra);
     let serial_body = json!({ "serial_out_path": serial }).to_string();
     assert_eq!(vm.api("PUT", "/serial", Some(&serial_body)).0, 204);
     let machine = json!({
@@ -213,6 +189,66 @@ fn start_with(
     (vm, s, b)
 }
 
+/// `program` (squib or Firecracker) with an API socket, output to a file; killed on drop.
+fn spawn_vmm(program: &Path, extra: &[&str]) -> Squib {
+    let socket = tmp_path("huge.sock");
+    let stdout_path = tmp_path("huge.out");
+    let out = std::fs::File::create(&stdout_path).expect("stdout file");
+    let child = Command::new(program)
+        .args(extra)
+        .arg("--api-sock")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn the VMM");
+    let vm = Squib {
+        child,
+        socket: Some(socket.clone()),
+        stdout_path,
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).ok()
+        })
+        .is_some(),
+        "no API socket: {}",
+        vm.output()
+    );
+    vm
+}
+
+/// The reference Firecracker (`$SQUIB_REFERENCE_FIRECRACKER` or `../shared/peers/firecracker`);
+/// `None` after one `SKIPPED:` line.
+fn reference_firecracker() -> Option<PathBuf> {
+    let p = std::env::var_os("SQUIB_REFERENCE_FIRECRACKER").map_or_else(
+        || common::repo_root().join("../shared/peers/firecracker"),
+        PathBuf::from,
+    );
+    if p.exists() {
+        Some(p)
+    } else {
+        println!("SKIPPED: no reference firecracker at {}", p.display());
+        None
+    }
+}
+
+/// Pauses `vm` and writes a Full snapshot; returns (state, memory file, last tick).
+fn pause_and_snapshot(vm: &Squib, serial: &Path, tag: &str) -> (PathBuf, PathBuf, u64) {
+    let (s, b) = vm.api("PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
+    assert_eq!(s, 204, "{b}");
+    let at = ticks(serial).into_iter().max().unwrap_or(0);
+    let (state, mem) = (
+        tmp_path(&format!("{tag}.state")),
+        tmp_path(&format!("{tag}.mem")),
+    );
+    let body = json!({"snapshot_type": "Full", "snapshot_path": state, "mem_file_path": mem});
+    let (s, b) = vm.api("PUT", "/snapshot/create", Some(&body.to_string()));
+    assert_eq!(s, 204, "{b}\n{}", vm.output());
+    (state, mem, at)
+}
+
 fn squib_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_squib"))
 }
@@ -224,8 +260,20 @@ fn load(
     huge_pages: Option<&str>,
     serial: &Path,
 ) -> (Squib, u16, String) {
-    let socket = tmp_path("huge-load.sock");
-    let vm = Squib::spawn(&[], Some(&socket));
+    load_with(&squib_bin(), &[], state, backend, huge_pages, serial)
+}
+
+/// [`load`] in a fresh `program` (squib or Firecracker).
+fn load_with(
+    program: &Path,
+    extra: &[&str],
+    state: &Path,
+    backend: (&str, &Path),
+    huge_pages: Option<&str>,
+    serial: &Path,
+) -> (Squib, u16, String) {
+    let vm = spawn_vmm(program, extra);
+    let socket = vm.socket.clone().expect("API socket");
     let serial_body = json!({ "serial_out_path": serial }).to_string();
     assert_eq!(vm.api("PUT", "/serial", Some(&serial_body)).0, 204);
     let mut body = json!({
@@ -437,6 +485,79 @@ fn test_odd_sized_snapshot_cannot_be_restored_on_huge_pages() {
     );
     drop(vm);
     for p in [&state, &mem, &serial] {
+        let _ = std::fs::remove_file(p);
+    }
+
+    // Differential: Firecracker refuses its own 65 MiB snapshot on huge pages the same way.
+    let Some(fc_bin) = reference_firecracker() else {
+        return;
+    };
+    let (fc, s, b) = start_with(&fc_bin, &["--no-seccomp"], &serial, 65, "None", false);
+    assert_eq!(s, 204, "{b}\n{}", fc.output());
+    wait_ticks(&serial, 1);
+    let (state, mem, _) = pause_and_snapshot(&fc, &serial, "fc-odd");
+    drop(fc);
+    for hp in ["Transparent", "2M"] {
+        let (mut fc, s, b) = load_with(
+            &fc_bin,
+            &["--no-seccomp"],
+            &state,
+            ("File", &mem),
+            Some(hp),
+            &serial,
+        );
+        assert_eq!((s, fault(&b).as_str()), (400, RESTORE_BAD_SIZE), "{hp}");
+        assert_eq!(fc.wait(Duration::from_secs(10)), Some(1));
+    }
+    for p in [&state, &mem, &serial] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// The reference Firecracker on the same host, guest and pool: its own 2M snapshot is refused
+/// on `File` with the text squib answers, and its Uffd handshake advertises the 2 MiB pages
+/// squib advertises (served by squib's handler, which the restored Firecracker guest runs on).
+#[test]
+fn test_reference_firecracker_agrees_on_2m_snapshots() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let Some(fc_bin) = reference_firecracker() else {
+        return;
+    };
+    let Some(_pool) = HugePool::reserve(GUEST_MIB / 2 + 16) else {
+        return;
+    };
+    let fc_args = ["--no-seccomp"];
+    let serial = tmp_path("fc-huge.log");
+    let (fc, s, b) = start(&fc_bin, &fc_args, &serial);
+    assert_eq!(s, 204, "{b}\n{}", fc.output());
+    wait_ticks(&serial, 2);
+    let (state, mem, paused_at) = pause_and_snapshot(&fc, &serial, "fc-huge");
+    drop(fc);
+
+    let (mut fc, s, b) = load_with(&fc_bin, &fc_args, &state, ("File", &mem), None, &serial);
+    assert_eq!((s, fault(&b).as_str()), (400, FILE_BACKEND_REFUSED));
+    assert_eq!(fc.wait(Duration::from_secs(10)), Some(1));
+
+    let serial2 = tmp_path("fc-huge2.log");
+    let sock = tmp_path("fc-uffd.sock");
+    let listener = UnixListener::bind(&sock).expect("bind uffd socket");
+    let mem_file = std::fs::File::open(&mem).unwrap();
+    let handler = std::thread::spawn(move || squib_sys::uffd_handler::serve(&listener, &mem_file));
+    let (fc, s, b) = load_with(&fc_bin, &fc_args, &state, ("Uffd", &sock), None, &serial2);
+    assert_eq!(s, 204, "{b}\n{}", fc.output());
+    wait_ticks(&serial2, paused_at + 2);
+    drop(fc);
+    let stats = handler
+        .join()
+        .unwrap()
+        .expect("the handler served Firecracker");
+    assert!(!stats.mappings.is_empty());
+    for m in &stats.mappings {
+        assert_eq!((m.page_size, m.page_size_kib), (2 << 20, 2 << 20), "{m:?}");
+    }
+    for p in [&state, &mem, &serial, &serial2] {
         let _ = std::fs::remove_file(p);
     }
 }
