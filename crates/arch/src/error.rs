@@ -63,14 +63,11 @@ pub enum ArchError {
     /// Reading the initrd image failed.
     #[error("cannot read the initrd image")]
     InitrdRead(#[source] std::io::Error),
-    /// The kernel image is neither a loadable ELF nor a bzImage.
-    #[error("cannot load kernel image (ELF: {elf}; bzImage: {bzimage})")]
-    KernelLoad {
-        /// Why the ELF loader rejected it.
-        elf: linux_loader::loader::Error,
-        /// Why the bzImage loader rejected it.
-        bzimage: linux_loader::loader::Error,
-    },
+    /// The kernel image could not be loaded: an ELF image the ELF loader failed on (for
+    /// example it could not be read into guest memory), or a non-ELF image that is no
+    /// loadable bzImage. linux-loader's text, as Firecracker's `ConfigurationError::KernelLoader`.
+    #[error("{0}")]
+    KernelLoader(linux_loader::loader::Error),
     /// The kernel was loaded but extends past guest RAM or below 1 MiB.
     #[error("kernel image [{start:#x}, {end:#x}) is outside usable guest RAM")]
     KernelOutOfRange {

@@ -1,4 +1,6 @@
-//! Kernel, initrd and command-line loading (Firecracker's `load_kernel` order: ELF, then bzImage).
+//! Kernel, initrd and command-line loading (Firecracker's `load_kernel` order: ELF, then
+//! bzImage when the image has no ELF magic; loader failures carry linux-loader's texts, as
+//! Firecracker's do).
 //!
 //! - ELF `vmlinux`: segments at their `p_paddr`, entry `e_entry` (must be at or above 1 MiB);
 //!   a `XEN_ELFNOTE_PHYS32_ENTRY` note makes the PVH entry available.
@@ -9,7 +11,8 @@
 use std::io::{Read, Seek};
 
 use linux_loader::bootparam::setup_header;
-use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
+use linux_loader::loader::elf::Error as ElfError;
+use linux_loader::loader::{BzImage, Elf, Error as LoaderError, KernelLoader, PvhBootCapability};
 use squib_core::GuestMemoryMmap;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, ReadVolatile,
@@ -91,7 +94,7 @@ where
     F: Read + ReadVolatile + Seek,
 {
     let himem = GuestAddress(HIMEM_START);
-    let elf_err = match Elf::load(mem, None, image, Some(himem)) {
+    match Elf::load(mem, None, image, Some(himem)) {
         Ok(res) => {
             let pvh_entry = match res.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(addr) => Some(addr),
@@ -107,13 +110,12 @@ where
             };
             return check_range(mem, loaded);
         }
-        Err(e) => e,
-    };
-    let res =
-        BzImage::load(mem, None, image, Some(himem)).map_err(|bzimage| ArchError::KernelLoad {
-            elf: elf_err,
-            bzimage,
-        })?;
+        // Not an ELF image: fall back to the bzImage loader (Firecracker's rule). Any other ELF
+        // failure (e.g. the image cannot be read into guest memory) is the answer.
+        Err(LoaderError::Elf(ElfError::InvalidElfMagicNumber)) => {}
+        Err(e) => return Err(ArchError::KernelLoader(e)),
+    }
+    let res = BzImage::load(mem, None, image, Some(himem)).map_err(ArchError::KernelLoader)?;
     let hdr = res.setup_header.ok_or(ArchError::BzImageNot64Bit)?;
     let (version, xloadflags) = (hdr.version, hdr.xloadflags);
     if version < MIN_BZIMAGE_VERSION_64 || xloadflags & XLF_KERNEL_64 == 0 {

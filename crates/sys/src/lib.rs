@@ -13,6 +13,8 @@
 //! - [`jail`] (Linux): the isolation system calls `squib-jailer` uses (mount namespace,
 //!   `pivot_root`, `mknod`, `setrlimit`, `setns`, `close_range`, `fork`/`clone(CLONE_NEWPID)`,
 //!   `setsid`, `dup2`), each a safe wrapper returning `io::Result`.
+//! - [`memory_backing`] (Linux): [`memory_backing::PageBacking`] (`huge_pages`: normal pages,
+//!   `MADV_HUGEPAGE`, or 2 MiB hugetlbfs pages) and anonymous guest memory built with it.
 //! - [`pmem`] (Linux): [`pmem::PmemMapping`], a virtio-pmem backing file mapped `MAP_SHARED` as a
 //!   2 MiB-aligned guest window (anonymous tail past the end of the file), and its flush
 //!   (`msync` + `fdatasync`).
@@ -42,6 +44,8 @@ pub mod guest_memory;
 pub mod io_uring;
 #[cfg(target_os = "linux")]
 pub mod jail;
+#[cfg(target_os = "linux")]
+pub mod memory_backing;
 #[cfg(target_os = "linux")]
 pub mod netns;
 #[cfg(target_os = "linux")]

@@ -13,6 +13,12 @@
 //!   never closes the connection either, and its example handlers treat a hang-up as a protocol
 //!   error.
 //!
+//! Huge pages (`huge_pages` of the load request, or the snapshot's): the `*_backed` variants
+//! take a [`PageBacking`]. `File` with `Transparent` advises `MADV_HUGEPAGE`; `File` with
+//! hugetlbfs is refused with Firecracker's text (a private file mapping cannot use the hugetlbfs
+//! pool). `Uffd` maps the anonymous memory with the backing and advertises its page size
+//! (2 MiB for hugetlbfs) in the handshake, as Firecracker does.
+//!
 //! Regions are `(guest address, size, file offset)` triples, what
 //! `squib_snapshot::MemoryLayout::restore_ranges` returns after validation.
 //!
@@ -34,10 +40,12 @@ use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+use crate::memory_backing::{self, BackingError, PageBacking};
 use crate::uffd::{FEATURE_EVENT_REMOVE, Userfaultfd};
 
-/// The page size advertised to page-fault handlers (squib maps no huge pages).
-pub const HOST_PAGE_SIZE: usize = 4096;
+/// The page size advertised to page-fault handlers for normal memory (hugetlbfs memory
+/// advertises [`crate::memory_backing::HUGE_PAGE_SIZE_2M`]).
+pub const HOST_PAGE_SIZE: usize = crate::memory_backing::HOST_PAGE_SIZE;
 
 /// Errors of the restore backends; texts are Firecracker's (`GuestMemoryFromFileError`,
 /// `GuestMemoryFromUffdError`, `MemoryError`).
@@ -76,6 +84,15 @@ pub enum RestoreMemoryError {
     /// Sending the layout and the uffd failed (or was cut short).
     #[error("Failed to sends file descriptor: {0}")]
     Send(#[source] io::Error),
+    /// hugetlbfs memory cannot be a private mapping of the memory file (Firecracker's
+    /// `GuestMemoryFromFileError::HugetlbfsSnapshot`).
+    #[error(
+        "Cannot restore hugetlbfs backed snapshot by mapping the memory file. Please use uffd."
+    )]
+    HugetlbfsFile,
+    /// The anonymous memory could not be created with its page backing.
+    #[error("Failed to restore guest memory: {0}")]
+    Backing(#[source] BackingError),
 }
 
 /// One region as a Firecracker page-fault handler receives it (Firecracker 1.17's
@@ -157,24 +174,30 @@ fn check_regions(regions: &[(GuestAddress, usize, u64)]) -> Result<u64, RestoreM
 fn build_memory<B: NewBitmap>(
     regions: &[(GuestAddress, usize, u64)],
     file: Option<&Arc<File>>,
+    backing: PageBacking,
 ) -> Result<GuestMemoryMmap<B>, RestoreMemoryError> {
     let mut out = Vec::with_capacity(regions.len());
     for &(guest_addr, size, offset) in regions {
-        let mut builder = MmapRegionBuilder::new_with_bitmap(size, B::with_len(size))
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE);
-        builder = match file {
-            Some(f) => builder
-                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-                .with_file_offset(FileOffset::from_arc(Arc::clone(f), offset)),
-            None => builder
-                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE),
+        let region = match file {
+            Some(f) => {
+                let mapping = MmapRegionBuilder::new_with_bitmap(size, B::with_len(size))
+                    .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                    .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+                    .with_file_offset(FileOffset::from_arc(Arc::clone(f), offset))
+                    .build()
+                    .map_err(|e| RestoreMemoryError::Mmap(e.to_string()))?;
+                GuestRegionMmap::new(mapping, guest_addr).ok_or(RestoreMemoryError::GuestMemory)?
+            }
+            None => memory_backing::anonymous_region(guest_addr, size, backing)
+                .map_err(RestoreMemoryError::Backing)?,
         };
-        let mapping = builder
-            .build()
-            .map_err(|e| RestoreMemoryError::Mmap(e.to_string()))?;
-        out.push(GuestRegionMmap::new(mapping, guest_addr).ok_or(RestoreMemoryError::GuestMemory)?);
+        out.push(region);
     }
-    GuestMemoryMmap::from_regions(out).map_err(|_| RestoreMemoryError::GuestMemory)
+    let mem = GuestMemoryMmap::from_regions(out).map_err(|_| RestoreMemoryError::GuestMemory)?;
+    if file.is_some() {
+        memory_backing::advise(&mem, backing).map_err(RestoreMemoryError::Backing)?;
+    }
+    Ok(mem)
 }
 
 /// `mem_backend { backend_type: "File" }`: maps `path` privately, region by region.
@@ -182,6 +205,20 @@ pub fn memory_from_file<B: NewBitmap>(
     path: &Path,
     regions: &[(GuestAddress, usize, u64)],
 ) -> Result<GuestMemoryMmap<B>, RestoreMemoryError> {
+    memory_from_file_backed(path, regions, PageBacking::Normal)
+}
+
+/// [`memory_from_file`] with a page backing: `Transparent` advises `MADV_HUGEPAGE` on the
+/// mapped file; hugetlbfs pages cannot back a private file mapping, so `Hugetlb2M` is refused
+/// (Firecracker's text) before the file is even opened.
+pub fn memory_from_file_backed<B: NewBitmap>(
+    path: &Path,
+    regions: &[(GuestAddress, usize, u64)],
+    backing: PageBacking,
+) -> Result<GuestMemoryMmap<B>, RestoreMemoryError> {
+    if backing.is_hugetlbfs() {
+        return Err(RestoreMemoryError::HugetlbfsFile);
+    }
     let file = File::open(path).map_err(RestoreMemoryError::File)?;
     let meta = file.metadata().map_err(RestoreMemoryError::FileMetadata)?;
     if meta.is_dir() {
@@ -199,7 +236,7 @@ pub fn memory_from_file<B: NewBitmap>(
         );
         return Err(RestoreMemoryError::OffsetTooLarge);
     }
-    let mem = build_memory::<B>(regions, Some(&Arc::new(file)))?;
+    let mem = build_memory::<B>(regions, Some(&Arc::new(file)), backing)?;
     tracing::info!(path = %path.display(), regions = regions.len(), "guest memory mapped from file");
     Ok(mem)
 }
@@ -211,8 +248,19 @@ pub fn memory_from_uffd<B: NewBitmap>(
     backend_path: &Path,
     regions: &[(GuestAddress, usize, u64)],
 ) -> Result<(GuestMemoryMmap<B>, UffdHandle), RestoreMemoryError> {
+    memory_from_uffd_backed(backend_path, regions, PageBacking::Normal)
+}
+
+/// [`memory_from_uffd`] with a page backing: the anonymous memory is mapped as `backing`
+/// ([`memory_backing`]) and every region of the handshake carries its page size (2 MiB for
+/// `Hugetlb2M`, as Firecracker sends it), so the handler serves whole huge pages.
+pub fn memory_from_uffd_backed<B: NewBitmap>(
+    backend_path: &Path,
+    regions: &[(GuestAddress, usize, u64)],
+    backing: PageBacking,
+) -> Result<(GuestMemoryMmap<B>, UffdHandle), RestoreMemoryError> {
     check_regions(regions)?;
-    let mem = build_memory::<B>(regions, None)?;
+    let mem = build_memory::<B>(regions, None, backing)?;
 
     // Firecracker 1.17: EVENT_REMOVE required, close-on-exec, non-blocking, kernel faults too.
     let uffd = Userfaultfd::new(FEATURE_EVENT_REMOVE).map_err(RestoreMemoryError::UffdCreate)?;
@@ -227,8 +275,8 @@ pub fn memory_from_uffd<B: NewBitmap>(
             base_host_virt_addr: host as u64,
             size,
             offset,
-            page_size: HOST_PAGE_SIZE,
-            page_size_kib: HOST_PAGE_SIZE,
+            page_size: backing.page_size(),
+            page_size_kib: backing.page_size(),
         });
     }
 

@@ -235,3 +235,60 @@ fn test_should_handle_remove_events_like_firecracker_handlers() {
     assert_eq!(stats.removes, 1);
     assert_eq!(stats.pages_served, 1);
 }
+
+/// hugetlbfs restores: `File` is refused with Firecracker's text before the file is opened;
+/// `Uffd` maps 2 MiB pages and the handshake says so (Firecracker sends `page_size` and
+/// `page_size_kib` = 2097152). Nothing is touched, so no page of the host pool is needed.
+#[test]
+fn test_hugetlbfs_restore_needs_uffd_and_advertises_2m_pages() {
+    use squib_sys::memory_backing::{HUGE_PAGE_SIZE_2M, PageBacking};
+    use squib_sys::snapshot_memory::{memory_from_file_backed, memory_from_uffd_backed};
+
+    let huge = vec![
+        (GuestAddress(0), 2 * HUGE_PAGE_SIZE_2M, 0),
+        (
+            GuestAddress(1 << 32),
+            HUGE_PAGE_SIZE_2M,
+            2 * HUGE_PAGE_SIZE_2M as u64,
+        ),
+    ];
+    let e = memory_from_file_backed::<()>(Path::new("/nonexistent"), &huge, PageBacking::Hugetlb2M)
+        .unwrap_err();
+    assert!(matches!(e, RestoreMemoryError::HugetlbfsFile), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "Cannot restore hugetlbfs backed snapshot by mapping the memory file. Please use uffd."
+    );
+
+    let d = tmp();
+    let sock = d.as_path().join("uffd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let (mem, handle) = match memory_from_uffd_backed::<()>(&sock, &huge, PageBacking::Hugetlb2M) {
+        Ok(r) => r,
+        Err(RestoreMemoryError::Backing(e)) => {
+            println!("SKIPPED: this host cannot map 2 MiB hugetlb pages ({e})");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let (stream, _): (UnixStream, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 1024];
+    let (n, fd) = stream.recv_with_fd(&mut buf).unwrap();
+    assert!(fd.is_some());
+    let sent: Vec<GuestRegionUffdMapping> = serde_json::from_slice(&buf[..n]).unwrap();
+    assert_eq!(sent, handle.mappings());
+    assert_eq!(sent.len(), 2);
+    for (m, r) in sent.iter().zip(mem.iter()) {
+        assert_eq!((m.page_size, m.page_size_kib), (2 << 20, 2 << 20));
+        assert_eq!(m.base_host_virt_addr % (2 << 20), 0);
+        assert_eq!(r.is_hugetlbfs(), Some(true));
+    }
+    assert_eq!(sent[1].offset, 2 * HUGE_PAGE_SIZE_2M as u64);
+    // A layout that is not made of whole 2 MiB pages is refused before any mapping.
+    let odd = vec![(GuestAddress(0), 3 << 20, 0)];
+    assert!(matches!(
+        memory_from_uffd_backed::<()>(&sock, &odd, PageBacking::Hugetlb2M),
+        Err(RestoreMemoryError::Backing(_))
+    ));
+    drop(handle);
+}

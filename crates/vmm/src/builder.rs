@@ -21,10 +21,10 @@ use std::{
 };
 
 use squib_arch::{
-    BootConfig, BootProtocol, BootStateConfig, CpuidConfig, DEFAULT_BOOT_ARGS, configure_system,
-    create_guest_memory, load_initrd, load_kernel, setup_acpi_tables, write_cmdline,
-    x86_boot_state,
+    BootConfig, BootProtocol, BootStateConfig, CpuidConfig, DEFAULT_BOOT_ARGS, arch_memory_regions,
+    configure_system, load_initrd, load_kernel, setup_acpi_tables, write_cmdline, x86_boot_state,
 };
+use squib_config::schemas::machine_config::HugePages;
 use squib_config::vm_config::VmConfig;
 use squib_core::GuestMemoryMmap;
 use squib_devices::pseudo::{BootTimer, BootTimestamp};
@@ -52,6 +52,8 @@ pub struct MachineState {
     pub smt: bool,
     /// Dirty-page tracking enabled.
     pub track_dirty_pages: bool,
+    /// How guest memory is backed (recorded in snapshots, as Firecracker's `VmInfo`).
+    pub huge_pages: HugePages,
 }
 
 /// A built microVM (running after boot, paused after restore).
@@ -260,7 +262,8 @@ pub fn build_microvm(
         return Err(StartMicrovmError::MissingKernelConfig);
     }
     let mc = &config.machine_config;
-    let memory = create_guest_memory(mc.mem_size_mib).map_err(StartMicrovmError::Memory)?;
+    let ranges = arch_memory_regions(mc.mem_size_mib).map_err(StartMicrovmError::Memory)?;
+    let memory = crate::huge_pages::guest_memory(&ranges, mc.huge_pages)?;
     // The CPU template first (Firecracker: static templates' vendor/model checks, then its
     // capability requirements when the VM is created).
     let x86 = hv.as_x86().ok_or(StartMicrovmError::NoX86)?;
@@ -274,7 +277,11 @@ pub fn build_microvm(
         template.capabilities.clone(),
     )?;
     // RAM (`memory`) for the boot structures; RAM + the hotplug region for the devices.
-    let full = crate::hotplug::guest_memory(&memory, config.memory_hotplug.as_ref())?;
+    let full = crate::hotplug::guest_memory(
+        &memory,
+        config.memory_hotplug.as_ref(),
+        crate::huge_pages::backing(mc.huge_pages),
+    )?;
 
     let (exit, reset_evt) = exit_signal()?;
     let mut devices = DeviceManager::new(Arc::clone(&vm), full.clone());
@@ -371,6 +378,7 @@ pub fn build_microvm(
             mem_size_mib: mc.mem_size_mib,
             smt: mc.smt,
             track_dirty_pages: mc.track_dirty_pages,
+            huge_pages: mc.huge_pages,
         },
         _backend: None,
     };
@@ -391,6 +399,9 @@ pub struct RestoreArgs<'a> {
     pub config: &'a VmConfig,
     /// Track dirty pages after the restore.
     pub track_dirty_pages: bool,
+    /// The page backing the memory was restored with (the load request's `huge_pages`
+    /// resolved against the snapshot's).
+    pub huge_pages: HugePages,
     /// `network_overrides`, `vsock_override`, the MMDS store.
     pub overrides: RestoreOverrides<'a>,
 }
@@ -405,6 +416,7 @@ pub fn restore_microvm(
     let memory = args.memory;
     let machine = MachineState {
         track_dirty_pages: args.track_dirty_pages,
+        huge_pages: args.huge_pages,
         ..state.machine
     };
     let ram = crate::hotplug::ram_only(&memory, crate::hotplug::restored_addr(&state.devices));

@@ -26,9 +26,13 @@ pub enum StartMicrovmError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Guest memory could not be created.
+    /// The guest memory layout could not be computed.
     #[error("Cannot create guest memory: {0}")]
     Memory(ArchError),
+    /// Guest memory could not be mapped with its page backing (Firecracker's
+    /// `StartMicrovmError::GuestMemory`).
+    #[error("Invalid Memory Configuration: {0}")]
+    GuestMemory(squib_sys::memory_backing::BackingError),
     /// Loading the kernel failed.
     #[error(
         "System configuration error: Cannot load kernel due to invalid memory configuration or invalid kernel image: {0}"

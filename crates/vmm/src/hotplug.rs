@@ -28,6 +28,7 @@ use squib_devices::persist::Persist;
 use squib_devices::virtio::mem::VirtioMemState;
 use squib_devices::virtio::{MemGeometry, SlotMapper, VirtioMem};
 use squib_hv::{RegionSlot, Vm};
+use squib_sys::memory_backing::{self, PageBacking};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::device_manager::DeviceManager;
@@ -92,9 +93,11 @@ pub fn geometry(cfg: &HotplugMemoryConfig) -> MemGeometry {
 }
 
 /// `ram` plus the (unmapped, unpopulated) hotplug region of `cfg`, if any.
+/// The region is backed like RAM (`backing`: `huge_pages`), as Firecracker allocates it.
 pub fn guest_memory(
     ram: &GuestMemoryMmap,
     cfg: Option<&HotplugMemoryConfig>,
+    backing: PageBacking,
 ) -> Result<GuestMemoryMmap, DeviceError> {
     let Some(cfg) = cfg else {
         return Ok(ram.clone());
@@ -102,9 +105,10 @@ pub fn guest_memory(
     let g = geometry(cfg);
     let size = usize::try_from(g.region_size)
         .map_err(|_| DeviceError::Config("Memory hotplug region too large".into()))?;
-    let region = GuestRegionMmap::from_range(GuestAddress(g.addr), size, None).map_err(|e| {
-        DeviceError::Config(format!("Cannot create the memory hotplug region: {e}"))
-    })?;
+    let region: GuestRegionMmap =
+        memory_backing::anonymous_region(GuestAddress(g.addr), size, backing).map_err(|e| {
+            DeviceError::Config(format!("Cannot create the memory hotplug region: {e}"))
+        })?;
     ram.insert_region(Arc::new(region))
         .map_err(|e| DeviceError::Config(format!("Cannot add the memory hotplug region: {e}")))
 }
@@ -324,14 +328,38 @@ mod tests {
         assert_eq!((g.addr, g.region_size), (512 << 30, 256 << 20));
         assert_eq!(geometry(&cfg(384, 2, 384)).addr % (384 << 20), 0);
         let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let full = guest_memory(&ram, Some(&cfg(128, 2, 128))).unwrap();
+        let full = guest_memory(&ram, Some(&cfg(128, 2, 128)), PageBacking::Normal).unwrap();
         assert_eq!(full.num_regions(), 2);
         assert!(full.address_in_range(GuestAddress((512 << 30) + (127 << 20))));
         let back = ram_only(&full, Some(512 << 30));
         assert_eq!(back.num_regions(), 1);
         assert_eq!(ram_only(&full, None).num_regions(), 2);
-        assert_eq!(guest_memory(&ram, None).unwrap().num_regions(), 1);
+        assert_eq!(
+            guest_memory(&ram, None, PageBacking::Normal)
+                .unwrap()
+                .num_regions(),
+            1
+        );
         assert!(region_arc(&full, 512 << 30).is_some());
         assert!(region_arc(&full, 4096).is_none());
+    }
+
+    #[test]
+    fn test_region_is_backed_like_ram() {
+        // Firecracker allocates the virtio-mem region with the machine's huge_pages. Nothing is
+        // touched here, so (MAP_NORESERVE) no free page is needed in the host pool.
+        let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
+        let full = match guest_memory(&ram, Some(&cfg(128, 2, 128)), PageBacking::Hugetlb2M) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("SKIPPED: this host cannot map 2 MiB hugetlb pages ({e})");
+                return;
+            }
+        };
+        let region = full.find_region(GuestAddress(512 << 30)).unwrap();
+        assert_eq!(region.is_hugetlbfs(), Some(true));
+        let normal = guest_memory(&ram, Some(&cfg(128, 2, 128)), PageBacking::Normal).unwrap();
+        let region = normal.find_region(GuestAddress(512 << 30)).unwrap();
+        assert_ne!(region.is_hugetlbfs(), Some(true));
     }
 }

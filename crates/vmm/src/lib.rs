@@ -14,7 +14,9 @@
 //!   [`high_mmio`]: guest-physical space past the 64-bit MMIO gap (virtio-mem, pmem windows);
 //!   [`runtime_status`]: statuses devices publish to the API's read mirror (balloon
 //!   statistics, hinting, memory hotplug).
-//! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`.
+//! - [`snapshot`]: `PUT /snapshot/create` and `/snapshot/load`; [`huge_pages`]: the
+//!   `huge_pages` rules (page backing of guest memory at boot and restore, Firecracker's
+//!   refusals).
 //! - [`vcpu`]: vCPU threads and their Running/Paused/Exited state machine.
 //! - [`exit_code`]: Firecracker's process exit codes.
 //! - [`metrics`]: the metrics sink, Firecracker's metrics line and the periodic flush;
@@ -35,6 +37,7 @@ pub mod error;
 pub mod exit_code;
 pub mod high_mmio;
 pub mod hotplug;
+pub mod huge_pages;
 pub mod logger;
 pub mod memdev;
 pub mod metrics;

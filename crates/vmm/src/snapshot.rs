@@ -9,9 +9,10 @@
 //!   bitmap for the VMM's writes) into a sparse file. Both files are written atomically (temp
 //!   file, fsync, rename), so a crash leaves the previous pair intact. After a snapshot the
 //!   dirty state is cleared.
-//! - [`load_memory`]: the restore-side memory backends. `File` maps the memory file
-//!   `MAP_PRIVATE` (pages load lazily, so restore cost does not grow with guest size); `Uffd`
-//!   hands anonymous memory to a page-fault handler on a Unix socket with Firecracker's
+//! - [`load_memory`]: the restore-side memory backends, with the page backing of the request's
+//!   `huge_pages` resolved against the snapshot's (`crate::huge_pages`). `File` maps the memory
+//!   file `MAP_PRIVATE` (pages load lazily, so restore cost does not grow with guest size);
+//!   `Uffd` hands anonymous memory to a page-fault handler on a Unix socket with Firecracker's
 //!   handshake.
 //!
 //! Runs on the VMM thread.
@@ -19,6 +20,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use squib_config::schemas::machine_config::HugePages;
 use squib_config::schemas::snapshot::{
     MemBackendType, SnapshotCreateParams, SnapshotLoadParams, SnapshotType,
 };
@@ -73,6 +75,9 @@ pub enum SnapshotError {
     /// The state is inconsistent.
     #[error("Invalid snapshot state: {0}")]
     Invalid(String),
+    /// A combination Firecracker refuses, with its full text (hugetlbfs + `File` backend).
+    #[error("{0}")]
+    Refused(&'static str),
 }
 
 /// Reads the pages dirtied since the last call (hypervisor log | memory bitmap, word by word)
@@ -178,19 +183,35 @@ pub fn load_state(path: &Path) -> Result<MicrovmState, SnapshotError> {
     Ok(state)
 }
 
-/// Guest memory for a restore, from the configured backend, and what keeps that backend alive.
+/// The page backing of a restore: the request's `huge_pages` resolved against the snapshot's.
+pub fn restore_huge_pages(params: &SnapshotLoadParams, state: &MicrovmState) -> HugePages {
+    crate::huge_pages::resolve(params.huge_pages, state.machine.huge_pages)
+}
+
+/// Guest memory for a restore, from the configured backend with `huge_pages`' backing, and
+/// what keeps that backend alive. Firecracker's refusals come first (a memory size that does
+/// not suit the page size, hugetlbfs with the `File` backend), with its texts.
 pub fn load_memory(
     params: &SnapshotLoadParams,
     layout: &MemoryLayout,
+    huge_pages: HugePages,
+    mem_size_mib: usize,
 ) -> Result<(GuestMemoryMmap, Option<Box<dyn std::any::Any + Send>>), SnapshotError> {
+    crate::huge_pages::check_load(params.mem_backend.backend_type, huge_pages, mem_size_mib)
+        .map_err(SnapshotError::Refused)?;
+    let backing = crate::huge_pages::backing(huge_pages);
     let ranges = layout.restore_ranges();
     let path = Path::new(&params.mem_backend.backend_path);
     match params.mem_backend.backend_type {
-        MemBackendType::File => squib_sys::snapshot_memory::memory_from_file(path, &ranges)
-            .map(|m| (m, None))
-            .map_err(|e| SnapshotError::RestoreMemory(e.to_string())),
-        MemBackendType::Uffd => squib_sys::snapshot_memory::memory_from_uffd(path, &ranges)
-            .map(|(m, h)| (m, Some(Box::new(h) as Box<dyn std::any::Any + Send>)))
-            .map_err(|e| SnapshotError::RestoreMemory(e.to_string())),
+        MemBackendType::File => {
+            squib_sys::snapshot_memory::memory_from_file_backed(path, &ranges, backing)
+                .map(|m| (m, None))
+                .map_err(|e| SnapshotError::RestoreMemory(e.to_string()))
+        }
+        MemBackendType::Uffd => {
+            squib_sys::snapshot_memory::memory_from_uffd_backed(path, &ranges, backing)
+                .map(|(m, h)| (m, Some(Box::new(h) as Box<dyn std::any::Any + Send>)))
+                .map_err(|e| SnapshotError::RestoreMemory(e.to_string()))
+        }
     }
 }

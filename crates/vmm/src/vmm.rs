@@ -510,11 +510,17 @@ impl Vmm {
         }
         let result = crate::snapshot::load_state(std::path::Path::new(&params.snapshot_path))
             .and_then(|state| {
-                let (memory, backend) = crate::snapshot::load_memory(params, &state.memory)?;
-                Ok((state, memory, backend))
+                let huge_pages = crate::snapshot::restore_huge_pages(params, &state);
+                let (memory, backend) = crate::snapshot::load_memory(
+                    params,
+                    &state.memory,
+                    huge_pages,
+                    state.machine.mem_size_mib,
+                )?;
+                Ok((state, memory, backend, huge_pages))
             })
             .map_err(|e| e.to_string())
-            .and_then(|(state, memory, backend)| {
+            .and_then(|(state, memory, backend, huge_pages)| {
                 if let Some(m) = &state.mmds {
                     self.mmds.restore(m)?;
                 }
@@ -523,6 +529,7 @@ impl Vmm {
                     backend,
                     config: &self.config,
                     track_dirty_pages: params.track_dirty_pages,
+                    huge_pages,
                     overrides: RestoreOverrides {
                         taps: params
                             .network_overrides
@@ -548,11 +555,13 @@ impl Vmm {
                 return ApiResponse::bad_request(format!("Load snapshot error: {e}"));
             }
         };
+        let huge_pages = vm.machine().huge_pages;
         self.microvm = Some(vm);
         let mc = &mut self.config.machine_config;
         mc.vcpu_count = state.machine.vcpu_count;
         mc.mem_size_mib = state.machine.mem_size_mib;
         mc.track_dirty_pages = params.track_dirty_pages;
+        mc.huge_pages = huge_pages;
         if let Some(vm) = self.microvm.as_ref() {
             crate::memdev::sync_config_from_devices(&mut self.config, vm.devices());
         }
