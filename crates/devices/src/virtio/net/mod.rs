@@ -30,7 +30,9 @@
 //! [`MAX_BUFFER_SIZE`] bytes, else `tx_malformed_frames`) and writes it to the tap with one
 //! `write`. Both directions charge their rate limiter per frame (one op plus the frame's bytes,
 //! virtio header included, as Firecracker) and resume from the limiter's timer (timer 0 = RX,
-//! 1 = TX).
+//! 1 = TX). Timer 2 is the interceptor's: armed for [`FrameInterceptor::next_timer`] after
+//! every RX/TX pass (re-armed only when the deadline changes), it makes MMDS retransmit unacked
+//! TCP segments on time even when the guest sends nothing.
 //!
 //! # Threading
 //!
@@ -43,7 +45,10 @@ pub mod persist;
 
 mod device;
 mod rx;
+mod tx;
 
+#[cfg(test)]
+mod mmds_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -67,6 +72,9 @@ pub const RX_INDEX: usize = 0;
 pub const TX_INDEX: usize = 1;
 /// The host event-source token of the tap.
 pub const TAP_TOKEN: u32 = 0;
+/// Index of the frame interceptor's (MMDS TCP retransmission) timer among the device's timers
+/// (after the RX and TX rate-limiter timers).
+pub const INTERCEPTOR_TIMER: usize = 2;
 /// Size of `virtio_net_hdr_v1`, in front of every frame (guest and tap alike).
 pub const VNET_HDR_LEN: usize = 12;
 /// Largest frame handled, virtio header included (Firecracker's `MAX_BUFFER_SIZE`: a 64 KiB GSO
@@ -172,6 +180,14 @@ pub trait FrameInterceptor {
     fn write_next_frame(&mut self, buf: &mut [u8]) -> Option<usize>;
     /// Whether [`write_next_frame`](Self::write_next_frame) has something to give.
     fn has_pending_frames(&self) -> bool;
+    /// The interceptor's next timer (a TCP retransmission or window probe), if any: an id of
+    /// the deadline (its time on the interceptor's own clock) and how long from now until it.
+    /// The device arms its interceptor timer ([`INTERCEPTOR_TIMER`]) for it and, when it fires,
+    /// delivers what [`write_next_frame`](Self::write_next_frame) then has, without waiting
+    /// for guest traffic.
+    fn next_timer(&self) -> Option<(u64, std::time::Duration)> {
+        None
+    }
 }
 
 /// The `TUN_F_*` offloads matching the accepted guest features (Firecracker's mapping:
