@@ -418,9 +418,11 @@ fn bench() {
     for _ in 0..runs {
         for (name, bin, samples) in &mut vmms {
             samples.throughput_round(bin, &guest, khz);
-            if *name == "squib" && !samples.failures.is_empty() {
-                panic!("squib throughput: {:?}", samples.failures);
-            }
+            assert!(
+                *name != "squib" || samples.failures.is_empty(),
+                "squib throughput: {:?}",
+                samples.failures
+            );
             samples
                 .mmds_round(bin, &guest, khz)
                 .unwrap_or_else(|e| panic!("{name} mmds: {e}"));
