@@ -26,9 +26,10 @@
 //! next RX queue notification resumes delivery and re-arms `EPOLLIN`; the kernel's tap queue is
 //! the only other buffer. A frame that cannot fit the guest's buffers even when every chain the
 //! ring holds is offered (or, without `MRG_RXBUF`, one chain) is dropped and counted in
-//! `rx_fails`. TX gathers each chain once into one contiguous buffer (at most
-//! [`MAX_BUFFER_SIZE`] bytes, else `tx_malformed_frames`) and writes it to the tap with one
-//! `write`. Both directions charge their rate limiter per frame (one op plus the frame's bytes,
+//! `rx_fails`. TX writes each chain (at most [`MAX_BUFFER_SIZE`] bytes, else
+//! `tx_malformed_frames`) to the tap with one `writev` straight from guest memory; with a frame
+//! interceptor (MMDS), or for a chain of more than `MAX_GUEST_IOVECS` pieces, it first gathers
+//! the chain into one contiguous buffer and writes that. Both directions charge their rate limiter per frame (one op plus the frame's bytes,
 //! virtio header included, as Firecracker) and resume from the limiter's timer (timer 0 = RX,
 //! 1 = TX). Timer 2 is the interceptor's: armed for [`FrameInterceptor::next_timer`] after
 //! every RX/TX pass (re-armed only when the deadline changes), it makes MMDS retransmit unacked
@@ -59,7 +60,9 @@ mod tests;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use squib_core::GuestMemoryMmap;
 use squib_sys::tap::{Tap, TapError};
+use vm_memory::GuestAddress;
 
 pub use self::device::{Net, NetConfig};
 pub use self::metrics::NetMetrics;
@@ -140,6 +143,17 @@ pub trait NetBackend: Send + std::fmt::Debug {
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one frame.
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<usize>;
+    /// Writes one frame gathered straight from the guest buffers `bufs` (no copy in the VMM).
+    /// `None`: not supported, the device copies the frame and calls
+    /// [`write_frame`](Self::write_frame). `Some(Err(InvalidInput))`: nothing was written
+    /// (buffers the backend cannot gather); the device copies instead.
+    fn write_frame_from_guest(
+        &mut self,
+        _mem: &GuestMemoryMmap,
+        _bufs: &mut dyn Iterator<Item = (GuestAddress, usize)>,
+    ) -> Option<io::Result<usize>> {
+        None
+    }
     /// Applies the `TUN_F_*` offload flags the guest accepted.
     fn set_offload(&mut self, flags: u32) -> Result<(), TapError>;
     /// The descriptor to watch for readable frames (`None`: nothing to watch).
@@ -157,6 +171,14 @@ impl NetBackend for Tap {
 
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.write(frame)
+    }
+
+    fn write_frame_from_guest(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        bufs: &mut dyn Iterator<Item = (GuestAddress, usize)>,
+    ) -> Option<io::Result<usize>> {
+        Some(self.write_from_guest(mem, bufs))
     }
 
     fn set_offload(&mut self, flags: u32) -> Result<(), TapError> {

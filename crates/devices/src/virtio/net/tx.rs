@@ -3,10 +3,11 @@
 //!
 //! Threading: runs on the VMM thread with the device locked (borrows the device's parts).
 
+use std::io;
 use std::time::Instant;
 
 use squib_core::GuestMemoryMmap;
-use vm_memory::Bytes;
+use vm_memory::{Address, Bytes};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::{FrameInterceptor, MAX_BUFFER_SIZE, NetBackend, NetMetrics, VNET_HDR_LEN};
@@ -70,42 +71,46 @@ impl Tx<'_> {
                 return Step::Throttled;
             }
         }
-        let frame = &mut self.frame[..len];
-        let mut at = 0usize;
-        for seg in &chain.readable {
-            let n = usize::try_from(seg.len).unwrap_or(usize::MAX);
-            let Some(dst) = at.checked_add(n).and_then(|end| frame.get_mut(at..end)) else {
-                m.tx_fails.inc();
-                return Step::Used(0);
-            };
-            if mem.read_slice(dst, seg.addr).is_err() {
-                m.tx_fails.inc();
-                return Step::Used(0);
-            }
-            at += n;
-        }
         if len < VNET_HDR_LEN {
             m.tx_malformed_frames.inc();
             rl_error!(self.log, "virtio-net: VNET headers missing in TX frame");
             return Step::Used(0);
         }
-        let eth = &frame[VNET_HDR_LEN..];
-        if let Some(i) = self.interceptor.as_deref_mut()
-            && i.detour_frame(eth)
-        {
-            self.limiter.replenish(total);
-            self.detoured = true;
-            return Step::Used(0);
-        }
-        if let Some(mac) = self.guest_mac
-            && eth.get(6..12).is_some_and(|src| src != mac)
-        {
-            m.tx_spoofed_mac_count.inc();
-        }
-        let start = Instant::now();
-        let result = self.backend.write_frame(frame);
-        m.tap_write_agg
-            .record(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        // Without an interceptor the frame goes to the tap straight from guest memory.
+        let direct = if self.interceptor.is_none() {
+            let mut bufs = chain
+                .readable
+                .iter()
+                .map(|s| (s.addr, usize::try_from(s.len).unwrap_or(usize::MAX)));
+            let start = Instant::now();
+            let written = self.backend.write_frame_from_guest(mem, &mut bufs);
+            if written
+                .as_ref()
+                .is_some_and(|r| !matches!(r, Err(e) if e.kind() == io::ErrorKind::InvalidInput))
+            {
+                m.tap_write_agg
+                    .record(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+                let mut src = [0u8; 6];
+                if let Some(mac) = self.guest_mac
+                    && read_chain_at(mem, chain, VNET_HDR_LEN + 6, &mut src)
+                    && src != mac
+                {
+                    m.tx_spoofed_mac_count.inc();
+                }
+                written
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let result = match direct {
+            Some(result) => result,
+            None => match self.send_copied(mem, chain, len, total) {
+                Some(result) => result,
+                None => return Step::Used(0),
+            },
+        };
         match result {
             Ok(_) => {
                 m.tx_bytes_count.add(total);
@@ -119,4 +124,81 @@ impl Tx<'_> {
         }
         Step::Used(0)
     }
+
+    /// Gathers the chain into the frame buffer, offers it to the interceptor, then writes it to
+    /// the tap. `None`: nothing to write (consumed by the interceptor, or unreadable).
+    fn send_copied(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: &Chain,
+        len: usize,
+        total: u64,
+    ) -> Option<io::Result<usize>> {
+        let m = self.metrics;
+        let frame = &mut self.frame[..len];
+        let mut at = 0usize;
+        for seg in &chain.readable {
+            let n = usize::try_from(seg.len).unwrap_or(usize::MAX);
+            let Some(dst) = at.checked_add(n).and_then(|end| frame.get_mut(at..end)) else {
+                m.tx_fails.inc();
+                return None;
+            };
+            if mem.read_slice(dst, seg.addr).is_err() {
+                m.tx_fails.inc();
+                return None;
+            }
+            at += n;
+        }
+        let eth = &frame[VNET_HDR_LEN..];
+        if let Some(i) = self.interceptor.as_deref_mut()
+            && i.detour_frame(eth)
+        {
+            self.limiter.replenish(total);
+            self.detoured = true;
+            return None;
+        }
+        if let Some(mac) = self.guest_mac
+            && eth.get(6..12).is_some_and(|src| src != mac)
+        {
+            m.tx_spoofed_mac_count.inc();
+        }
+        let start = Instant::now();
+        let result = self.backend.write_frame(frame);
+        m.tap_write_agg
+            .record(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+        Some(result)
+    }
+}
+
+/// Copies `buf.len()` bytes of the chain's readable bytes from `offset` into `buf`; `false` if
+/// the chain is shorter or unreadable.
+fn read_chain_at(mem: &GuestMemoryMmap, chain: &Chain, offset: usize, buf: &mut [u8]) -> bool {
+    let mut skip = offset;
+    let mut filled = 0usize;
+    for seg in &chain.readable {
+        if filled == buf.len() {
+            break;
+        }
+        let n = usize::try_from(seg.len).unwrap_or(usize::MAX);
+        if skip >= n {
+            skip -= n;
+            continue;
+        }
+        let take = (n - skip).min(buf.len() - filled);
+        let Some(addr) = seg
+            .addr
+            .checked_add(u64::try_from(skip).unwrap_or(u64::MAX))
+        else {
+            return false;
+        };
+        if mem
+            .read_slice(&mut buf[filled..filled + take], addr)
+            .is_err()
+        {
+            return false;
+        }
+        filled += take;
+        skip = 0;
+    }
+    filled == buf.len()
 }
