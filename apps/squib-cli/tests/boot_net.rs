@@ -152,8 +152,11 @@ fn test_mmds_v2_token_put_then_get_returns_the_document_value() {
             "V2",
             "squibtest.mmds_version=2 squibtest.mmds_path=/latest/meta-data/ami-id",
         );
+        // 14 + 28 bytes: Firecracker's dumbo writes the ARP reply unpadded (its
+        // `write_arp_reply`: Ethernet header + `ETH_IPV4_FRAME_LEN`); the bench compares the
+        // length with the reference binary's.
         assert!(
-            out.contains("TEST info mmds arp mac=06:01:23:45:67:01"),
+            out.contains("TEST info mmds arp mac=06:01:23:45:67:01 len=42\n"),
             "{out}"
         );
         let token = net::field(&out, "TEST info mmds token=", "token").expect("token line");
@@ -377,6 +380,17 @@ fn tap_error_answers(program: &Path) -> Vec<(u16, String)> {
     );
     // The same MAC on another interface.
     answers.push(put("eth2", iface("eth2", "sqnew1", &GUEST_MAC)));
+    // A tap name over 15 bytes (16 here).
+    answers.push(put("eth3", iface("eth3", "sq34567890123456", &HOST_MAC)));
+    // An interface without `mtu`, then the configuration as GET /vm/config shows it.
+    answers.push(put(
+        "eth4",
+        json!({"iface_id": "eth4", "host_dev_name": "sqnew4"}),
+    ));
+    let (status, cfg) = vm.api("GET", "/vm/config", None);
+    let ifaces = serde_json::from_str::<Value>(&cfg)
+        .map_or(Value::Null, |c| c["network-interfaces"].clone());
+    answers.push((status, ifaces.to_string()));
     drop(vm);
     drop(busy);
     // Without CAP_NET_ADMIN a missing tap cannot be created.
@@ -424,7 +438,36 @@ fn test_put_network_interface_errors_are_firecrackers() {
                 msg("Network config error: The MAC address is already in use: 02:00:00:00:00:01")
             )
         );
-        if let Some(missing) = got.get(3) {
+        assert_eq!(
+            got[3],
+            (
+                400,
+                msg(
+                    "Network config error: Could not create the network device: Open tap \
+                     device failed: Invalid interface name"
+                )
+            )
+        );
+        assert_eq!(got[4], (204, String::new()));
+        let ifaces: Value = serde_json::from_str(&got[5].1).expect("network-interfaces");
+        assert_eq!(
+            ifaces[0],
+            json!({"iface_id": "eth1", "host_dev_name": "sqnew0", "guest_mac": mac_str(&GUEST_MAC),
+                   "mtu": null, "rx_rate_limiter": null, "tx_rate_limiter": null}),
+            "{ifaces}"
+        );
+        assert_eq!(
+            ifaces[1],
+            json!({"iface_id": "eth4", "host_dev_name": "sqnew4", "guest_mac": null,
+                   "mtu": null, "rx_rate_limiter": null, "tx_rate_limiter": null}),
+            "{ifaces}"
+        );
+        assert!(
+            got[5].1.contains(r#""mtu":null"#),
+            "GET /vm/config must show \"mtu\":null like Firecracker: {}",
+            got[5].1
+        );
+        if let Some(missing) = got.get(6) {
             assert_eq!(
                 *missing,
                 (

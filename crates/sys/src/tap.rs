@@ -9,6 +9,8 @@
 //! `virtio_net_hdr_v1`). [`Tap::set_offload`] passes the offloads the guest accepted to the kernel
 //! (`TUNSETOFFLOAD`, [`TUN_F_CSUM`] and friends). Reads and writes go through `std::fs::File`
 //! (`read`, `readv`, `write`, `writev`): one call moves exactly one frame.
+//! [`Tap::write_from_guest`] writes a frame gathered straight from guest memory (one `writev`
+//! on the host mappings), so the TX path copies nothing in the VMM.
 //!
 //! Errors carry the OS error and Firecracker's texts (`TapError`), so that a busy tap reads
 //! `Open tap device failed: Error while creating ifreq structure: Resource busy (os error 16).
@@ -27,6 +29,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+
+use squib_core::GuestMemoryMmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 /// Longest interface name, NUL included (`IFNAMSIZ`).
 pub const IFACE_NAME_MAX_LEN: usize = libc::IFNAMSIZ;
@@ -187,7 +192,44 @@ impl Tap {
     pub fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         (&self.file).write_vectored(bufs)
     }
+
+    /// Writes one frame gathered straight from guest memory: one `writev` on the host mappings
+    /// of the `(address, length)` buffers, with no copy in the VMM. `InvalidInput` (nothing
+    /// written) if a buffer is not inside `mem` or the buffers map to more than
+    /// [`MAX_GUEST_IOVECS`] host pieces; the caller then copies instead.
+    pub fn write_from_guest(
+        &self,
+        mem: &GuestMemoryMmap,
+        bufs: &mut dyn Iterator<Item = (GuestAddress, usize)>,
+    ) -> io::Result<usize> {
+        let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_GUEST_IOVECS];
+        let mut count = 0usize;
+        for (addr, len) in bufs {
+            // A buffer may span regions; each region is one contiguous host mapping.
+            for slice in mem.get_slices(addr, len) {
+                let slice = slice.map_err(|_| invalid())?;
+                let entry = iov.get_mut(count).ok_or_else(invalid)?;
+                entry.iov_base = slice.ptr_guard().as_ptr().cast_mut().cast();
+                entry.iov_len = slice.len();
+                count += 1;
+            }
+        }
+        let count = libc::c_int::try_from(count).map_err(|_| invalid())?;
+        // SAFETY: the first `count` iovecs point into guest memory mappings owned by `mem`,
+        // which the caller borrows for the whole call, each with the length vm-memory checked;
+        // writev only reads them (the guest may change them concurrently: the kernel copies
+        // whatever bytes are there, as with any guest buffer).
+        let rc = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), count) };
+        usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+    }
 }
+
+/// The most host pieces [`Tap::write_from_guest`] gathers into one frame.
+pub const MAX_GUEST_IOVECS: usize = 16;
 
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {

@@ -40,6 +40,11 @@ impl FrameInterceptor for SharedStack {
             .unwrap_or_else(PoisonError::into_inner)
             .has_pending_frames()
     }
+
+    fn next_timer(&self) -> Option<(u64, std::time::Duration)> {
+        let stack = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Some((stack.next_timer_deadline_ms()?, stack.next_timer_in()?))
+    }
 }
 
 /// MMDS as a snapshot saves it: the configuration and the token key (tokens survive a restore,

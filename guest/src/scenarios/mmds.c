@@ -22,7 +22,7 @@
  *                       same token, then echo that frame back (MACs swapped)
  *   timeout_ms=<ms>     per request (default 20000); the hold waits 10x that
  * Output:
- *   TEST info mmds arp mac=<mmds mac>
+ *   TEST info mmds arp mac=<mmds mac> len=<the ARP reply's Ethernet frame bytes>
  *   TEST info mmds req=<PUT|GET> status=<code> len=<body bytes> body=<escaped>
  *   TEST info mmds token=<token>
  *   TEST ok mmds status=<code of the last GET> body=<its body, escaped>
@@ -192,8 +192,8 @@ static int arp_resolve(void)
 		const uint8_t *a = f + ETH_HLEN;
 		if (net_be16(a + 6) == 2 && net_be32(a + 14) == cl.peer_ip) {
 			memcpy(cl.peer_mac, a + 8, ETH_ALEN);
-			kprintf("TEST info mmds arp mac=%02x:%02x:%02x:%02x:%02x:%02x\n", a[8], a[9],
-				a[10], a[11], a[12], a[13]);
+			kprintf("TEST info mmds arp mac=%02x:%02x:%02x:%02x:%02x:%02x len=%u\n", a[8],
+				a[9], a[10], a[11], a[12], a[13], len);
 			return 0;
 		}
 	}

@@ -6,27 +6,26 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use event_manager::EventSet;
 use squib_core::GuestMemoryMmap;
 use squib_sys::tap::Tap;
 use virtio_queue::Queue;
-use vm_memory::Bytes;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
 use super::rx::{Collect, RxRound};
+use super::tx::Tx;
 use super::{
-    FrameInterceptor, MAX_BUFFER_SIZE, MIN_RX_BUFFER_SIZE, NetBackend, NetError, NetMetrics,
-    QUEUE_SIZES, RX_INDEX, TAP_TOKEN, TX_INDEX, VNET_HDR_LEN, features as net,
+    FrameInterceptor, INTERCEPTOR_TIMER, MAX_BUFFER_SIZE, MIN_RX_BUFFER_SIZE, NetBackend, NetError,
+    NetMetrics, QUEUE_SIZES, RX_INDEX, TAP_TOKEN, TX_INDEX, VNET_HDR_LEN, features as net,
 };
 use crate::log::RateLimitedLog;
 use crate::metrics::len_u64;
 use crate::rate_limiter::{BucketUpdate, RateLimiter};
-use crate::virtio::chain::Chain;
 use crate::virtio::features::{RING_EVENT_IDX, VERSION_1, bit};
-use crate::virtio::queue::{self, Step};
+use crate::virtio::queue;
 use crate::virtio::throttle::TimedLimiter;
 use crate::virtio::{
     ActivateError, EventSource, EventSourceChange, InterruptKind, VirtioDevice, VirtioInterrupt,
@@ -74,8 +73,12 @@ pub struct Net {
     acked_features: u64,
     config: [u8; CONFIG_LEN],
     queue_evts: [EventFd; 2],
-    /// Rate-limiter timers: RX, TX.
-    timers: [TimerFd; 2],
+    /// Rate-limiter timers (RX, TX), then the interceptor's timer.
+    timers: [TimerFd; 3],
+    /// The interceptor deadline the interceptor timer is armed for.
+    interceptor_armed: Option<u64>,
+    /// The deadline the interceptor timer last fired for.
+    interceptor_fired: Option<u64>,
     rx_limiter: TimedLimiter,
     tx_limiter: TimedLimiter,
     /// The one host-side RX frame buffer; `rx_pending` bytes of it wait for the guest.
@@ -161,7 +164,9 @@ impl Net {
             acked_features: 0,
             config: config_space,
             queue_evts: [evt()?, evt()?],
-            timers: [timer()?, timer()?],
+            timers: [timer()?, timer()?, timer()?],
+            interceptor_armed: None,
+            interceptor_fired: None,
             rx_limiter: TimedLimiter::new(config.rx_rate_limiter),
             tx_limiter: TimedLimiter::new(config.tx_rate_limiter),
             rx_frame: vec![0u8; MAX_BUFFER_SIZE].into_boxed_slice(),
@@ -227,6 +232,35 @@ impl Net {
     /// Installs (or removes) the frame interceptor (the MMDS network stack).
     pub fn set_interceptor(&mut self, interceptor: Option<Box<dyn FrameInterceptor + Send>>) {
         self.interceptor = interceptor;
+        self.arm_interceptor_timer();
+    }
+
+    /// Arms (or disarms) the interceptor timer for the interceptor's next deadline; a no-op
+    /// when that deadline is the one already armed.
+    fn arm_interceptor_timer(&mut self) {
+        let next = self.interceptor.as_ref().and_then(|i| i.next_timer());
+        if next.map(|(id, _)| id) == self.interceptor_armed {
+            return;
+        }
+        let timer = &mut self.timers[INTERCEPTOR_TIMER];
+        let result = match next {
+            // Already fired for this deadline and still due: its frame waits for RX buffers or
+            // the RX limiter, whose events resume delivery; no 1 ms polling meanwhile.
+            Some((id, wait)) if wait.is_zero() && self.interceptor_fired == Some(id) => {
+                timer.clear()
+            }
+            // A zero duration would disarm the timerfd: fire in 1 ms instead.
+            Some((_, wait)) => timer.reset(wait.max(Duration::from_millis(1)), None),
+            None => timer.clear(),
+        };
+        match result {
+            Ok(()) => self.interceptor_armed = next.map(|(id, _)| id),
+            Err(err) => {
+                self.interceptor_armed = None;
+                self.metrics.event_fails.inc();
+                rl_error!(self.log, "virtio-net: failed to arm the MMDS timer: {err}");
+            }
+        }
     }
 
     /// Whether a frame interceptor is installed.
@@ -372,6 +406,7 @@ impl Net {
             rl_error!(log, "virtio-net: failed to signal the RX queue: {err}");
         }
         self.update_tap_interest();
+        self.arm_interceptor_timer();
     }
 
     /// Sends every available TX chain to the interceptor or the tap.
@@ -420,6 +455,8 @@ impl Net {
             && !self.rx_limiter.is_blocked()
         {
             self.process_rx();
+        } else if detoured {
+            self.arm_interceptor_timer();
         }
     }
 
@@ -482,111 +519,6 @@ fn fetch_frame(
                 return None;
             }
         }
-    }
-}
-
-/// One TX pass's borrowed state.
-struct Tx<'a> {
-    limiter: &'a mut TimedLimiter,
-    timer: &'a mut TimerFd,
-    frame: &'a mut [u8],
-    backend: &'a mut dyn NetBackend,
-    interceptor: Option<&'a mut (dyn FrameInterceptor + Send + 'static)>,
-    metrics: &'a NetMetrics,
-    log: &'a RateLimitedLog,
-    guest_mac: Option<[u8; 6]>,
-    detoured: bool,
-}
-
-impl Tx<'_> {
-    /// Sends one chain; every TX chain returns with length 0.
-    fn send(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> Step {
-        let m = self.metrics;
-        if let Some(err) = chain.error {
-            m.tx_fails.inc();
-            rl_warn!(self.log, "virtio-net: malformed TX chain: {err}");
-            return Step::Used(0);
-        }
-        if !chain.writable.is_empty() {
-            m.tx_fails.inc();
-            rl_warn!(
-                self.log,
-                "virtio-net: TX chain with a device-writable buffer"
-            );
-            return Step::Used(0);
-        }
-        let total = chain.readable_len();
-        let Some(len) = usize::try_from(total)
-            .ok()
-            .filter(|&l| l <= MAX_BUFFER_SIZE)
-        else {
-            m.tx_malformed_frames.inc();
-            rl_error!(self.log, "virtio-net: received too big frame from driver");
-            return Step::Used(0);
-        };
-        match self.limiter.consume(total, self.timer) {
-            Ok(true) => {}
-            Ok(false) => {
-                m.tx_rate_limiter_throttled.inc();
-                return Step::Throttled;
-            }
-            Err(err) => {
-                m.event_fails.inc();
-                rl_error!(
-                    self.log,
-                    "virtio-net: failed to arm the TX rate limiter: {err}"
-                );
-                return Step::Throttled;
-            }
-        }
-        let frame = &mut self.frame[..len];
-        let mut at = 0usize;
-        for seg in &chain.readable {
-            let n = usize::try_from(seg.len).unwrap_or(usize::MAX);
-            let Some(dst) = at.checked_add(n).and_then(|end| frame.get_mut(at..end)) else {
-                m.tx_fails.inc();
-                return Step::Used(0);
-            };
-            if mem.read_slice(dst, seg.addr).is_err() {
-                m.tx_fails.inc();
-                return Step::Used(0);
-            }
-            at += n;
-        }
-        if len < VNET_HDR_LEN {
-            m.tx_malformed_frames.inc();
-            rl_error!(self.log, "virtio-net: VNET headers missing in TX frame");
-            return Step::Used(0);
-        }
-        let eth = &frame[VNET_HDR_LEN..];
-        if let Some(i) = self.interceptor.as_deref_mut()
-            && i.detour_frame(eth)
-        {
-            self.limiter.replenish(total);
-            self.detoured = true;
-            return Step::Used(0);
-        }
-        if let Some(mac) = self.guest_mac
-            && eth.get(6..12).is_some_and(|src| src != mac)
-        {
-            m.tx_spoofed_mac_count.inc();
-        }
-        let start = Instant::now();
-        let result = self.backend.write_frame(frame);
-        m.tap_write_agg
-            .record(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
-        match result {
-            Ok(_) => {
-                m.tx_bytes_count.add(total);
-                m.tx_packets_count.inc();
-                m.tx_count.inc();
-            }
-            Err(err) => {
-                m.tap_write_fails.inc();
-                rl_error!(self.log, "virtio-net: failed to write to tap: {err}");
-            }
-        }
-        Step::Used(0)
     }
 }
 
@@ -670,9 +602,12 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.active = None;
         self.acked_features = 0;
-        let [rx_timer, tx_timer] = &mut self.timers;
+        let [rx_timer, tx_timer, interceptor_timer] = &mut self.timers;
         self.rx_limiter.reset(rx_timer);
         self.tx_limiter.reset(tx_timer);
+        let _ = interceptor_timer.clear();
+        self.interceptor_armed = None;
+        self.interceptor_fired = None;
         self.rx_pending = 0;
         for evt in &self.queue_evts {
             let _ = evt.read();
@@ -720,8 +655,18 @@ impl VirtioDevice for Net {
     }
 
     fn process_timer(&mut self, idx: usize) {
-        let [rx_timer, tx_timer] = &mut self.timers;
+        let [rx_timer, tx_timer, interceptor_timer] = &mut self.timers;
         let result = match idx {
+            INTERCEPTOR_TIMER => {
+                // Clearing also consumes the expiry; the RX pass re-arms for what is next.
+                let _ = interceptor_timer.clear();
+                self.interceptor_fired = self.interceptor_armed.take();
+                if !self.rx_limiter.is_blocked() {
+                    // Otherwise the RX limiter's timer resumes delivery (and re-arms this one).
+                    self.process_rx();
+                }
+                return;
+            }
             RX_INDEX => {
                 self.metrics.rx_event_rate_limiter_count.inc();
                 self.rx_limiter.on_timer(rx_timer)

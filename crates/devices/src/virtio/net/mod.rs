@@ -26,11 +26,14 @@
 //! next RX queue notification resumes delivery and re-arms `EPOLLIN`; the kernel's tap queue is
 //! the only other buffer. A frame that cannot fit the guest's buffers even when every chain the
 //! ring holds is offered (or, without `MRG_RXBUF`, one chain) is dropped and counted in
-//! `rx_fails`. TX gathers each chain once into one contiguous buffer (at most
-//! [`MAX_BUFFER_SIZE`] bytes, else `tx_malformed_frames`) and writes it to the tap with one
-//! `write`. Both directions charge their rate limiter per frame (one op plus the frame's bytes,
+//! `rx_fails`. TX writes each chain (at most [`MAX_BUFFER_SIZE`] bytes, else
+//! `tx_malformed_frames`) to the tap with one `writev` straight from guest memory; with a frame
+//! interceptor (MMDS), or for a chain of more than `MAX_GUEST_IOVECS` pieces, it first gathers
+//! the chain into one contiguous buffer and writes that. Both directions charge their rate limiter per frame (one op plus the frame's bytes,
 //! virtio header included, as Firecracker) and resume from the limiter's timer (timer 0 = RX,
-//! 1 = TX).
+//! 1 = TX). Timer 2 is the interceptor's: armed for [`FrameInterceptor::next_timer`] after
+//! every RX/TX pass (re-armed only when the deadline changes), it makes MMDS retransmit unacked
+//! TCP segments on time even when the guest sends nothing.
 //!
 //! # Threading
 //!
@@ -43,7 +46,10 @@ pub mod persist;
 
 mod device;
 mod rx;
+mod tx;
 
+#[cfg(test)]
+mod mmds_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -54,7 +60,9 @@ mod tests;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+use squib_core::GuestMemoryMmap;
 use squib_sys::tap::{Tap, TapError};
+use vm_memory::GuestAddress;
 
 pub use self::device::{Net, NetConfig};
 pub use self::metrics::NetMetrics;
@@ -67,6 +75,9 @@ pub const RX_INDEX: usize = 0;
 pub const TX_INDEX: usize = 1;
 /// The host event-source token of the tap.
 pub const TAP_TOKEN: u32 = 0;
+/// Index of the frame interceptor's (MMDS TCP retransmission) timer among the device's timers
+/// (after the RX and TX rate-limiter timers).
+pub const INTERCEPTOR_TIMER: usize = 2;
 /// Size of `virtio_net_hdr_v1`, in front of every frame (guest and tap alike).
 pub const VNET_HDR_LEN: usize = 12;
 /// Largest frame handled, virtio header included (Firecracker's `MAX_BUFFER_SIZE`: a 64 KiB GSO
@@ -132,6 +143,17 @@ pub trait NetBackend: Send + std::fmt::Debug {
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one frame.
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<usize>;
+    /// Writes one frame gathered straight from the guest buffers `bufs` (no copy in the VMM).
+    /// `None`: not supported, the device copies the frame and calls
+    /// [`write_frame`](Self::write_frame). `Some(Err(InvalidInput))`: nothing was written
+    /// (buffers the backend cannot gather); the device copies instead.
+    fn write_frame_from_guest(
+        &mut self,
+        _mem: &GuestMemoryMmap,
+        _bufs: &mut dyn Iterator<Item = (GuestAddress, usize)>,
+    ) -> Option<io::Result<usize>> {
+        None
+    }
     /// Applies the `TUN_F_*` offload flags the guest accepted.
     fn set_offload(&mut self, flags: u32) -> Result<(), TapError>;
     /// The descriptor to watch for readable frames (`None`: nothing to watch).
@@ -149,6 +171,14 @@ impl NetBackend for Tap {
 
     fn write_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.write(frame)
+    }
+
+    fn write_frame_from_guest(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        bufs: &mut dyn Iterator<Item = (GuestAddress, usize)>,
+    ) -> Option<io::Result<usize>> {
+        Some(self.write_from_guest(mem, bufs))
     }
 
     fn set_offload(&mut self, flags: u32) -> Result<(), TapError> {
@@ -172,6 +202,14 @@ pub trait FrameInterceptor {
     fn write_next_frame(&mut self, buf: &mut [u8]) -> Option<usize>;
     /// Whether [`write_next_frame`](Self::write_next_frame) has something to give.
     fn has_pending_frames(&self) -> bool;
+    /// The interceptor's next timer (a TCP retransmission or window probe), if any: an id of
+    /// the deadline (its time on the interceptor's own clock) and how long from now until it.
+    /// The device arms its interceptor timer ([`INTERCEPTOR_TIMER`]) for it and, when it fires,
+    /// delivers what [`write_next_frame`](Self::write_next_frame) then has, without waiting
+    /// for guest traffic.
+    fn next_timer(&self) -> Option<(u64, std::time::Duration)> {
+        None
+    }
 }
 
 /// The `TUN_F_*` offloads matching the accepted guest features (Firecracker's mapping:

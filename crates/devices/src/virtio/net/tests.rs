@@ -28,6 +28,11 @@ pub(super) struct FakeState {
     pub(super) read_error: Option<i32>,
     pub(super) write_error: Option<i32>,
     pub(super) offload: Option<u32>,
+    /// Accept frames gathered from guest memory (as the tap does) with at most this many
+    /// buffers (more: `InvalidInput`, as the tap's limit); `None`: copy path only.
+    pub(super) direct_max_bufs: Option<usize>,
+    /// Frames that came through the direct path.
+    pub(super) direct_writes: usize,
 }
 
 /// A tap stand-in sharing its state with the test.
@@ -77,6 +82,29 @@ impl NetBackend for FakeBackend {
         }
         s.written.push(frame.to_vec());
         Ok(frame.len())
+    }
+
+    fn write_frame_from_guest(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        bufs: &mut dyn Iterator<Item = (GuestAddress, usize)>,
+    ) -> Option<io::Result<usize>> {
+        let mut s = self.state.lock().unwrap();
+        let max = s.direct_max_bufs?;
+        let bufs: Vec<_> = bufs.collect();
+        if bufs.len() > max {
+            return Some(Err(io::ErrorKind::InvalidInput.into()));
+        }
+        let mut f = Vec::new();
+        for (addr, len) in bufs {
+            let mut b = vec![0u8; len];
+            mem.read_slice(&mut b, addr).unwrap();
+            f.extend_from_slice(&b);
+        }
+        let n = f.len();
+        s.written.push(f);
+        s.direct_writes += 1;
+        Some(Ok(n))
     }
 
     fn set_offload(&mut self, flags: u32) -> Result<(), squib_sys::tap::TapError> {
@@ -293,6 +321,45 @@ fn test_tx_sends_gathered_frames_to_the_tap() {
     assert_eq!(h.irq.kinds(), vec![InterruptKind::Queue(1)]);
     h.notify(TX_INDEX);
     assert_eq!(h.dev.metrics().no_tx_avail_buffer.count(), 1);
+}
+
+/// The direct path (frames written from guest memory): the spoofed-MAC check reads the source
+/// MAC across buffer boundaries, and a chain the backend cannot gather falls back to a copy.
+#[test]
+fn test_tx_direct_from_guest_memory_and_copy_fallback() {
+    let mut h = H::new(0);
+    h.fake.lock().unwrap().direct_max_bufs = Some(3);
+    let mut spoofed = frame(120, 5);
+    spoofed[18..24].copy_from_slice(&[2, 2, 2, 2, 2, 2]);
+    // The source MAC (bytes 18..24) spans the second and third buffers.
+    h.put(DATA, &spoofed[..12]);
+    h.put(DATA + 0x100, &spoofed[12..20]);
+    h.put(DATA + 0x200, &spoofed[20..]);
+    h.txq
+        .add_chain(&[rd(DATA, 12), rd(DATA + 0x100, 8), rd(DATA + 0x200, 100)]);
+    let honest = frame(64, 6);
+    h.put(DATA + 0x1000, &honest);
+    h.txq.add_chain(&[rd(DATA + 0x1000, 64)]);
+    // Four buffers: more than this backend gathers, so the device copies.
+    let big = frame(100, 7);
+    for (i, part) in big.chunks(25).enumerate() {
+        h.put(DATA + 0x2000 + 0x100 * i as u64, part);
+    }
+    h.txq.add_chain(&[
+        rd(DATA + 0x2000, 25),
+        rd(DATA + 0x2100, 25),
+        rd(DATA + 0x2200, 25),
+        rd(DATA + 0x2300, 25),
+    ]);
+    h.notify(TX_INDEX);
+    let fake = h.fake.lock().unwrap();
+    assert_eq!(fake.written, vec![spoofed, honest, big]);
+    assert_eq!(fake.direct_writes, 2);
+    let m = h.dev.metrics();
+    assert_eq!(m.tx_packets_count.count(), 3);
+    assert_eq!(m.tx_bytes_count.count(), 284);
+    assert_eq!(m.tx_spoofed_mac_count.count(), 1);
+    assert_eq!(h.txq.used_idx(), 3);
 }
 
 #[test]
