@@ -2,6 +2,10 @@
 # Builds the ACPI variant of the shared minimal Linux guest (issue 10 §1): the same kernel as
 # ../shared/guest (make-guest.sh, Debian's linux-source-6.1 + its small kvm_pvm patch) but with
 #   ACPI=y                          the kernel finds CPUs (MADT) and devices (DSDT) through ACPI
+#   PCI=y                           Linux 6.1 cannot load ACPI tables without it (ACPICA lists
+#                                   PCI_Config as a default address space but only builds its
+#                                   handler with CONFIG_PCI: "AE_BAD_PARAMETER, During Region
+#                                   initialization"); squib passes `pci=off` as Firecracker does
 #   VIRTIO_MMIO_CMDLINE_DEVICES=n   `virtio_mmio.device=` on the command line is ignored, so every
 #                                   virtio device the guest binds was found as an `LNRO0005` node
 # Used by apps/squib-cli/tests/boot_linux_acpi.rs (scripts/test.sh runs this first).
@@ -22,13 +26,13 @@ recipe=$shared/make-guest.sh
 
 mkdir -p "$base" "$out"
 derived=$base/make-guest-acpi.sh
-# The derivation: two lines of the recipe's kernel config fragment change. Each must match
+# The derivation: three lines of the recipe's kernel config fragment change. Each must match
 # exactly once, or the recipe changed shape and this script must be revisited.
-for pat in '^ACPI=n$' '^VIRTIO_MMIO_CMDLINE_DEVICES=y$'; do
+for pat in '^ACPI=n$' '^PCI=n$' '^VIRTIO_MMIO_CMDLINE_DEVICES=y$'; do
   n=$(grep -c "$pat" "$recipe" || true)
   [ "$n" = 1 ] || { echo "make-acpi-guest: '$pat' found $n times in $recipe" >&2; exit 2; }
 done
-sed -e 's/^ACPI=n$/ACPI=y/' -e 's/^VIRTIO_MMIO_CMDLINE_DEVICES=y$/VIRTIO_MMIO_CMDLINE_DEVICES=n/' \
+sed -e 's/^ACPI=n$/ACPI=y/' -e 's/^PCI=n$/PCI=y/' -e 's/^VIRTIO_MMIO_CMDLINE_DEVICES=y$/VIRTIO_MMIO_CMDLINE_DEVICES=n/' \
   "$recipe" > "$derived.tmp"
 mv "$derived.tmp" "$derived"
 stamp=$( (cat "$derived" "$0") | sha256sum | cut -c1-16)
