@@ -48,9 +48,10 @@ FLAGS+=" -Cllvm-args=-sanitizer-coverage-trace-compares"
 
 probe_dir=$(mktemp -d)
 trap 'rm -rf "$probe_dir"' EXIT
-echo 'fn main() {}' >"$probe_dir/p.rs"
+echo 'pub fn f(x: u8) -> bool { x == 7 }' >"$probe_dir/p.rs"
+# Object only: the coverage callbacks are linked in from libFuzzer later.
 # shellcheck disable=SC2086
-rustc $FLAGS -o "$probe_dir/p" "$probe_dir/p.rs" 2>"$probe_dir/err" \
+rustc $FLAGS --crate-type lib --emit obj -o "$probe_dir/p.o" "$probe_dir/p.rs" 2>"$probe_dir/err" \
   || skip "this rustc cannot instrument for coverage ($(head -1 "$probe_dir/err"))"
 cargo fetch -q --manifest-path fuzz/Cargo.toml 2>"$probe_dir/err" \
   || skip "cannot fetch the fuzz dependencies (libfuzzer-sys): $(tail -1 "$probe_dir/err")"

@@ -264,9 +264,12 @@ pub fn process_filters() -> Option<&'static SeccompFilters> {
 
 /// Install the process's filter for `category` on the calling thread (nothing if no policy was
 /// set or the category's program is empty). Also records the thread's name for the `SIGSYS`
-/// log line.
+/// log line, and seeds the thread's hash keys: std draws them with `getrandom` on a thread's
+/// first `HashMap`/`RandomState` (serde_json's maps included), which no filter allows, and the
+/// `SIGSYS` handler's last metrics line builds such maps on whichever thread trapped.
 pub fn install_for_current_thread(category: ThreadCategory) -> Result<(), InstallError> {
     sigsys::remember_thread_name();
+    let _ = std::hash::RandomState::new();
     let Some(filters) = process_filters() else {
         return Ok(());
     };
