@@ -263,12 +263,17 @@ pub fn configure_metrics(vm: &Squib) -> PathBuf {
     path
 }
 
-/// `FlushMetrics`, then the sum of `group.key` over every line written so far (counters are
-/// deltas, so the sum is the total since the sink was configured).
+/// `PUT /actions` `FlushMetrics`.
 #[allow(dead_code)]
-pub fn metrics_total(vm: &Squib, path: &Path, group: &str, key: &str) -> u64 {
+pub fn flush_metrics(vm: &Squib) {
     let (s, b) = vm.api("PUT", "/actions", Some(r#"{"action_type":"FlushMetrics"}"#));
     assert_eq!(s, 204, "{b}");
+}
+
+/// The sum of `group.key` over every line in the metrics file (counters are deltas, so the sum
+/// is the total since the sink was configured).
+#[allow(dead_code)]
+pub fn metrics_total(path: &Path, group: &str, key: &str) -> u64 {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
