@@ -14,11 +14,33 @@ use squib_core::{CapabilityProfile, LifecyclePhase};
 use tower::ServiceExt;
 
 const ROUTES: &[&str] = &[
-    "/", "/version", "/vm", "/vm/config", "/machine-config", "/cpu-config", "/boot-source",
-    "/drives/d0", "/drives/rootfs", "/pmem/p0", "/network-interfaces/n0", "/vsock", "/balloon",
-    "/balloon/statistics", "/balloon/hinting/start", "/balloon/hinting/status",
-    "/balloon/hinting/stop", "/logger", "/metrics", "/serial", "/entropy", "/mmds",
-    "/mmds/config", "/hotplug/memory", "/actions", "/snapshot/create", "/snapshot/load",
+    "/",
+    "/version",
+    "/vm",
+    "/vm/config",
+    "/machine-config",
+    "/cpu-config",
+    "/boot-source",
+    "/drives/d0",
+    "/drives/rootfs",
+    "/pmem/p0",
+    "/network-interfaces/n0",
+    "/vsock",
+    "/balloon",
+    "/balloon/statistics",
+    "/balloon/hinting/start",
+    "/balloon/hinting/status",
+    "/balloon/hinting/stop",
+    "/logger",
+    "/metrics",
+    "/serial",
+    "/entropy",
+    "/mmds",
+    "/mmds/config",
+    "/hotplug/memory",
+    "/actions",
+    "/snapshot/create",
+    "/snapshot/load",
 ];
 const METHODS: &[&str] = &["GET", "PUT", "PATCH", "DELETE", "POST"];
 
@@ -82,7 +104,12 @@ fuzz_target!(|data: &[u8]| {
             };
             let Ok(resp) = app.clone().oneshot(req).await;
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             match status {
                 200 => {}
                 204 => assert!(body.is_empty()),

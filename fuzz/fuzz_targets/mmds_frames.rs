@@ -12,7 +12,9 @@ use squib_mmds::wire::{
     ETH_HDR_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, IPV4_HDR_LEN, PROTOCOL_TCP, TcpOut, parse_eth,
     parse_ipv4, parse_tcp, write_ipv4_header, write_tcp,
 };
-use squib_mmds::{DEFAULT_IPV4_ADDR, DEFAULT_MAC_ADDR, ManualClock, Mmds, MmdsNetworkStack, MmdsVersion};
+use squib_mmds::{
+    DEFAULT_IPV4_ADDR, DEFAULT_MAC_ADDR, ManualClock, Mmds, MmdsNetworkStack, MmdsVersion,
+};
 
 const GUEST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -36,7 +38,12 @@ enum Op {
     },
     /// An HTTP request line + headers on an established connection (the common case, spelled
     /// out so the fuzzer reaches the HTTP layer quickly).
-    Http { port: u8, path: String, token: Option<String>, put_token: bool },
+    Http {
+        port: u8,
+        path: String,
+        token: Option<String>,
+        put_token: bool,
+    },
     /// Time passes (retransmissions, token expiry).
     Advance(u16),
 }
@@ -64,7 +71,15 @@ fn frame(ethertype: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tcp(port: u16, seq: u32, ack: u32, flags: u8, window: u16, mss: Option<u16>, payload: &[u8]) -> Vec<u8> {
+fn tcp(
+    port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    mss: Option<u16>,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut buf = vec![0u8; IPV4_HDR_LEN + 24 + payload.len()];
     let out = TcpOut {
         src: GUEST_IP,
@@ -93,9 +108,15 @@ fn drain(stack: &mut MmdsNetworkStack, clients: &mut [Client; 4]) {
             return;
         };
         assert!(n <= buf.len());
-        let Some(eth) = parse_eth(&buf[..n]) else { continue };
-        let Some(ip) = parse_ipv4(eth.payload) else { continue };
-        let Some(seg) = parse_tcp(ip.payload) else { continue };
+        let Some(eth) = parse_eth(&buf[..n]) else {
+            continue;
+        };
+        let Some(ip) = parse_ipv4(eth.payload) else {
+            continue;
+        };
+        let Some(seg) = parse_tcp(ip.payload) else {
+            continue;
+        };
         let c = &mut clients[usize::from(seg.dst_port % 4)];
         c.server_next = seg.seq.wrapping_add(seg.seq_len());
     }
@@ -108,7 +129,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut mmds) = Mmds::new(4096) else {
         return;
     };
-    mmds.set_version(if case.v2 { MmdsVersion::V2 } else { MmdsVersion::V1 });
+    mmds.set_version(if case.v2 {
+        MmdsVersion::V2
+    } else {
+        MmdsVersion::V1
+    });
     mmds.set_imds_compat(case.imds_compat);
     let _ = mmds.put(serde_json::json!({"latest": {"meta-data": {"ami-id": "ami-1", "list": [1, "two", {"k": null}]}}}));
     let clock = ManualClock::new(1_000);
@@ -119,7 +144,11 @@ fuzz_target!(|data: &[u8]| {
         let f = match op {
             Op::Raw(bytes) => bytes.clone(),
             Op::Arp { mmds, target } => {
-                let tpa = if *mmds { DEFAULT_IPV4_ADDR } else { Ipv4Addr::from(*target) };
+                let tpa = if *mmds {
+                    DEFAULT_IPV4_ADDR
+                } else {
+                    Ipv4Addr::from(*target)
+                };
                 let mut p = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
                 p.extend_from_slice(&GUEST_MAC);
                 p.extend_from_slice(&GUEST_IP.octets());
@@ -127,7 +156,15 @@ fuzz_target!(|data: &[u8]| {
                 p.extend_from_slice(&tpa.octets());
                 frame(ETHERTYPE_ARP, &p)
             }
-            Op::Tcp { port, flags, seq_delta, ack_delta, window, mss, payload } => {
+            Op::Tcp {
+                port,
+                flags,
+                seq_delta,
+                ack_delta,
+                window,
+                mss,
+                payload,
+            } => {
                 let c = &mut clients[usize::from(port % 4)];
                 let seq = c.next_seq.wrapping_add_signed(i32::from(*seq_delta));
                 let ack = c.server_next.wrapping_add_signed(i32::from(*ack_delta));
@@ -135,12 +172,26 @@ fuzz_target!(|data: &[u8]| {
                 c.next_seq = seq
                     .wrapping_add(u32::try_from(payload.len()).unwrap_or(0))
                     .wrapping_add(u32::from(flags & 0x03 != 0));
-                tcp(1000 + u16::from(port % 4), seq, ack, *flags, *window, *mss, payload)
+                tcp(
+                    1000 + u16::from(port % 4),
+                    seq,
+                    ack,
+                    *flags,
+                    *window,
+                    *mss,
+                    payload,
+                )
             }
-            Op::Http { port, path, token, put_token } => {
+            Op::Http {
+                port,
+                path,
+                token,
+                put_token,
+            } => {
                 let c = &mut clients[usize::from(port % 4)];
                 let mut req = if *put_token {
-                    "PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n".to_owned()
+                    "PUT /latest/api/token HTTP/1.1\r\nX-metadata-token-ttl-seconds: 60\r\n"
+                        .to_owned()
                 } else {
                     format!("GET /{path} HTTP/1.1\r\nAccept: application/json\r\n")
                 };
@@ -150,7 +201,15 @@ fuzz_target!(|data: &[u8]| {
                 req.push_str("\r\n");
                 let seq = c.next_seq;
                 c.next_seq = seq.wrapping_add(u32::try_from(req.len()).unwrap_or(0));
-                tcp(1000 + u16::from(port % 4), seq, c.server_next, 0x18, 65535, None, req.as_bytes())
+                tcp(
+                    1000 + u16::from(port % 4),
+                    seq,
+                    c.server_next,
+                    0x18,
+                    65535,
+                    None,
+                    req.as_bytes(),
+                )
             }
             Op::Advance(ms) => {
                 clock.advance(u64::from(*ms));

@@ -16,7 +16,11 @@ struct Mapper;
 impl SlotMapper for Mapper {
     fn set_slot(&self, index: usize, _mapped: bool) -> Result<(), String> {
         // Some slots cannot be mapped: the device must keep a consistent state.
-        if index == 1 { Err("no memslot".into()) } else { Ok(()) }
+        if index == 1 {
+            Err("no memslot".into())
+        } else {
+            Ok(())
+        }
     }
 }
 

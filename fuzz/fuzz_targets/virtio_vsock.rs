@@ -8,7 +8,8 @@ use squib_devices::virtio::{Vsock, VsockConfig};
 use squib_fuzz::{guest_memory, no_input, run_virtio};
 
 fuzz_target!(|data: &[u8]| {
-    let uds_path = std::env::temp_dir().join(format!("squib-fuzz-vsock-{}.sock", std::process::id()));
+    let uds_path =
+        std::env::temp_dir().join(format!("squib-fuzz-vsock-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&uds_path);
     let Ok(dev) = Vsock::new(&VsockConfig {
         guest_cid: 3,

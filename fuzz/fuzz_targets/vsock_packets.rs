@@ -60,13 +60,27 @@ fuzz_target!(|data: &[u8]| {
     let mut ops = Vec::new();
     for step in steps.into_iter().take(64) {
         match step {
-            Step::Packet { op, src_port, dst_port, len_lie, type_, flags, buf_alloc, fwd_cnt, payload } => {
+            Step::Packet {
+                op,
+                src_port,
+                dst_port,
+                len_lie,
+                type_,
+                flags,
+                buf_alloc,
+                fwd_cnt,
+                payload,
+            } => {
                 let payload: Vec<u8> = payload.into_iter().take(4096).collect();
                 let hdr = Header {
                     src_cid: 3,
                     dst_cid: 2,
                     src_port: u32::from(src_port),
-                    dst_port: if dst_port < 200 { 52 } else { u32::from(dst_port) },
+                    dst_port: if dst_port < 200 {
+                        52
+                    } else {
+                        u32::from(dst_port)
+                    },
                     len: len_lie.unwrap_or(u32::try_from(payload.len()).unwrap_or(0)),
                     type_: if type_ { 1 } else { 2 },
                     op: u16::from(op % 9),
@@ -78,20 +92,34 @@ fuzz_target!(|data: &[u8]| {
                 if !payload.is_empty() {
                     bufs.push((false, payload));
                 }
-                ops.push(Op::Buffers { queue: TXQ_INDEX as u8, bufs });
-                ops.push(Op::Notify { queue: TXQ_INDEX as u8 });
+                ops.push(Op::Buffers {
+                    queue: TXQ_INDEX as u8,
+                    bufs,
+                });
+                ops.push(Op::Notify {
+                    queue: TXQ_INDEX as u8,
+                });
             }
             Step::Rx(n) => {
                 for _ in 0..(n % 4 + 1) {
-                    ops.push(Op::Buffers { queue: RXQ_INDEX as u8, bufs: vec![(true, vec![0; 44]), (true, vec![0; 256])] });
+                    ops.push(Op::Buffers {
+                        queue: RXQ_INDEX as u8,
+                        bufs: vec![(true, vec![0; 44]), (true, vec![0; 256])],
+                    });
                 }
-                ops.push(Op::Notify { queue: RXQ_INDEX as u8 });
+                ops.push(Op::Notify {
+                    queue: RXQ_INDEX as u8,
+                });
             }
             Step::Host(bytes) => ops.push(Op::Input(bytes)),
             Step::Raw(op) => ops.push(op),
         }
     }
-    let case = VirtioCase { feature_mask: u64::MAX, queue_size: 8, ops };
+    let case = VirtioCase {
+        feature_mask: u64::MAX,
+        queue_size: 8,
+        ops,
+    };
     let mut streams: Vec<UnixStream> = Vec::new();
     let mut host = |_dev: &mut Vsock, bytes: &[u8]| {
         while let Ok((s, _)) = peer.accept() {

@@ -17,9 +17,9 @@ use arbitrary::{Arbitrary, Unstructured};
 use squib_core::GuestMemoryMmap;
 use squib_devices::BusDevice;
 use squib_devices::interrupt::CountingIrq;
+use squib_devices::virtio::VirtioDevice;
 use squib_devices::virtio::mmio::MmioTransport;
 use squib_devices::virtio::status::{ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK};
-use squib_devices::virtio::VirtioDevice;
 use vm_memory::{Bytes, GuestAddress};
 
 /// Guest RAM of a virtio case: 64 KiB at 0. Queues live in the first 16 KiB.
@@ -265,7 +265,7 @@ fn bring_up_device(
     offered: u64,
     case: &VirtioCase,
 ) -> Vec<DriverQueue> {
-        write_reg(t, REG_STATUS, 0);
+    write_reg(t, REG_STATUS, 0);
     write_reg(t, REG_STATUS, ACKNOWLEDGE);
     write_reg(t, REG_STATUS, ACKNOWLEDGE | DRIVER);
     let accepted = offered & case.feature_mask | (offered & (1 << 32));
@@ -304,7 +304,11 @@ fn bring_up_device(
             avail_idx: 0,
         });
     }
-    write_reg(t, REG_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    write_reg(
+        t,
+        REG_STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    );
     queues
 }
 
@@ -368,7 +372,10 @@ fn run_ops<T: VirtioDevice + 'static>(
                 d.event_source_changes_applied();
             }
             Op::Config { offset, bytes } => {
-                t.write(REG_CONFIG + u64::from(*offset), &bytes[..bytes.len().min(16)]);
+                t.write(
+                    REG_CONFIG + u64::from(*offset),
+                    &bytes[..bytes.len().min(16)],
+                );
             }
             Op::Mmio { offset, value } => write_reg(t, u64::from(*offset), *value),
             Op::MmioRead { offset, len } => {
@@ -411,7 +418,14 @@ fn run_ops<T: VirtioDevice + 'static>(
 fn publish(mem: &GuestMemoryMmap, q: &mut DriverQueue, descs: &[Desc]) {
     let raw: Vec<(u64, u32, bool, bool)> = descs
         .iter()
-        .map(|d| (addr_of(d.addr), len_of(d.len), d.write, d.indirect && d.len % 5 == 0))
+        .map(|d| {
+            (
+                addr_of(d.addr),
+                len_of(d.len),
+                d.write,
+                d.indirect && d.len % 5 == 0,
+            )
+        })
         .collect();
     publish_chain(mem, q, &raw);
 }
