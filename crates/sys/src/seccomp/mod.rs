@@ -15,7 +15,9 @@
 //!   [`install_for_current_thread`] at its installation point. Without a policy (embedders, unit
 //!   tests) or with `--no-seccomp` (empty programs) nothing is installed.
 //! - A denied system call raises `SIGSYS` (the filters' default action is `SECCOMP_RET_TRAP`, as
-//!   Firecracker's); [`sigsys`] logs Firecracker's lines and exits with 148 (`BadSyscall`).
+//!   Firecracker's); the process's one `SIGSYS` handler ([`crate::signals`]) logs Firecracker's
+//!   lines through [`sigsys`], counts `seccomp.num_faults`, writes a last metrics line and exits
+//!   with 148 (`BadSyscall`).
 
 pub mod policy;
 pub mod sigsys;
