@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
                 .into_body()
                 .collect()
                 .await
-                .map(|b| b.to_bytes())
+                .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
             match status {
                 200 => {}

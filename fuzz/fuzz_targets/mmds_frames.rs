@@ -196,7 +196,9 @@ fuzz_target!(|data: &[u8]| {
                     format!("GET /{path} HTTP/1.1\r\nAccept: application/json\r\n")
                 };
                 if let Some(t) = token {
-                    req.push_str(&format!("X-metadata-token: {t}\r\n"));
+                    req.push_str("X-metadata-token: ");
+                    req.push_str(t);
+                    req.push_str("\r\n");
                 }
                 req.push_str("\r\n");
                 let seq = c.next_seq;

@@ -24,15 +24,15 @@ fuzz_target!(|data: &[u8]| {
             let _ = squib_snapshot::describe_bytes(&file);
         }
         _ => {
-            if let Ok(state) = bitcode::deserialize::<MicrovmState>(rest) {
-                if let Ok(state) = check_state(state) {
-                    // What the loader does next with a checked state: lay out the memory.
-                    let _ = state.memory.restore_ranges();
-                    // A checked state re-encodes and decodes to the same state.
-                    let bytes = squib_snapshot::encode_state(&state).expect("re-encode");
-                    let again = state_from_bytes(&bytes).expect("decode a re-encoded state");
-                    assert_eq!(format!("{again:?}"), format!("{state:?}"));
-                }
+            if let Ok(state) = bitcode::deserialize::<MicrovmState>(rest)
+                && let Ok(state) = check_state(state)
+            {
+                // What the loader does next with a checked state: lay out the memory.
+                let _ = state.memory.restore_ranges();
+                // A checked state re-encodes and decodes to the same state.
+                let bytes = squib_snapshot::encode_state(&state).expect("re-encode");
+                let again = state_from_bytes(&bytes).expect("decode a re-encoded state");
+                assert_eq!(format!("{again:?}"), format!("{state:?}"));
             }
         }
     }

@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(dev) = VirtioMem::new(geometry, Arc::new(Mapper)) else {
         return;
     };
-    let mem = guest_memory(&[(REGION, SIZE as usize)]);
+    let mem = guest_memory(&[(REGION, usize::try_from(SIZE).expect("2 MiB"))]);
     // Host input: `PATCH /hotplug/memory` with 0..=2 MiB (or an invalid size).
     let mut patch = |dev: &mut VirtioMem, bytes: &[u8]| {
         let _ = dev.update_requested_size(u64::from(bytes.first().copied().unwrap_or(0)) % 4);

@@ -22,7 +22,7 @@ struct FakeTap {
 }
 
 impl NetBackend for FakeTap {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "fuzztap0"
     }
     fn read_frame(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -15,6 +15,11 @@ use squib_devices::virtio::vsock::{RXQ_INDEX, TXQ_INDEX};
 use squib_devices::virtio::{Vsock, VsockConfig};
 use squib_fuzz::{Op, VirtioCase, guest_memory, run_virtio_case};
 
+#[allow(clippy::cast_possible_truncation)]
+const TXQ: u8 = TXQ_INDEX as u8;
+#[allow(clippy::cast_possible_truncation)]
+const RXQ: u8 = RXQ_INDEX as u8;
+
 #[derive(Arbitrary, Debug)]
 enum Step {
     /// A guest packet.
@@ -92,24 +97,17 @@ fuzz_target!(|data: &[u8]| {
                 if !payload.is_empty() {
                     bufs.push((false, payload));
                 }
-                ops.push(Op::Buffers {
-                    queue: TXQ_INDEX as u8,
-                    bufs,
-                });
-                ops.push(Op::Notify {
-                    queue: TXQ_INDEX as u8,
-                });
+                ops.push(Op::Buffers { queue: TXQ, bufs });
+                ops.push(Op::Notify { queue: TXQ });
             }
             Step::Rx(n) => {
-                for _ in 0..(n % 4 + 1) {
+                for _ in 0..=(n % 4) {
                     ops.push(Op::Buffers {
-                        queue: RXQ_INDEX as u8,
+                        queue: RXQ,
                         bufs: vec![(true, vec![0; 44]), (true, vec![0; 256])],
                     });
                 }
-                ops.push(Op::Notify {
-                    queue: RXQ_INDEX as u8,
-                });
+                ops.push(Op::Notify { queue: RXQ });
             }
             Step::Host(bytes) => ops.push(Op::Input(bytes)),
             Step::Raw(op) => ops.push(op),
