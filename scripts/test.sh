@@ -4,6 +4,7 @@
 #
 #   scripts/test.sh            # everything
 #   SQUIB_SKIP_SEEDS=1 ...     # skip ../shared/seeds/check-seed-tests.sh (when ../shared is absent)
+#   SQUIB_FUZZ_SECONDS=N ...   # fuzz each target N seconds (default 15; 14 targets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,11 @@ fi
 status=0
 cargo test --workspace 2>&1 | tee target/test-output.txt || status=$?
 [ "$status" -eq 0 ] || { echo "cargo test failed (exit $status)"; exit "$status"; }
+
+# Coverage-guided fuzzing, a short budget per target (scripts/fuzz.sh; prints one SKIPPED line
+# and passes when the fuzz toolchain cannot be set up). A crash fails the run.
+echo "== fuzz (${SQUIB_FUZZ_SECONDS:-15} s per target)"
+scripts/fuzz.sh "${SQUIB_FUZZ_SECONDS:-15}"
 
 seeds="../shared/seeds/check-seed-tests.sh"
 if [ "${SQUIB_SKIP_SEEDS:-0}" = 1 ]; then

@@ -77,9 +77,12 @@ impl MainError {
 fn install_last_words() {
     fn on_fatal_signal(signo: i32, code: i32) {
         tracing::error!("Shutting down VM after intercepting signal {signo}, code {code}.");
-        squib::flush_metrics_best_effort();
     }
-    if let Err(e) = squib_sys::signals::install(on_fatal_signal) {
+    let hooks = squib_sys::signals::FatalHooks {
+        log: on_fatal_signal,
+        flush_metrics: squib::flush_metrics_best_effort,
+    };
+    if let Err(e) = squib_sys::signals::install(hooks) {
         tracing::warn!("Cannot install the signal handlers: {e}");
     }
     let default_hook = std::panic::take_hook();

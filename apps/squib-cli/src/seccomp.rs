@@ -1,5 +1,5 @@
 //! seccomp for the `squib` binary, as Firecracker's `main`: the `SIGSYS` handler is always
-//! registered; the filters are squib's defaults, none (`--no-seccomp`), or a Firecracker-format
+//! registered (with the other fatal-signal handlers, `squib_sys::signals`); the filters are squib's defaults, none (`--no-seccomp`), or a Firecracker-format
 //! file (`--seccomp-filter`); every thread role installs its own filter later
 //! (`squib_sys::seccomp::install_for_current_thread`).
 
@@ -16,13 +16,15 @@ pub fn setup(
     log_fd: Option<OwnedFd>,
     show_level: bool,
 ) -> Result<(), MainError> {
-    let log = log_fd.map(|fd| FatalLog {
-        fd,
-        id: id.to_owned(),
-        show_level,
-    });
-    seccomp::sigsys::register_sigsys_handler(log)
-        .map_err(|e| MainError::Startup(format!("Failed to register signal handlers: {e}")))?;
+    // The SIGSYS handler itself is the process's one fatal-signal handler
+    // (`squib_sys::signals`, installed with the others); here it learns where to log.
+    if let Some(fd) = log_fd {
+        seccomp::sigsys::set_fatal_log(FatalLog {
+            fd,
+            id: id.to_owned(),
+            show_level,
+        });
+    }
     let filters = if args.flag("no-seccomp") {
         SeccompFilters::none()
     } else if let Some(path) = args.value("seccomp-filter") {

@@ -10,7 +10,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Squib, kvm_or_skip, test_guest, tmp_path, wait_for};
+use common::{
+    Squib, configure_metrics, flush_metrics, kvm_or_skip, metrics_total, test_guest, tmp_path,
+    wait_for,
+};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
@@ -42,9 +45,11 @@ fn wait_line(vm: &Squib, path: &Path, needle: &str, secs: u64) {
     );
 }
 
-/// Boots the `balloon` scenario with 256 MiB and the balloon configured as `balloon`.
-fn boot(balloon: &Value, serial_path: &Path) -> Squib {
+/// Boots the `balloon` scenario with 256 MiB and the balloon configured as `balloon`; returns
+/// the microVM and its metrics file.
+fn boot(balloon: &Value, serial_path: &Path) -> (Squib, std::path::PathBuf) {
     let vm = Squib::spawn(&[], Some(&tmp_path("api.sock")));
+    let metrics = configure_metrics(&vm);
     let body = json!({ "serial_out_path": serial_path }).to_string();
     assert_eq!(vm.api("PUT", "/serial", Some(&body)).0, 204);
     let (s, b) = vm.api("GET", "/balloon", None);
@@ -78,7 +83,7 @@ fn boot(balloon: &Value, serial_path: &Path) -> Squib {
         Some(r#"{"action_type":"InstanceStart"}"#),
     );
     assert_eq!(s, 204, "{b}\n{}", vm.output());
-    vm
+    (vm, metrics)
 }
 
 fn stats(vm: &Squib) -> Value {
@@ -126,7 +131,7 @@ fn test_should_return_inflated_memory_to_the_host_and_report_statistics() {
         return;
     }
     let serial_path = tmp_path("balloon.log");
-    let mut vm = boot(
+    let (mut vm, metrics) = boot(
         &json!({"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1}),
         &serial_path,
     );
@@ -155,6 +160,14 @@ fn test_should_return_inflated_memory_to_the_host_and_report_statistics() {
     assert!(s.get("hugetlb_failures").is_none(), "unreported field: {s}");
     let (_, b) = vm.api("GET", "/balloon", None);
     assert!(b.contains(r#""amount_mib":64"#), "{b}");
+    // The device's own counters reach the metrics line.
+    flush_metrics(&vm);
+    let total = |key| metrics_total(&metrics, "balloon", key);
+    let (inflates, updates) = (total("inflate_count"), total("stats_updates_count"));
+    println!("balloon metrics: inflate_count={inflates} stats_updates_count={updates}");
+    assert!(inflates >= 1, "inflate_count {inflates}");
+    assert!(updates >= 1, "stats_updates_count {updates}");
+    assert_eq!(total("event_fails"), 0);
 
     // Firecracker's errors.
     let (s, b) = vm.api("PATCH", "/balloon", Some(r#"{"amount_mib":257}"#));
@@ -201,7 +214,11 @@ fn test_should_return_inflated_memory_to_the_host_and_report_statistics() {
         out.contains("TEST ok balloon inflated=16384 zeroed=16384 intact=16384"),
         "{out}"
     );
+    // The line written when the VMM stopped carries the deflate.
+    let deflates = metrics_total(&metrics, "balloon", "deflate_count");
+    assert!(deflates >= 1, "deflate_count {deflates}");
     let _ = std::fs::remove_file(&serial_path);
+    let _ = std::fs::remove_file(&metrics);
 }
 
 #[test]
@@ -210,7 +227,7 @@ fn test_should_refuse_statistics_when_disabled_and_run_hinting_commands() {
         return;
     }
     let serial_path = tmp_path("balloon-hint.log");
-    let mut vm = boot(
+    let (mut vm, _metrics) = boot(
         &json!({"amount_mib": 0, "deflate_on_oom": false, "free_page_hinting": true,
                 "free_page_reporting": true}),
         &serial_path,
@@ -292,7 +309,7 @@ fn test_should_keep_the_balloon_across_a_snapshot() {
         return;
     }
     let serial1 = tmp_path("balloon-snap1.log");
-    let vm1 = boot(
+    let (vm1, _metrics) = boot(
         &json!({"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1}),
         &serial1,
     );

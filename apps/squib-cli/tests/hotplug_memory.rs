@@ -10,7 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Squib, kvm_or_skip, test_guest, tmp_path, wait_for};
+use common::{
+    Squib, configure_metrics, kvm_or_skip, metrics_total, test_guest, tmp_path, wait_for,
+};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
@@ -61,8 +63,11 @@ fn tsc_khz() -> String {
         })
 }
 
-fn boot(serial: &Path, extra: &str) -> Squib {
+/// Boots the `mem` scenario with a 1 GiB hotplug region; returns the microVM and its metrics
+/// file.
+fn boot(serial: &Path, extra: &str) -> (Squib, std::path::PathBuf) {
     let vm = Squib::spawn(&[], Some(&tmp_path("api.sock")));
+    let metrics = configure_metrics(&vm);
     let body = json!({ "serial_out_path": serial }).to_string();
     assert_eq!(vm.api("PUT", "/serial", Some(&body)).0, 204);
     let (s, b) = vm.api("GET", "/hotplug/memory", None);
@@ -109,7 +114,7 @@ fn boot(serial: &Path, extra: &str) -> Squib {
     );
     assert_eq!(s, 204, "{b}\n{}", vm.output());
     wait_line(&vm, serial, "TEST info mem ready");
-    vm
+    (vm, metrics)
 }
 
 fn status(vm: &Squib) -> Value {
@@ -153,7 +158,7 @@ fn test_should_plug_check_and_unplug_hotplug_memory() {
         return;
     }
     let serial = tmp_path("mem.log");
-    let mut vm = boot(&serial, "");
+    let (mut vm, metrics) = boot(&serial, "");
     let pid = vm.child.id();
 
     // Firecracker's errors on PATCH.
@@ -226,6 +231,27 @@ fn test_should_plug_check_and_unplug_hotplug_memory() {
     );
     assert!(after.is_some(), "unplugged memory not released");
     assert_eq!(vm.wait(Duration::from_secs(60)), Some(0), "{}", vm.output());
+    // The device's own counters reach the metrics lines (the guest ends after the last
+    // unplug: the line written when the VMM stopped has the rest).
+    let total = |key| metrics_total(&metrics, "memory_hotplug", key);
+    let figures = [
+        "queue_event_count",
+        "plug_count",
+        "plug_bytes",
+        "unplug_count",
+        "unplug_bytes",
+        "plug_fails",
+        "unplug_fails",
+    ]
+    .map(|k| (k, total(k)));
+    println!("virtio-mem metrics: {figures:?}");
+    assert!(total("queue_event_count") >= 1);
+    assert!(total("plug_count") >= 1);
+    assert_eq!(total("plug_bytes"), 128 * MIB, "{figures:?}");
+    // 128 → 64 MiB is an UNPLUG of 64 MiB; 64 → 0 may be UNPLUG or UNPLUG_ALL.
+    assert!(total("unplug_count") >= 1, "{figures:?}");
+    assert!(total("unplug_bytes") >= 64 * MIB, "{figures:?}");
+    assert_eq!(total("plug_fails"), 0);
     let out = console(&serial);
     assert!(
         out.contains("TEST info mem verify pages=32768 ok=32768"),
@@ -241,7 +267,7 @@ fn test_should_plug_block_by_block_across_slots() {
         return;
     }
     let serial = tmp_path("mem-chunks.log");
-    let mut vm = boot(&serial, "squibtest.mem_chunk=1");
+    let (mut vm, _metrics) = boot(&serial, "squibtest.mem_chunk=1");
     let (line, _) = resize(&vm, &serial, 256, "TEST info mem plugged");
     assert!(
         line.starts_with("TEST info mem plugged mib=256 ") && line.ends_with("requests=128"),
@@ -267,7 +293,7 @@ fn test_should_keep_plugged_memory_across_a_snapshot() {
         return;
     }
     let serial1 = tmp_path("mem-snap1.log");
-    let vm1 = boot(&serial1, "");
+    let (vm1, _metrics) = boot(&serial1, "");
     resize(&vm1, &serial1, 128, "TEST info mem plugged");
     wait_line(&vm1, &serial1, "TEST info mem checked");
     assert_eq!(

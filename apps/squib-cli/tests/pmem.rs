@@ -55,14 +55,34 @@ fn boot_args(extra: &str) -> String {
     format!("console=ttyS0 reboot=k panic=1 squibtest=pmem{tsc} {extra}")
 }
 
-/// Boots with `--no-api --config-file` and one pmem device; returns (exit code, console).
-fn run(pmem: &serde_json::Value, extra: &str) -> (Option<i32>, String) {
+/// What one `--no-api` run left behind.
+struct Run {
+    code: Option<i32>,
+    out: String,
+    /// Every metrics line (one at boot, one when the VMM stopped).
+    metrics: Vec<serde_json::Value>,
+}
+
+impl Run {
+    /// `group.key` summed over the metrics lines (counters are deltas).
+    fn total(&self, group: &str, key: &str) -> u64 {
+        self.metrics
+            .iter()
+            .map(|l| l[group][key].as_u64().expect("metric is a number"))
+            .sum()
+    }
+}
+
+/// Boots with `--no-api --config-file`, one pmem device and a metrics file.
+fn run(pmem: &serde_json::Value, extra: &str) -> Run {
     let cfg = tmp_path("pmem.json");
+    let metrics = tmp_path("pmem-metrics.json");
     let doc = json!({
         "boot-source": {"kernel_image_path": test_guest(), "boot_args": boot_args(extra)},
         "drives": [],
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
         "pmem": [pmem],
+        "metrics": {"metrics_path": metrics},
     });
     std::fs::write(&cfg, doc.to_string()).expect("config");
     let mut vm = Squib::spawn(
@@ -71,7 +91,17 @@ fn run(pmem: &serde_json::Value, extra: &str) -> (Option<i32>, String) {
     );
     let code = vm.wait(Duration::from_secs(120));
     let _ = std::fs::remove_file(&cfg);
-    (code, vm.output())
+    let lines = std::fs::read_to_string(&metrics)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
+        .collect();
+    let _ = std::fs::remove_file(&metrics);
+    Run {
+        code,
+        out: vm.output(),
+        metrics: lines,
+    }
 }
 
 fn read_line<'a>(out: &'a str, prefix: &str) -> &'a str {
@@ -87,11 +117,25 @@ fn test_should_checksum_write_and_flush_a_read_write_pmem_device() {
     }
     let file = random_file("pmem-rw.img", FILE_LEN, 21);
     let before = std::fs::read(&file).unwrap();
-    let (code, out) = run(
+    let r = run(
         &json!({"id": "pmem0", "path_on_host": file, "root_device": true}),
         &format!("squibtest.pmem_write={WRITE_LEN} squibtest.pmem_write_off={WRITE_OFF}"),
     );
+    let (code, out) = (r.code, r.out.as_str());
     assert_eq!(code, Some(0), "{out}");
+    // The guest's FLUSH went through the queue: the device's group and the aggregate count
+    // it (the line written when the VMM stopped carries it).
+    assert!(
+        r.total("pmem_pmem0", "queue_event_count") >= 1,
+        "{:?}",
+        r.metrics
+    );
+    assert_eq!(
+        r.total("pmem", "queue_event_count"),
+        r.total("pmem_pmem0", "queue_event_count"),
+        "aggregate"
+    );
+    assert_eq!(r.total("pmem", "event_fails"), 0);
     let want = sum_words(&window_of(&before));
     assert!(
         out.contains(&format!(
@@ -109,7 +153,7 @@ fn test_should_checksum_write_and_flush_a_read_write_pmem_device() {
         )),
         "{out}"
     );
-    println!("pmem: {}", read_line(&out, "TEST info pmem read"));
+    println!("pmem: {}", read_line(out, "TEST info pmem read"));
     let after = std::fs::read(&file).unwrap();
     assert_eq!(after.len(), FILE_LEN, "the file never grows");
     for (i, b) in after.iter().enumerate() {
@@ -130,11 +174,17 @@ fn test_should_never_change_the_file_of_a_read_only_pmem_device() {
     }
     let file = random_file("pmem-ro.img", FILE_LEN, 22);
     let before = std::fs::read(&file).unwrap();
-    let (code, out) = run(
+    let r = run(
         &json!({"id": "ro0", "path_on_host": file, "root_device": true, "read_only": true}),
         &format!("squibtest.pmem_write={WRITE_LEN} squibtest.pmem_write_off={WRITE_OFF}"),
     );
+    let (code, out) = (r.code, r.out.as_str());
     assert_eq!(code, Some(0), "{out}");
+    assert!(
+        r.total("pmem_ro0", "queue_event_count") >= 1,
+        "{:?}",
+        r.metrics
+    );
     let want = sum_words(&window_of(&before));
     assert!(
         out.contains(&format!("TEST ok pmem bytes={WINDOW} sum={want:016x}")),

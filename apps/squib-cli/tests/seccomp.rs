@@ -1,5 +1,6 @@
 //! End-to-end: seccomp filters are on by default on every thread role, a denied system call is
-//! fatal with Firecracker's log lines and exit code 148, `--no-seccomp` turns them off, and
+//! fatal with Firecracker's log lines, `seccomp.num_faults` = 1 in the last metrics line and
+//! exit code 148, `--no-seccomp` turns them off, and
 //! `--seccomp-filter` loads Firecracker's binary filter format.
 //!
 //! The forbidden call is injected with the debug-build hook `SQUIB_TEST_BAD_SYSCALL=<role>`:
@@ -82,9 +83,21 @@ fn test_should_be_fatal_with_exit_148_on_a_forbidden_syscall_from_every_thread_r
             vec!["--no-api", "--config-file", cfg],
         ),
     ];
-    for (role, threads, args) in cases {
+    for (role, threads, mut args) in cases {
+        let metrics = tmp_path("metrics.json");
+        let metrics_arg = metrics.to_str().unwrap().to_owned();
+        args.extend(["--metrics-path", metrics_arg.as_str()]);
         let (code, out) = run_to_exit(&args, &[("SQUIB_TEST_BAD_SYSCALL", role)]);
         assert_eq!(code, Some(148), "{role}: {out}");
+        // The handler's last word: a metrics line with the fault counted.
+        let lines = std::fs::read_to_string(&metrics).unwrap_or_default();
+        let last = lines
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("{role}: no metrics line on the fatal path: {out}"));
+        let last: serde_json::Value = serde_json::from_str(last).expect("metrics line is JSON");
+        assert_eq!(last["seccomp"]["num_faults"], 1, "{role}: {last}");
+        let _ = std::fs::remove_file(&metrics);
         assert!(out.contains(SIGNAL_LINE), "{role}: {out}");
         let line = out
             .lines()

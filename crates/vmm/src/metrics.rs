@@ -7,13 +7,13 @@
 //!   `block_<id>`…, `block`, `deprecated_api`, `get_api_requests`, `i8042`, `uart`,
 //!   `latencies_us`, `logger`, `mmds`, `net_<id>`…, `net`, `patch_api_requests`,
 //!   `put_api_requests`, `seccomp`, `vcpu`, `vmm`, `signals`, `vsock`, `entropy`, `pmem`,
-//!   `interrupts`, `memory_hotplug`.
+//!   `pmem_<id>`…, `pmem`, `interrupts`, `memory_hotplug`.
 //! - The process-wide groups come from [`squib_core::metrics::METRICS`]; device groups from the
 //!   devices' own metric structs ([`DeviceGroups`], collected from the device manager once the
-//!   microVM exists). `block` and `net` are aggregates: the sum of the per-device deltas, with
-//!   `min_us`/`max_us` of their latency aggregates at 0 (Firecracker's `fetch_diff` sum). Groups
-//!   of devices this build does not have (`balloon`, `pmem`, `memory_hotplug`), or that were not
-//!   configured, are written with zero values so the key set is always Firecracker's.
+//!   microVM exists). `block`, `net` and `pmem` are aggregates: the sum of the per-device
+//!   deltas, with `min_us`/`max_us` of their latency aggregates at 0 (Firecracker's `fetch_diff`
+//!   sum). Groups of devices that were not configured are written with zero values so the key
+//!   set is always Firecracker's.
 //! - Counters write the delta since the previous line; store metrics their current value.
 //! - [`PeriodicMetrics`] is the event-loop subscriber that writes a line when the microVM starts
 //!   and then every [`WRITE_METRICS_PERIOD`] (a timerfd); `FlushMetrics` writes one on demand. A
@@ -31,11 +31,14 @@ use serde_json::{Map, Value};
 use squib_config::schemas::metrics::MetricsConfig;
 use squib_config::schemas::snapshot::SnapshotType;
 use squib_config::vm_config::METRICS_REINIT;
-use squib_core::metrics::{Counter, LatencyAggregate, METRICS, StoreMetric};
+use squib_core::metrics::{METRICS, StoreMetric};
 use squib_devices::legacy::i8042::metrics::I8042Metrics;
 use squib_devices::legacy::serial::metrics::SerialMetrics;
+use squib_devices::virtio::balloon::BalloonMetrics;
 use squib_devices::virtio::block::BlockMetrics;
+use squib_devices::virtio::mem::VirtioMemMetrics;
 use squib_devices::virtio::net::NetMetrics;
+use squib_devices::virtio::pmem::PmemMetrics;
 use squib_devices::virtio::rng::EntropyMetrics;
 use squib_devices::virtio::vsock::VsockMetrics;
 use squib_mmds::{MmdsMetrics, MmdsMetricsSnapshot};
@@ -49,57 +52,6 @@ pub const WRITE_METRICS_PERIOD: Duration = Duration::from_secs(60);
 
 /// Shared handle to the writer (the VMM and the periodic subscriber, both on the VMM thread).
 pub type SharedMetricsWriter = Arc<Mutex<MetricsWriter>>;
-
-/// Firecracker's `balloon` group (no balloon device in this build: always zero).
-#[derive(Debug, Default, Serialize)]
-struct BalloonMetrics {
-    activate_fails: Counter,
-    inflate_count: Counter,
-    stats_updates_count: Counter,
-    stats_update_fails: Counter,
-    deflate_count: Counter,
-    event_fails: Counter,
-    free_page_report_count: Counter,
-    free_page_report_freed: Counter,
-    free_page_report_fails: Counter,
-    free_page_hint_count: Counter,
-    free_page_hint_freed: Counter,
-    free_page_hint_fails: Counter,
-}
-
-/// Firecracker's `pmem` aggregate (no pmem device in this build: always zero).
-#[derive(Debug, Default, Serialize)]
-struct PmemMetrics {
-    activate_fails: Counter,
-    cfg_fails: Counter,
-    event_fails: Counter,
-    queue_event_count: Counter,
-    rate_limiter_throttled_events: Counter,
-    rate_limiter_event_count: Counter,
-}
-
-/// Firecracker's `memory_hotplug` group (no virtio-mem device in this build: always zero).
-#[derive(Debug, Default, Serialize)]
-struct MemoryHotplugMetrics {
-    activate_fails: Counter,
-    queue_event_fails: Counter,
-    queue_event_count: Counter,
-    plug_agg: LatencyAggregate,
-    plug_count: Counter,
-    plug_bytes: Counter,
-    plug_fails: Counter,
-    unplug_agg: LatencyAggregate,
-    unplug_count: Counter,
-    unplug_bytes: Counter,
-    unplug_fails: Counter,
-    unplug_discard_fails: Counter,
-    unplug_all_agg: LatencyAggregate,
-    unplug_all_count: Counter,
-    unplug_all_fails: Counter,
-    state_agg: LatencyAggregate,
-    state_count: Counter,
-    state_fails: Counter,
-}
 
 /// The metric groups of one microVM's devices, shared with the devices through `Arc`s.
 #[derive(Debug, Default, Clone)]
@@ -118,6 +70,12 @@ pub struct DeviceGroups {
     pub entropy: Option<Arc<EntropyMetrics>>,
     /// The MMDS (`mmds`).
     pub mmds: Option<Arc<MmdsMetrics>>,
+    /// The balloon (`balloon`).
+    pub balloon: Option<Arc<BalloonMetrics>>,
+    /// pmem devices by id (`pmem_<id>`, aggregated into `pmem`).
+    pub pmems: Vec<(String, Arc<PmemMetrics>)>,
+    /// The virtio-mem device (`memory_hotplug`).
+    pub memory_hotplug: Option<Arc<VirtioMemMetrics>>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,11 +105,20 @@ impl DeviceGroups {
                 groups.vsock = Some(Arc::clone(lock(v).metrics()));
             } else if let VirtioHandle::Entropy(e) = handle {
                 groups.entropy = Some(Arc::clone(lock(e).metrics()));
+            } else if let VirtioHandle::Balloon(b) = handle {
+                groups.balloon = Some(Arc::clone(lock(b).metrics()));
+            } else if let VirtioHandle::Pmem(p) = handle {
+                groups
+                    .pmems
+                    .push((id.to_owned(), Arc::clone(lock(p).metrics())));
+            } else if let VirtioHandle::Mem(m) = handle {
+                groups.memory_hotplug = Some(Arc::clone(lock(m).metrics()));
             }
         }
         // Firecracker keeps per-device groups in a map ordered by id.
         groups.blocks.sort_by(|a, b| a.0.cmp(&b.0));
         groups.nets.sort_by(|a, b| a.0.cmp(&b.0));
+        groups.pmems.sort_by(|a, b| a.0.cmp(&b.0));
         groups
     }
 }
@@ -165,9 +132,6 @@ pub struct MetricsWriter {
     instance_id: String,
     devices: DeviceGroups,
     mmds_flushed: MmdsMetricsSnapshot,
-    balloon: BalloonMetrics,
-    pmem: PmemMetrics,
-    memory_hotplug: MemoryHotplugMetrics,
 }
 
 impl MetricsWriter {
@@ -180,9 +144,6 @@ impl MetricsWriter {
             instance_id: instance_id.to_owned(),
             devices: DeviceGroups::default(),
             mmds_flushed: MmdsMetricsSnapshot::default(),
-            balloon: BalloonMetrics::default(),
-            pmem: PmemMetrics::default(),
-            memory_hotplug: MemoryHotplugMetrics::default(),
         }
     }
 
@@ -233,6 +194,7 @@ impl MetricsWriter {
             mmds,
             block: aggregate(&self.devices.blocks),
             net: aggregate(&self.devices.nets),
+            pmem: aggregate(&self.devices.pmems),
         };
         serde_json::to_writer(out, &line)
     }
@@ -353,6 +315,11 @@ impl_aggregate!(NetMetrics;
     tx_spoofed_mac_count, tx_remaining_reqs_count;
     tap_write_agg);
 
+impl_aggregate!(PmemMetrics;
+activate_fails, cfg_fails, event_fails, queue_event_count, rate_limiter_throttled_events,
+rate_limiter_event_count;
+);
+
 /// The aggregate of `devs` (to be serialized before their own groups).
 fn aggregate<T: Aggregate>(devs: &[(String, Arc<T>)]) -> T {
     let sum = T::default();
@@ -368,6 +335,7 @@ struct Line<'a> {
     mmds: Value,
     block: BlockMetrics,
     net: NetMetrics,
+    pmem: PmemMetrics,
 }
 
 impl Serialize for Line<'_> {
@@ -383,7 +351,7 @@ impl Serialize for Line<'_> {
             map.serialize_entry("properties", &w.properties)?;
         }
         map.serialize_entry("api_server", &m.api_server)?;
-        map.serialize_entry("balloon", &w.balloon)?;
+        map.serialize_entry("balloon", &GroupOrZero(w.devices.balloon.as_ref()))?;
         for (id, group) in &w.devices.blocks {
             map.serialize_entry(&format_args!("block_{id}"), &**group)?;
         }
@@ -407,9 +375,15 @@ impl Serialize for Line<'_> {
         map.serialize_entry("signals", &m.signals)?;
         map.serialize_entry("vsock", &GroupOrZero(w.devices.vsock.as_ref()))?;
         map.serialize_entry("entropy", &GroupOrZero(w.devices.entropy.as_ref()))?;
-        map.serialize_entry("pmem", &w.pmem)?;
+        for (id, group) in &w.devices.pmems {
+            map.serialize_entry(&format_args!("pmem_{id}"), &**group)?;
+        }
+        map.serialize_entry("pmem", &self.pmem)?;
         map.serialize_entry("interrupts", &m.interrupts)?;
-        map.serialize_entry("memory_hotplug", &w.memory_hotplug)?;
+        map.serialize_entry(
+            "memory_hotplug",
+            &GroupOrZero(w.devices.memory_hotplug.as_ref()),
+        )?;
         map.end()
     }
 }

@@ -147,6 +147,52 @@ fn aggregates_every_field<T: Aggregate>() {
 fn test_aggregates_sum_every_field_of_their_group() {
     aggregates_every_field::<BlockMetrics>();
     aggregates_every_field::<NetMetrics>();
+    aggregates_every_field::<PmemMetrics>();
+}
+
+#[test]
+fn test_balloon_pmem_and_hotplug_groups_come_from_the_devices() {
+    let balloon = Arc::new(BalloonMetrics::default());
+    let hotplug = Arc::new(VirtioMemMetrics::default());
+    let p0 = Arc::new(PmemMetrics::default());
+    let p1 = Arc::new(PmemMetrics::default());
+    let mut w = MetricsWriter::new("vm");
+    w.set_devices(DeviceGroups {
+        balloon: Some(Arc::clone(&balloon)),
+        memory_hotplug: Some(Arc::clone(&hotplug)),
+        pmems: vec![
+            ("p0".into(), Arc::clone(&p0)),
+            ("p1".into(), Arc::clone(&p1)),
+        ],
+        ..DeviceGroups::default()
+    });
+    balloon.inflate_count.add(3);
+    hotplug.plug_count.inc();
+    hotplug.plug_agg.record(40);
+    p0.queue_event_count.add(2);
+    p1.queue_event_count.inc();
+    let line = w.next_line();
+    let keys: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let at = |k: &str| keys.iter().position(|x| *x == k).unwrap();
+    assert!(at("entropy") < at("pmem_p0") && at("pmem_p0") < at("pmem_p1"));
+    assert_eq!(at("pmem_p1") + 1, at("pmem"));
+    assert_eq!(at("pmem") + 1, at("interrupts"));
+    assert_eq!(line["balloon"]["inflate_count"], 3);
+    assert_eq!(line["memory_hotplug"]["plug_count"], 1);
+    assert_eq!(line["memory_hotplug"]["plug_agg"]["max_us"], 40);
+    assert_eq!(line["pmem_p0"]["queue_event_count"], 2);
+    assert_eq!(
+        line["pmem"]["queue_event_count"], 3,
+        "aggregate = sum of deltas"
+    );
+    let next = w.next_line();
+    assert_eq!(next["balloon"]["inflate_count"], 0, "deltas");
+    assert_eq!(next["pmem"]["queue_event_count"], 0);
 }
 
 #[test]

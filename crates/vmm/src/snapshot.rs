@@ -164,7 +164,16 @@ pub fn create(
 
 /// Reads and checks a state file (untrusted input).
 pub fn load_state(path: &Path) -> Result<MicrovmState, SnapshotError> {
-    let state: MicrovmState = squib_snapshot::load_state(path)?;
+    check_state(squib_snapshot::load_state(path)?)
+}
+
+/// Decodes and checks a state file held in memory (untrusted input; the fuzz target's entry).
+pub fn state_from_bytes(bytes: &[u8]) -> Result<MicrovmState, SnapshotError> {
+    check_state(squib_snapshot::decode_state(bytes)?)
+}
+
+/// The checks every decoded state passes before anything is built from it.
+pub fn check_state(state: MicrovmState) -> Result<MicrovmState, SnapshotError> {
     let m = &state.machine;
     if m.vcpu_count == 0 || m.vcpu_count > MAX_SUPPORTED_VCPUS {
         return Err(SnapshotError::Invalid(format!("{} vCPUs", m.vcpu_count)));

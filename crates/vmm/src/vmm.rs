@@ -737,6 +737,10 @@ impl Vmm {
         if let Some(mut vm) = self.microvm.take() {
             vm.stop();
         }
+        // Firecracker's `Vmm::stop`: a last metrics line (the counters since the previous one).
+        if let Err(e) = crate::metrics::flush(&self.metrics) {
+            tracing::error!("Failed to write metrics while stopping: {e}");
+        }
         self.set_phase(LifecyclePhase::Shutdown);
         code
     }

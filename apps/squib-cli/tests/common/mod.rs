@@ -252,3 +252,32 @@ pub fn random_file(tag: &str, len: usize, seed: u64) -> PathBuf {
     std::fs::write(&p, bytes).expect("write disk");
     p
 }
+
+/// `PUT /metrics` to a fresh file; returns its path (read it with [`metrics_total`]).
+#[allow(dead_code)]
+pub fn configure_metrics(vm: &Squib) -> PathBuf {
+    let path = tmp_path("metrics.json");
+    let body = serde_json::json!({ "metrics_path": path }).to_string();
+    let (s, b) = vm.api("PUT", "/metrics", Some(&body));
+    assert_eq!(s, 204, "{b}");
+    path
+}
+
+/// `PUT /actions` `FlushMetrics`.
+#[allow(dead_code)]
+pub fn flush_metrics(vm: &Squib) {
+    let (s, b) = vm.api("PUT", "/actions", Some(r#"{"action_type":"FlushMetrics"}"#));
+    assert_eq!(s, 204, "{b}");
+}
+
+/// The sum of `group.key` over every line in the metrics file (counters are deltas, so the sum
+/// is the total since the sink was configured).
+#[allow(dead_code)]
+pub fn metrics_total(path: &Path, group: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("metrics line is JSON"))
+        .map(|v| v[group][key].as_u64().expect("metric is a number"))
+        .sum()
+}

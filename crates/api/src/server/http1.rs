@@ -159,7 +159,11 @@ fn parse_content_length(value: &str) -> Result<u64, HeadError> {
 fn normalize_target(raw: &str) -> Result<String, HeadError> {
     let mut rest = raw;
     for scheme in ["http://", "https://"] {
-        if rest.len() >= scheme.len() && rest[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // `get`: the target may hold non-ASCII bytes, so the prefix may end inside a character.
+        if rest
+            .get(..scheme.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(scheme))
+        {
             rest = &rest[scheme.len()..];
             rest = rest.find('/').map_or("/", |i| &rest[i..]);
         }
@@ -267,6 +271,30 @@ mod tests {
         assert_eq!(head("GET / HTTP/1.1\r\n\r\n").target, "/");
         assert_eq!(head("GET /x?y=1 HTTP/1.1\r\n\r\n").target, "/x?y=1");
         assert!(parse_head(b"GET x HTTP/1.1\r\n\r\n", 10).is_err());
+    }
+
+    /// Regression (found by `fuzz/` `http_codec`): a target with a multi-byte character where
+    /// the `http://` prefix would end panicked (a `str` sliced inside a character), which
+    /// aborted the whole process on the API thread.
+    #[test]
+    fn test_should_refuse_a_non_ascii_target_prefix_without_panicking() {
+        for target in [
+            "http:/\u{45b}ocalhost//vm",
+            "htt\u{e9}://x/vm",
+            "\u{e9}",
+            "https:/\u{1f600}/a",
+        ] {
+            let req = format!("GET {target} HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                parse_head(req.as_bytes(), 51200).unwrap_err().to_string(),
+                "Invalid request: the request target must be a path.",
+                "{target}"
+            );
+        }
+        assert_eq!(
+            head("GET http://h\u{45b}st/a/\u{45b} HTTP/1.1\r\n\r\n").target,
+            "/a/\u{45b}"
+        );
     }
 
     #[test]

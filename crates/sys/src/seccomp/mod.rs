@@ -15,7 +15,9 @@
 //!   [`install_for_current_thread`] at its installation point. Without a policy (embedders, unit
 //!   tests) or with `--no-seccomp` (empty programs) nothing is installed.
 //! - A denied system call raises `SIGSYS` (the filters' default action is `SECCOMP_RET_TRAP`, as
-//!   Firecracker's); [`sigsys`] logs Firecracker's lines and exits with 148 (`BadSyscall`).
+//!   Firecracker's); the process's one `SIGSYS` handler ([`crate::signals`]) logs Firecracker's
+//!   lines through [`sigsys`], counts `seccomp.num_faults`, writes a last metrics line and exits
+//!   with 148 (`BadSyscall`).
 
 pub mod policy;
 pub mod sigsys;
@@ -264,9 +266,12 @@ pub fn process_filters() -> Option<&'static SeccompFilters> {
 
 /// Install the process's filter for `category` on the calling thread (nothing if no policy was
 /// set or the category's program is empty). Also records the thread's name for the `SIGSYS`
-/// log line.
+/// log line, and seeds the thread's hash keys: std draws them with `getrandom` on a thread's
+/// first `HashMap`/`RandomState` (serde_json's maps included), which no filter allows, and the
+/// `SIGSYS` handler's last metrics line builds such maps on whichever thread trapped.
 pub fn install_for_current_thread(category: ThreadCategory) -> Result<(), InstallError> {
     sigsys::remember_thread_name();
+    let _ = std::hash::RandomState::new();
     let Some(filters) = process_filters() else {
         return Ok(());
     };

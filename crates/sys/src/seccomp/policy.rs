@@ -1,6 +1,6 @@
 //! squib's default allow-lists, one per thread category, compiled to BPF with the rust-vmm
-//! `seccompiler` crate. Mismatch action: `SECCOMP_RET_TRAP` (→ [`super::sigsys`], exit 148), as
-//! Firecracker's filters.
+//! `seccompiler` crate. Mismatch action: `SECCOMP_RET_TRAP` (→ `SIGSYS`, handled by
+//! [`crate::signals`]: exit 148), as Firecracker's filters.
 //!
 //! How the lists were derived (ARCHITECTURE.md has the procedure): the end-to-end suites
 //! (`boot_test_guest`, `boot_virtio`, `snapshot`, `boot_linux`) ran under `strace -f` with every

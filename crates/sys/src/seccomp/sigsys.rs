@@ -1,37 +1,29 @@
-//! The `SIGSYS` handler: what happens when a filter denies a system call.
+//! The log lines of a denied system call, for the process's one `SIGSYS` handler
+//! ([`crate::signals`], which also stores `seccomp.num_faults`, writes the last metrics line and
+//! `_exit`s with 148).
 //!
-//! Firecracker's behaviour: the filter traps (`SECCOMP_RET_TRAP`), the handler stores the
-//! `seccomp.num_faults` metric, logs `Shutting down VM after intercepting signal 31, code 1.` and
-//! `Shutting down VM after intercepting a bad syscall (<nr>).`, and `_exit`s with 148
-//! (`BadSyscall`); a `SIGSYS` that is not a seccomp trap exits with 2 (`UnexpectedError`).
+//! Firecracker's behaviour: the filter traps (`SECCOMP_RET_TRAP`), the handler logs
+//! `Shutting down VM after intercepting signal 31, code 1.` and
+//! `Shutting down VM after intercepting a bad syscall (<nr>).`; a `SIGSYS` that is not a seccomp
+//! trap exits with 2 (`UnexpectedError`).
 //!
 //! The handler runs under the very filter that trapped, possibly inside `malloc` or holding the
-//! logger's lock, so it allocates nothing and takes no lock: it formats into a stack buffer and
-//! `write(2)`s it to a descriptor registered at startup ([`register_sigsys_handler`]), with the
+//! logger's lock, so these lines allocate nothing and take no lock: they are formatted into a
+//! stack buffer and `write(2)`n to a descriptor given at startup ([`set_fatal_log`]), with the
 //! logger's prefix (`<RFC 3339 time> [<id>:<thread>[:ERROR]] `). The thread name comes from a
-//! thread-local filled when the thread installed its filter. It only uses `write`,
-//! `clock_gettime` and `exit_group`, which every squib filter allows.
+//! thread-local filled when the thread installed its filter. They only use `write` and
+//! `clock_gettime`, which every squib filter allows.
 
 use std::{
     cell::Cell,
     fmt::Write as _,
     os::fd::{AsRawFd, OwnedFd},
     os::raw::{c_int, c_void},
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::OnceLock,
 };
 
-use super::BAD_SYSCALL_EXIT_CODE;
-
-/// `seccomp.num_faults` (Firecracker's metric; no metrics sink exists yet, so it is kept here).
-pub static SECCOMP_FAULTS: AtomicU64 = AtomicU64::new(0);
-
-/// `FcExitCode::UnexpectedError`.
-const UNEXPECTED_ERROR_EXIT_CODE: c_int = 2;
 /// `si_code` of a seccomp trap (`SYS_SECCOMP`).
-const SYS_SECCOMP: c_int = 1;
+pub const SYS_SECCOMP: c_int = 1;
 /// Offset of `si_syscall` in `siginfo_t`, in `c_int`s (as Firecracker reads it).
 const SI_OFF_SYSCALL: usize = 6;
 
@@ -66,15 +58,10 @@ pub(super) fn remember_thread_name() {
     THREAD_NAME.with(|c| c.set((buf, len)));
 }
 
-/// Install the process's `SIGSYS` handler (Firecracker installs it whether or not filters are
-/// on). `log` is kept for the handler's lines (none: the handler exits silently); a second call
-/// keeps the first `log`.
-pub fn register_sigsys_handler(log: Option<FatalLog>) -> std::io::Result<()> {
-    if let Some(log) = log {
-        let _ = FATAL_LOG.set(log);
-    }
-    vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, handle_sigsys)
-        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+/// Where the `SIGSYS` lines go (without it they are not written); a second call keeps the
+/// first `log`. The handler itself is installed by [`crate::signals::install`].
+pub fn set_fatal_log(log: FatalLog) {
+    let _ = FATAL_LOG.set(log);
 }
 
 /// A fixed buffer for `core::fmt` (no allocation); output past its end is dropped.
@@ -159,30 +146,27 @@ fn write_timestamp(out: &mut StackBuf) {
     );
 }
 
-fn exit_now(code: c_int) -> ! {
-    // SAFETY: `_exit` is async-signal-safe and ends the process without running destructors
-    // or atexit handlers (which could allocate or issue denied system calls).
-    unsafe { libc::_exit(code) }
+/// `Shutting down VM after intercepting signal 31, code <code>.`
+pub(crate) fn log_signal(code: c_int) {
+    log_line(format_args!(
+        "Shutting down VM after intercepting signal {}, code {code}.",
+        libc::SIGSYS
+    ));
 }
 
-extern "C" fn handle_sigsys(num: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_void) {
-    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
-    let (signo, code) = unsafe { ((*info).si_signo, (*info).si_code) };
-    if num != signo || num != libc::SIGSYS {
-        exit_now(UNEXPECTED_ERROR_EXIT_CODE);
-    }
-    SECCOMP_FAULTS.fetch_add(1, Ordering::Relaxed);
-    log_line(format_args!(
-        "Shutting down VM after intercepting signal {signo}, code {code}."
-    ));
-    if code != SYS_SECCOMP {
-        exit_now(UNEXPECTED_ERROR_EXIT_CODE);
-    }
-    // SAFETY: for SYS_SECCOMP the kernel fills the `_sigsys` member; `si_syscall` is the `int`
-    // at byte 24 of siginfo_t (x86_64 and aarch64), inside the 128-byte structure.
-    let syscall = unsafe { *info.cast::<c_int>().add(SI_OFF_SYSCALL) };
+/// `Shutting down VM after intercepting a bad syscall (<nr>).`
+pub(crate) fn log_bad_syscall(syscall: c_int) {
     log_line(format_args!(
         "Shutting down VM after intercepting a bad syscall ({syscall})."
     ));
-    exit_now(BAD_SYSCALL_EXIT_CODE);
+}
+
+/// The number of the denied system call.
+///
+/// # Safety
+/// `info` is the valid `siginfo_t` of a `SIGSYS` with `si_code == SYS_SECCOMP`.
+pub(crate) unsafe fn trapped_syscall(info: *const libc::siginfo_t) -> c_int {
+    // SAFETY: for SYS_SECCOMP the kernel fills the `_sigsys` member; `si_syscall` is the `int`
+    // at byte 24 of siginfo_t (x86_64 and aarch64), inside the 128-byte structure.
+    unsafe { *info.cast::<c_int>().add(SI_OFF_SYSCALL) }
 }
