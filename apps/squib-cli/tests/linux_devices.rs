@@ -142,7 +142,7 @@ fn test_linux_guest_drives_vsock_pmem_balloon_and_virtio_mem() {
     ));
     let out = g.vm.output();
     for driver in [
-        "virtio_vsock",
+        "vmw_vsock_virtio_transport",
         "virtio_balloon",
         "virtio_pmem",
         "virtio_mem",
