@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub fn connect(uds: &Path, port: u32) -> (UnixStream, Duration) {
     let t0 = Instant::now();
     let mut s = UnixStream::connect(uds).expect("connect to uds_path");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
+    s.set_read_timeout(Some(Duration::from_secs(300)))
         .expect("timeout");
     s.write_all(format!("CONNECT {port}\n").as_bytes())
         .expect("CONNECT");
@@ -94,7 +94,7 @@ impl Listener {
             let mut served = Vec::new();
             for _ in 0..conns {
                 let Ok((s, _)) = listener.accept() else { break };
-                s.set_read_timeout(Some(Duration::from_secs(120)))
+                s.set_read_timeout(Some(Duration::from_secs(300)))
                     .expect("timeout");
                 served.push(serve(s));
             }
