@@ -3,12 +3,15 @@
  *
  *   vsock-echo listen PORT [COUNT]      accept COUNT connections (0 = forever) one after the
  *                                       other, echo each until EOF
- *   vsock-echo sink PORT                accept one connection, read to EOF, answer "GOT <n>\n"
+ *   vsock-echo sink PORT BYTES          accept one connection, read BYTES bytes (or to EOF),
+ *                                       answer "GOT <n>\n"
  *   vsock-echo connect CID PORT [COUNT] COUNT times (default 1): connect, send
  *                                       "hello <i> from guest\n", read one line back; prints the
  *                                       first reply and the connect() latency (guest clock)
- *   vsock-echo source CID PORT BYTES    connect, send BYTES pattern bytes, shut down the write
- *                                       side, print the one-line answer
+ *   vsock-echo source CID PORT BYTES    connect, send BYTES pattern bytes, print the one-line
+ *                                       answer (the peer knows BYTES: Firecracker's hybrid vsock
+ *                                       turns a host half-close into a full one and never passes
+ *                                       a guest half-close on, so no protocol here relies on it)
  *   vsock-echo touch MIB                map MIB MiB, write every page (MADV_POPULATE_WRITE, else
  *                                       one store per page), unmap: the memory is resident on the
  *                                       host and free in the guest (for balloon tests)
@@ -156,7 +159,7 @@ static int do_listen(unsigned long port, unsigned long count)
 	return 0;
 }
 
-static int do_sink(unsigned long port)
+static int do_sink(unsigned long port, unsigned long long want)
 {
 	int lfd = listener(port);
 	int c;
@@ -167,7 +170,7 @@ static int do_sink(unsigned long port)
 	while ((c = accept(lfd, NULL, NULL)) < 0)
 		if (errno != EINTR)
 			die("accept");
-	while ((n = read(c, buf, sizeof(buf))) != 0) {
+	while (total < want && (n = read(c, buf, sizeof(buf))) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -229,8 +232,6 @@ static int do_source(unsigned long cid, unsigned long port, unsigned long bytes)
 			die("write");
 		left -= n;
 	}
-	if (shutdown(fd, SHUT_WR) < 0)
-		die("shutdown");
 	if (read_line(fd, line, sizeof(line)) < 0)
 		die("read answer");
 	dt = now_us() - t0;
@@ -268,15 +269,15 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc >= 3 && !strcmp(argv[1], "listen"))
 		return do_listen(parse(argv[2]), argc > 3 ? parse(argv[3]) : 0);
-	if (argc == 3 && !strcmp(argv[1], "sink"))
-		return do_sink(parse(argv[2]));
+	if (argc == 4 && !strcmp(argv[1], "sink"))
+		return do_sink(parse(argv[2]), parse(argv[3]));
 	if (argc >= 4 && !strcmp(argv[1], "connect"))
 		return do_connect(parse(argv[2]), parse(argv[3]), argc > 4 ? parse(argv[4]) : 1);
 	if (argc == 5 && !strcmp(argv[1], "source"))
 		return do_source(parse(argv[2]), parse(argv[3]), parse(argv[4]));
 	if (argc == 3 && !strcmp(argv[1], "touch"))
 		return do_touch(parse(argv[2]));
-	fprintf(stderr, "usage: vsock-echo listen PORT [COUNT] | sink PORT | "
+	fprintf(stderr, "usage: vsock-echo listen PORT [COUNT] | sink PORT BYTES | "
 			"connect CID PORT [COUNT] | source CID PORT BYTES | touch MIB\n");
 	return 2;
 }

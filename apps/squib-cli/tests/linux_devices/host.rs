@@ -61,6 +61,9 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// What a [`Listener::sink`] expects.
+pub const SINK_BYTES: usize = 2 << 20;
+
 /// Byte `i` of what `vsock-echo source` sends.
 pub fn source_byte(i: usize) -> u8 {
     u8::try_from(i % (64 * 1024) % 251).expect("< 251")
@@ -120,12 +123,13 @@ impl Listener {
         })
     }
 
-    /// Reads to EOF, checks the pattern, answers `GOT <n>\n` (the guest's `source` mode).
+    /// Reads [`SINK_BYTES`] (or to EOF), checks the pattern, answers `GOT <n>\n` (the guest's
+    /// `source` mode; hybrid vsock has no half-close, so the size is agreed beforehand).
     pub fn sink(uds: &Path, port: u32) -> Self {
         Self::start(uds, port, 1, |mut s| {
             let mut buf = vec![0u8; 64 * 1024];
             let (mut bytes, mut pattern_ok, mut t0) = (0usize, true, None);
-            loop {
+            while bytes < SINK_BYTES {
                 match s.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
