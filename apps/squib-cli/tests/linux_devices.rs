@@ -156,11 +156,11 @@ fn test_linux_guest_drives_vsock_pmem_balloon_and_virtio_mem() {
         );
     }
 
-    pmem_checks(&mut g, &pmem);
     balloon_checks(&mut g);
     hotplug_checks(&mut g);
     vsock_host_to_guest(&mut g, &uds);
     vsock_guest_to_host(&mut g, &uds);
+    pmem_checks(&mut g, &pmem);
 
     g.type_line("reboot -f");
     let code = g.vm.wait(Duration::from_secs(180));
