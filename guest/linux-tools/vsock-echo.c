@@ -12,9 +12,10 @@
  *                                       answer (the peer knows BYTES: Firecracker's hybrid vsock
  *                                       turns a host half-close into a full one and never passes
  *                                       a guest half-close on, so no protocol here relies on it)
- *   vsock-echo touch MIB                map MIB MiB, write every page (MADV_POPULATE_WRITE, else
- *                                       one store per page), unmap: the memory is resident on the
- *                                       host and free in the guest (for balloon tests)
+ *   vsock-echo touch MIB [SECONDS]      map MIB MiB, write every page 1 MiB at a time
+ *                                       (MADV_POPULATE_WRITE, else one store per page; stop after
+ *                                       SECONDS), unmap: the memory is resident on the host and
+ *                                       free in the guest (for balloon tests); prints how much
  *
  * Every result line starts with "VSOCK-ECHO " so that a test can find it on a busy console.
  * Built by guest/linux-tools/build.sh with `gcc -static`.
@@ -245,22 +246,33 @@ static int do_source(unsigned long cid, unsigned long port, unsigned long bytes)
 #define MADV_POPULATE_WRITE 23
 #endif
 
-static int do_touch(unsigned long mib)
+static int do_touch(unsigned long mib, unsigned long seconds)
 {
-	size_t len = (size_t)mib << 20, off;
+	size_t len = (size_t)mib << 20, off, done = 0;
 	double t0 = now_us();
 	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	const char *how = "populate";
 
 	if (p == MAP_FAILED)
 		die("mmap");
-	if (madvise(p, len, MADV_POPULATE_WRITE) < 0) {
-		how = "stores";
-		for (off = 0; off < len; off += 4096)
-			p[off] = 1;
+	/* 1 MiB at a time, so that a time limit can stop it (first touches are slow under PVM). */
+	for (off = 0; off < len; off += 1 << 20) {
+		if (seconds && now_us() - t0 > seconds * 1e6)
+			break;
+		if (madvise(p + off, 1 << 20, MADV_POPULATE_WRITE) < 0) {
+			size_t pg;
+
+			if (errno != EINVAL)
+				die("madvise");
+			how = "stores";
+			for (pg = 0; pg < (1 << 20); pg += 4096)
+				p[off + pg] = 1;
+		}
+		done += 1 << 20;
 	}
 	munmap(p, len);
-	printf("VSOCK-ECHO TOUCHED mib=%lu how=%s guest_us=%.0f\n", mib, how, now_us() - t0);
+	printf("VSOCK-ECHO TOUCHED mib=%zu of=%lu how=%s guest_us=%.0f\n", done >> 20, mib, how,
+	       now_us() - t0);
 	return 0;
 }
 
@@ -275,9 +287,9 @@ int main(int argc, char **argv)
 		return do_connect(parse(argv[2]), parse(argv[3]), argc > 4 ? parse(argv[4]) : 1);
 	if (argc == 5 && !strcmp(argv[1], "source"))
 		return do_source(parse(argv[2]), parse(argv[3]), parse(argv[4]));
-	if (argc == 3 && !strcmp(argv[1], "touch"))
-		return do_touch(parse(argv[2]));
+	if (argc >= 3 && !strcmp(argv[1], "touch"))
+		return do_touch(parse(argv[2]), argc > 3 ? parse(argv[3]) : 0);
 	fprintf(stderr, "usage: vsock-echo listen PORT [COUNT] | sink PORT BYTES | "
-			"connect CID PORT [COUNT] | source CID PORT BYTES | touch MIB\n");
+			"connect CID PORT [COUNT] | source CID PORT BYTES | touch MIB [SECONDS]\n");
 	return 2;
 }
