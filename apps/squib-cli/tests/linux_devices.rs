@@ -46,7 +46,7 @@ const PMEM_BYTES: usize = 32 * MIB;
 const BALLOON_MIB: u64 = 64;
 /// Guest memory made resident before the inflation, and the time allowed for it.
 const TOUCH_MIB: u64 = 96;
-const TOUCH_SECONDS: u64 = 600;
+const TOUCH_SECONDS: u64 = 420;
 const PLUG_MIB: u64 = 128;
 
 /// Builds the helper and the guest initramfs with it appended; `None` (after the SKIPPED line
