@@ -31,7 +31,7 @@ use common::{Squib, kvm_or_skip, linux_guest_dir, pvm_args, repo_root, tmp_path,
 use guest::{Guest, mib_s, status_bytes};
 use serde_json::{Value, json};
 
-const BOOT_LIMIT: Duration = Duration::from_secs(480);
+const BOOT_LIMIT: Duration = Duration::from_secs(900);
 const CMD_LIMIT: Duration = Duration::from_secs(180);
 const MIB: usize = 1 << 20;
 const GUEST_CID: u32 = 3;
@@ -46,7 +46,7 @@ const PMEM_BYTES: usize = 32 * MIB;
 const BALLOON_MIB: u64 = 64;
 /// Guest memory made resident before the inflation, and the time allowed for it.
 const TOUCH_MIB: u64 = 96;
-const TOUCH_SECONDS: u64 = 420;
+const TOUCH_SECONDS: u64 = 180;
 const PLUG_MIB: u64 = 128;
 
 /// Builds the helper and the guest initramfs with it appended; `None` (after the SKIPPED line
