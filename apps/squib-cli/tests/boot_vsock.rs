@@ -4,7 +4,8 @@
 //! guest-initiated ones (to a host listener at `<uds_path>_<port>`), refusals both ways,
 //! `PUT /vsock` replacing the socket, many sequential connections without fd leaks, and a
 //! snapshot restored in a new process with `vsock_override` (the guest sees
-//! `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` and the new path works).
+//! `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` and the new path works), and the same reset announced
+//! to the source VM when the snapshot is created (as Firecracker).
 //!
 //! Each test boots its own VM; they take turns (`one_at_a_time`) because the polling guest
 //! keeps a host CPU busy.
@@ -539,6 +540,54 @@ fn test_should_reset_the_transport_and_listen_on_the_override_path_after_restore
         "echo after restore differs"
     );
     drop(s);
+    let _ = std::fs::remove_file(&state);
+    let _ = std::fs::remove_file(&mem);
+}
+
+/// As Firecracker, creating a snapshot announces `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` to the
+/// guest (not only a restore): the source VM, resumed after `PUT /snapshot/create`, drops its
+/// connection and serves new ones once it has acknowledged the event.
+#[test]
+fn test_should_reset_the_transport_of_the_source_vm_at_snapshot_create() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let uds = tmp_path("src.sock");
+    let vm = boot(
+        "squibtest=vsock-listen squibtest.port=52 squibtest.conns=0",
+        &uds,
+    );
+    wait_output(&vm, "listening", Duration::from_secs(30));
+    let (mut held, _) = host_connect(&uds, 52).expect("CONNECT before the snapshot");
+    assert_eq!(round_trip(&mut held, b"before"), b"before");
+    let (s, b) = vm.api("PATCH", "/vm", Some(r#"{"state":"Paused"}"#));
+    assert_eq!(s, 204, "{b}");
+    let (state, mem) = (tmp_path("src.state"), tmp_path("src.mem"));
+    let body = json!({"snapshot_type": "Full", "snapshot_path": state, "mem_file_path": mem});
+    let (s, b) = vm.api("PUT", "/snapshot/create", Some(&body.to_string()));
+    assert_eq!(s, 204, "{b}\n{}", vm.output());
+    assert!(
+        !vm.console().contains("TEST info vsock transport-reset"),
+        "the guest is paused"
+    );
+    let (s, b) = vm.api("PATCH", "/vm", Some(r#"{"state":"Resumed"}"#));
+    assert_eq!(s, 204, "{b}");
+    wait_output(
+        &vm,
+        "TEST info vsock transport-reset",
+        Duration::from_secs(30),
+    );
+    wait_output(
+        &vm,
+        "vsock-listen port=52 cid=3 listening again dropped=1",
+        Duration::from_secs(30),
+    );
+    let (mut s, _) = host_connect(&uds, 52).expect("CONNECT after the reset");
+    let data = bytes(10_000, 5);
+    assert!(round_trip(&mut s, &data) == data, "echo after the reset");
+    drop(s);
+    drop(held);
     let _ = std::fs::remove_file(&state);
     let _ = std::fs::remove_file(&mem);
 }

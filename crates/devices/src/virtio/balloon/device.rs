@@ -77,6 +77,14 @@ struct Active {
     queues: Vec<Queue>,
 }
 
+/// Bit `i` of a queue mask (0 past 31; a balloon has at most 5 queues).
+fn bit(i: usize) -> u32 {
+    u32::try_from(i)
+        .ok()
+        .and_then(|i| 1u32.checked_shl(i))
+        .unwrap_or(0)
+}
+
 /// The virtio-balloon device (see the [module docs](super)).
 pub struct Balloon {
     pub(crate) cfg: BalloonConfig,
@@ -93,6 +101,9 @@ pub struct Balloon {
     log: RateLimitedLog,
     sink: Option<BalloonStatusSink>,
     active: Option<Active>,
+    /// Queues the driver notified before activation (bit = index): Linux primes the stats
+    /// queue before `DRIVER_OK`; activation replays those notifications.
+    early_notified: u32,
 }
 
 impl std::fmt::Debug for Balloon {
@@ -138,6 +149,7 @@ impl Balloon {
             log: RateLimitedLog::default(),
             sink: None,
             active: None,
+            early_notified: 0,
         })
     }
 
@@ -686,6 +698,12 @@ impl VirtioDevice for Balloon {
             return Err(ActivateError::Unsupported(e.to_string()));
         }
         self.publish_stats();
+        let early = std::mem::take(&mut self.early_notified);
+        for (i, evt) in self.queue_evts.iter().enumerate() {
+            if early & bit(i) != 0 {
+                let _ = evt.write(1);
+            }
+        }
         Ok(())
     }
 
@@ -702,6 +720,7 @@ impl VirtioDevice for Balloon {
         self.stats_desc = None;
         self.latest_stats = BalloonStats::default();
         self.hinting = HintingState::default();
+        self.early_notified = 0;
         for evt in &self.queue_evts {
             let _ = evt.read();
         }
@@ -734,6 +753,7 @@ impl VirtioDevice for Balloon {
             );
         }
         if self.active.is_none() {
+            self.early_notified |= bit(idx);
             return;
         }
         match self.role(idx) {

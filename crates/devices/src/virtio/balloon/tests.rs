@@ -254,6 +254,35 @@ fn test_second_stats_buffer_returns_the_first_and_oversized_is_held_unparsed() {
     assert_eq!(h.dev.metrics().stats_update_fails.count(), 1);
 }
 
+/// Linux primes the stats queue in probe, before `DRIVER_OK`: that notification must not be
+/// lost, or every statistics poll finds no buffer ("missing descriptor").
+#[test]
+fn test_stats_buffer_posted_before_activation_is_taken_at_activation() {
+    let mem = guest_memory(MEM);
+    let mut dev = Balloon::new(all_features()).unwrap();
+    let mut qs: Vec<TestQueue> = (0..dev.queue_max_sizes().len())
+        .map(|i| TestQueue::new(&mem, 0x1000 * i as u64, 16))
+        .collect();
+    let mut stats = stat(0, 7);
+    stats.extend(stat(4, 4096));
+    mem.write_slice(&stats, GuestAddress(DATA)).unwrap();
+    qs[2].add_chain(&[rd(DATA, 20)]);
+    dev.queue_events()[2].write(1).unwrap();
+    dev.process_queue_event(2); // inactive: remembered, not processed
+    assert_eq!(dev.stats_desc, None);
+    let irq = RecordingInterrupt::new();
+    let queues = qs.iter().map(TestQueue::create_queue).collect();
+    dev.activate(mem.clone(), irq, queues).unwrap();
+    assert_eq!(dev.queue_events()[2].read().unwrap(), 1, "replayed");
+    assert!(
+        dev.queue_events()[0].read().is_err(),
+        "only what was notified"
+    );
+    dev.process_queue_event(2);
+    assert_eq!(dev.stats_desc, Some(0));
+    assert_eq!(dev.latest_stats().unwrap().free_memory, Some(4096));
+}
+
 #[test]
 fn test_statistics_disabled_is_an_error() {
     let h = H::new(BalloonConfig::default());

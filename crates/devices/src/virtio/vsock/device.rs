@@ -6,9 +6,14 @@
 //!   returned unread. Then pending RX is delivered.
 //! - RX event, host socket event, kill timer: pending packets are written into RX chains (header,
 //!   then payload). With nothing to send, RX chains stay in the ring.
-//! - Event queue: after an activation that follows a restore, one event buffer receives
-//!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`; RX stays gated until the driver acknowledges it by
-//!   notifying the event queue (Firecracker's `pending_event_ack`).
+//! - Event queue: as in Firecracker, a snapshot *create* ([`VirtioDevice::prepare_save`], vCPUs
+//!   paused, before the transport and guest memory are saved) writes
+//!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` into one event buffer and signals the event queue, so
+//!   both the resumed source and every VM restored from the snapshot drop their connections.
+//!   RX stays gated until the driver acknowledges the event by notifying the event queue
+//!   (Firecracker's `pending_event_ack`, which the snapshot carries); a restored device whose
+//!   saved event is still unacknowledged re-signals the event queue when it is activated
+//!   (Firecracker's `kick`). Without a free event buffer the reset waits for one (RX gated).
 //!
 //! Activation and reset change which host sockets the event loop watches; both also signal the
 //! TX queue eventfd so that the loop dispatches an event to the device promptly and applies
@@ -33,8 +38,8 @@ use super::{EVENT_TRANSPORT_RESET, NUM_QUEUES, VsockConfig, VsockError};
 use crate::log::RateLimitedLog;
 use crate::virtio::queue::{self, Step};
 use crate::virtio::{
-    ActivateError, EventSource, EventSourceChange, MAX_QUEUE_SIZE, VirtioDevice, VirtioInterrupt,
-    device_type, features,
+    ActivateError, EventSource, EventSourceChange, InterruptKind, MAX_QUEUE_SIZE, VirtioDevice,
+    VirtioInterrupt, device_type, features,
 };
 use crate::{rl_error, rl_warn};
 
@@ -62,12 +67,13 @@ pub struct Vsock {
     metrics: Arc<VsockMetrics>,
     log: RateLimitedLog,
     active: Option<Active>,
-    /// Restored from a snapshot: the next activation announces a transport reset.
+    /// Restored from a snapshot: the next activation re-signals (or delivers) the reset that
+    /// the snapshot's creation announced.
     pub(super) restored: bool,
     /// A transport reset waits for an event-queue buffer.
-    reset_event_pending: bool,
+    pub(super) reset_event_pending: bool,
     /// A transport reset was delivered and not yet acknowledged: RX is gated.
-    awaiting_event_ack: bool,
+    pub(super) awaiting_event_ack: bool,
 }
 
 impl std::fmt::Debug for Vsock {
@@ -248,6 +254,24 @@ impl Vsock {
         self.finish(EVQ_INDEX, &run);
     }
 
+    /// First activation after a restore: the reset written when the snapshot was created is in
+    /// the restored guest memory; if the driver had not acknowledged it, interrupt it again (its
+    /// interrupt may have been lost with the source VM). A reset still waiting for a buffer is
+    /// delivered now if one is free.
+    fn resignal_reset_event(&mut self) {
+        if self.reset_event_pending {
+            self.deliver_reset_event();
+        } else if self.awaiting_event_ack
+            && let Some(active) = self.active.as_ref()
+            && let Err(err) = active
+                .interrupt
+                .trigger(InterruptKind::Queue(u16::try_from(EVQ_INDEX).unwrap_or(2)))
+        {
+            self.metrics.ev_queue_event_fails.inc();
+            rl_error!(self.log, "vsock: failed to signal the event queue: {err}");
+        }
+    }
+
     fn finish(&mut self, index: usize, run: &queue::Drain) {
         let fails = match index {
             RXQ_INDEX => &self.metrics.rx_queue_event_fails,
@@ -354,10 +378,18 @@ impl VirtioDevice for Vsock {
         });
         self.muxer.set_listening(true);
         if std::mem::take(&mut self.restored) {
-            self.deliver_reset_event();
+            self.resignal_reset_event();
         }
         self.kick();
         Ok(())
+    }
+
+    /// Snapshot creation: announce a transport reset (Firecracker's `prepare_save`), before the
+    /// transport state and guest memory are saved so that both hold the event.
+    fn prepare_save(&mut self) {
+        if self.active.is_some() {
+            self.deliver_reset_event();
+        }
     }
 
     fn is_activated(&self) -> bool {

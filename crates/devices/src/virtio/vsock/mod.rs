@@ -14,9 +14,10 @@
 //! - `queues.rs`: the muxer's bounded RX (256) and kill (128) queues.
 //! - `packet.rs`: the 44-byte `virtio_vsock_hdr` and chain parsing (payload ≤ 64 KiB).
 //! - [`VsockMetrics`] (`metrics.rs`): Firecracker's `vsock` metric group.
-//! - `persist.rs`: [`VsockState`]; restoring rebuilds an inactive device whose next activation
-//!   announces `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` (connections are not preserved, as in
-//!   Firecracker).
+//! - `persist.rs`: [`VsockState`]. Connections are not preserved, as in Firecracker: a snapshot
+//!   create announces `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` to the guest (the source VM drops its
+//!   connections when resumed); restoring rebuilds an inactive device whose activation
+//!   re-signals that event if the guest had not acknowledged it.
 //!
 //! # Wiring (what the VMM does)
 //!

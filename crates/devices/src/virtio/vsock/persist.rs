@@ -4,11 +4,14 @@
 //! acked features, `uds_path` and the last host port handed out (as Firecracker's
 //! `VsockFrontendState`/`VsockBackendState`); the VMM saves the queues separately
 //! ([`VirtioDevice::queues`](crate::virtio::VirtioDevice::queues)). Connections are not
-//! preserved: [`Persist::restore`] binds a fresh listener (at
+//! preserved: the snapshot's creation already wrote `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` into
+//! the event queue (the device's `prepare_save`, as Firecracker), so the saved guest memory
+//! holds it. [`Persist::restore`] binds a fresh listener (at
 //! [`VsockConstructorArgs::uds_path_override`] if given, Firecracker's `vsock_override`) and
-//! returns an inactive device; when the VMM activates it with the restored queues, the device
-//! writes `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` into the event queue so the guest drops its
-//! connections, and holds RX until the driver acknowledges it.
+//! returns an inactive device that remembers whether that event was still unacknowledged
+//! (`pending_event_ack`, Firecracker's field) or still waiting for a buffer; when the VMM
+//! activates it with the restored queues, the device interrupts the driver on the event queue
+//! again (or delivers the waiting event) and holds RX until the driver acknowledges it.
 
 use std::path::PathBuf;
 
@@ -29,6 +32,11 @@ pub struct VsockState {
     pub acked_features: u64,
     /// The last host port given to a host-initiated connection.
     pub local_port_last: u32,
+    /// A transport reset was written to the event queue and not yet acknowledged by the driver
+    /// (RX is held until it is). Firecracker's `pending_event_ack`.
+    pub pending_event_ack: bool,
+    /// A transport reset is waiting for an event-queue buffer.
+    pub reset_event_pending: bool,
 }
 
 /// What a restore needs besides the state.
@@ -49,6 +57,8 @@ impl Persist for Vsock {
             uds_path: self.uds_path().to_path_buf(),
             acked_features: self.acked_features(),
             local_port_last: self.muxer.local_port_last,
+            pending_event_ack: self.awaiting_event_ack,
+            reset_event_pending: self.reset_event_pending,
         }
     }
 
@@ -61,6 +71,8 @@ impl Persist for Vsock {
         })?;
         dev.ack_features(state.acked_features);
         dev.muxer.local_port_last = state.local_port_last;
+        dev.awaiting_event_ack = state.pending_event_ack;
+        dev.reset_event_pending = state.reset_event_pending;
         dev.restored = true;
         Ok(dev)
     }

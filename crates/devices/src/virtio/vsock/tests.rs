@@ -26,7 +26,7 @@ const RX_BASE: u64 = 0x10_0000;
 pub(super) const RX_SLOT: u64 = 0x2000;
 const TX_BASE: u64 = 0x20_0000;
 const TX_SLOT: u64 = 0x1_1000;
-const EV_BASE: u64 = 0x3F_0000;
+pub(super) const EV_BASE: u64 = 0x3F_0000;
 pub(super) const GUEST_CID: u64 = 3;
 pub(super) const BUF_ALLOC: u32 = 256 * 1024;
 
@@ -37,6 +37,8 @@ pub(super) struct H {
     pub(super) txq: TestQueue,
     pub(super) evq: TestQueue,
     pub(super) dev: Arc<Mutex<Vsock>>,
+    /// The interrupts the device raised since the last [`H::activate`].
+    pub(super) irq: Arc<RecordingInterrupt>,
     em: EventManager<VirtioSubscriber<Vsock>>,
     pub(super) dir: TempDir,
     pub(super) uds: PathBuf,
@@ -73,6 +75,7 @@ impl H {
             txq,
             evq,
             dev,
+            irq: RecordingInterrupt::new(),
             em,
             dir,
             uds,
@@ -95,9 +98,9 @@ impl H {
             self.evq.create_queue(),
         ];
         self.evq.add_chain(&[wr(EV_BASE, 8)]);
-        self.dev()
-            .activate(self.mem.clone(), RecordingInterrupt::new(), queues)
-            .unwrap();
+        self.irq = RecordingInterrupt::new();
+        let irq = self.irq.clone();
+        self.dev().activate(self.mem.clone(), irq, queues).unwrap();
         self.pump();
     }
 

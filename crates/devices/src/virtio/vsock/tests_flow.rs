@@ -11,10 +11,10 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempdir::TempDir;
 
 use super::packet::{Header, op};
-use super::tests::{BUF_ALLOC, H, assert_eof, ghdr, read_exactly, reply};
+use super::tests::{BUF_ALLOC, EV_BASE, H, assert_eof, ghdr, read_exactly, reply};
 use super::*;
 use crate::persist::Persist;
-use crate::virtio::VirtioDevice;
+use crate::virtio::{InterruptKind, VirtioDevice};
 
 /// The socket inode behind each fd (`/proc/self/fd/N` → `socket:[inode]`).
 fn inodes(fds: &[RawFd]) -> HashMap<RawFd, String> {
@@ -225,17 +225,55 @@ fn test_reset_drops_everything() {
     assert_eq!(h.dev().handshake_count(), 0);
 }
 
+/// The event queue's first buffer holds TRANSPORT_RESET.
+fn assert_reset_event(h: &H) {
+    let ev: u32 = h.mem.read_obj(GuestAddress(EV_BASE)).unwrap();
+    assert_eq!(ev, EVENT_TRANSPORT_RESET);
+}
+
+/// `CONNECT 52` from a new host client is held (RX gated) until the driver notifies the event
+/// queue, then arrives as a REQUEST; returns its header.
+fn request_waits_for_the_ack(h: &mut H, c: &mut UnixStream) -> Header {
+    c.write_all(b"CONNECT 52\n").unwrap();
+    h.pump();
+    assert!(h.recv_pump().is_empty(), "RX must wait for the reset's ack");
+    h.notify(EVQ_INDEX);
+    let pkts = h.recv_pump();
+    assert_eq!(pkts.len(), 1);
+    assert_eq!(pkts[0].0.op, op::REQUEST);
+    pkts[0].0
+}
+
+/// As Firecracker (`prepare_save`): creating a snapshot writes TRANSPORT_RESET into the event
+/// queue and interrupts the driver, so the source VM drops its connections when resumed; the
+/// snapshot carries the unacknowledged event; a restored device does not write a second one
+/// but interrupts the event queue again on activation and holds RX until the ack.
 #[test]
 fn test_snapshot_round_trip_and_transport_reset() {
     let mut h = H::new();
     let (_c, port) = h.host_connect(52, 0);
     assert_eq!(port, 1 << 30);
+    h.mem
+        .write_slice(&[0xff; 8], GuestAddress(EV_BASE))
+        .unwrap();
+    let irqs = h.irq.kinds().len();
+    h.dev().prepare_save();
+    assert_eq!(h.evq.used_idx(), 1);
+    assert_eq!(h.evq.used_elem(0).1, 4);
+    assert_reset_event(&h);
+    assert!(h.irq.kinds()[irqs..].contains(&InterruptKind::Queue(2)));
     let state = h.dev().save();
     assert_eq!(state.guest_cid, 3);
     assert_eq!(state.uds_path, h.uds);
     assert_eq!(state.acked_features, 0);
+    assert!(state.pending_event_ack && !state.reset_event_pending);
     let json = serde_json::to_string(&state).unwrap();
     let back: VsockState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    // The resumed source: RX is held until its driver acknowledges the reset.
+    let mut c = UnixStream::connect(&h.uds).unwrap();
+    let req = request_waits_for_the_ack(&mut h, &mut c);
+    assert_eq!(req.src_port, (1 << 30) + 1);
     // The source still holds its socket: restoring at the same path fails like Firecracker.
     let err = Vsock::restore(VsockConstructorArgs::default(), &back).unwrap_err();
     assert!(err.to_string().contains("Address already in use"), "{err}");
@@ -256,28 +294,61 @@ fn test_snapshot_round_trip_and_transport_reset() {
     again.uds_path = state.uds_path.clone();
     again.acked_features = 0;
     assert_eq!(again, state);
-    // Activation after the restore announces TRANSPORT_RESET on the event queue.
+    // Activation after the restore: the event is already in the (restored) guest memory, so
+    // nothing new is written; the event queue is interrupted again.
     let mut h2 = H::with_device(restored, dir, uds2.clone(), false);
-    h2.mem
-        .write_slice(&[0xff; 8], GuestAddress(0x3F_0000))
-        .unwrap();
     h2.activate();
-    assert_eq!(h2.evq.used_idx(), 1);
-    assert_eq!(h2.evq.used_elem(0).1, 4);
-    let ev: u32 = h2.mem.read_obj(GuestAddress(0x3F_0000)).unwrap();
-    assert_eq!(ev, EVENT_TRANSPORT_RESET);
-    // RX is held until the driver acknowledges the event.
+    assert_eq!(h2.evq.used_idx(), 0, "no second reset event");
+    assert_eq!(h2.irq.kinds(), vec![InterruptKind::Queue(2)]);
     let mut c = UnixStream::connect(&uds2).unwrap();
-    c.write_all(b"CONNECT 52\n").unwrap();
-    h2.pump();
-    assert!(h2.recv_pump().is_empty());
-    h2.notify(EVQ_INDEX);
-    let pkts = h2.recv_pump();
-    assert_eq!(pkts.len(), 1);
-    assert_eq!(pkts[0].0.op, op::REQUEST);
-    assert_eq!(pkts[0].0.src_port, (1 << 30) + 1, "host ports continue");
-    h2.send(reply(&pkts[0].0, op::RESPONSE), &[]);
+    let req = request_waits_for_the_ack(&mut h2, &mut c);
+    assert_eq!(req.src_port, (1 << 30) + 1, "host ports continue");
+    h2.send(reply(&req, op::RESPONSE), &[]);
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(read_exactly(&mut c, 14), b"OK 1073741825\n");
+    // Acknowledged: a later snapshot of the restored VM announces a new reset.
+    assert!(!h2.dev().save().pending_event_ack);
     let _ = Header::default();
+}
+
+/// A snapshot created while the driver has no free event buffer: the reset waits (RX gated),
+/// travels in the snapshot, and the restored device delivers it into the first buffer on
+/// activation. An inactive device announces nothing.
+#[test]
+fn test_transport_reset_without_an_event_buffer_waits_and_survives_a_snapshot() {
+    let mut h = H::new();
+    h.dev().prepare_save(); // takes the only event buffer
+    h.notify(EVQ_INDEX); // acknowledged
+    h.dev().prepare_save(); // no buffer left
+    let state = h.dev().save();
+    assert!(state.reset_event_pending && !state.pending_event_ack);
+    assert_eq!(h.evq.used_idx(), 1);
+    let dir = TempDir::new_with_prefix("/tmp/squib-vsock-").unwrap();
+    let uds2 = dir.as_path().join("v2.sock");
+    let args = VsockConstructorArgs {
+        uds_path_override: Some(uds2.clone()),
+    };
+    let restored = Vsock::restore(args, &state).unwrap();
+    let mut h2 = H::with_device(restored, dir, uds2.clone(), false);
+    h2.mem
+        .write_slice(&[0xff; 8], GuestAddress(EV_BASE))
+        .unwrap();
+    h2.activate(); // posts one event buffer first
+    assert_eq!(h2.evq.used_idx(), 1);
+    assert_reset_event(&h2);
+    let saved = h2.dev().save();
+    assert!(saved.pending_event_ack && !saved.reset_event_pending);
+    let mut c = UnixStream::connect(&uds2).unwrap();
+    let _ = request_waits_for_the_ack(&mut h2, &mut c);
+
+    let dir = TempDir::new_with_prefix("/tmp/squib-vsock-").unwrap();
+    let uds3 = dir.as_path().join("v3.sock");
+    let mut idle = Vsock::new(&VsockConfig {
+        guest_cid: 3,
+        uds_path: uds3,
+    })
+    .unwrap();
+    idle.prepare_save();
+    let s = idle.save();
+    assert!(!s.pending_event_ack && !s.reset_event_pending);
 }
