@@ -285,34 +285,9 @@ fn vsock_guest_to_host(g: &mut Guest, uds: &Path) {
 
 fn pmem_checks(g: &mut Guest, file: &Path) {
     let bytes = std::fs::read(file).expect("pmem file");
-    let md5 = Command::new("md5sum").arg(file).output().expect("md5sum");
-    let want = String::from_utf8_lossy(&md5.stdout)
-        .split_whitespace()
-        .next()
-        .expect("md5")
-        .to_owned();
     let size = g.number("PMSZ", "cat /sys/block/pmem0/size");
     assert_eq!(size * 512, PMEM_BYTES as u64, "/dev/pmem0 size");
-    for pass in ["cold", "warm"] {
-        let mark = g.mark();
-        let (_, host_took) = g.run(
-            "dd if=/dev/pmem0 of=/dev/null bs=1M; echo PMEMDD\"\"=$?",
-            "PMEMDD=",
-            CMD_LIMIT,
-        );
-        let dd = g.wait_line(mark, "bytes (", Duration::from_secs(5));
-        figure(&format!(
-            "pmem read {} MiB ({pass}): guest dd: `{}`; host view (command to prompt) {:.2} s = {:.2} MiB/s",
-            PMEM_BYTES / MIB,
-            dd.trim(),
-            host_took.as_secs_f64(),
-            mib_s(PMEM_BYTES, host_took)
-        ));
-        let done = g.wait_line(mark, "PMEMDD=", Duration::from_secs(5));
-        assert!(done.contains("PMEMDD=0"), "{done}");
-    }
-    let (line, _) = g.run("md5sum /dev/pmem0", "  /dev/pmem0", CMD_LIMIT);
-    assert!(line.starts_with(&want), "guest md5 `{line}`, host {want}");
+    // Small reads and the FLUSH first, then whole-device reads.
     let off = 3 * MIB + 17;
     let (line, _) = g.run(
         &format!("od -A n -t x1 -N 8 -j {off} /dev/pmem0 | sed 's/^/PMEMOD/'"),
@@ -345,6 +320,33 @@ fn pmem_checks(g: &mut Guest, file: &Path) {
         &bytes[..4096],
         "bytes before the write changed"
     );
+    for pass in ["cold", "warm"] {
+        let mark = g.mark();
+        let (_, host_took) = g.run(
+            "dd if=/dev/pmem0 of=/dev/null bs=1M; echo PMEMDD\"\"=$?",
+            "PMEMDD=",
+            CMD_LIMIT,
+        );
+        let dd = g.wait_line(mark, "bytes (", Duration::from_secs(5));
+        figure(&format!(
+            "pmem read {} MiB ({pass}): guest dd: `{}`; host view (command to prompt) {:.2} s = {:.2} MiB/s",
+            PMEM_BYTES / MIB,
+            dd.trim(),
+            host_took.as_secs_f64(),
+            mib_s(PMEM_BYTES, host_took)
+        ));
+        let done = g.wait_line(mark, "PMEMDD=", Duration::from_secs(5));
+        assert!(done.contains("PMEMDD=0"), "{done}");
+    }
+    // The file as the guest's write left it.
+    let md5 = Command::new("md5sum").arg(file).output().expect("md5sum");
+    let want = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .expect("md5")
+        .to_owned();
+    let (line, _) = g.run("md5sum /dev/pmem0", "  /dev/pmem0", CMD_LIMIT);
+    assert!(line.starts_with(&want), "guest md5 `{line}`, host {want}");
 }
 
 fn balloon_checks(g: &mut Guest) {
