@@ -410,6 +410,9 @@ impl Serialize for Line<'_> {
         map.serialize_entry("pmem", &w.pmem)?;
         map.serialize_entry("interrupts", &m.interrupts)?;
         map.serialize_entry("memory_hotplug", &w.memory_hotplug)?;
+        if m.pvm_emulation.any() {
+            map.serialize_entry("pvm_emulation", &m.pvm_emulation)?;
+        }
         map.end()
     }
 }

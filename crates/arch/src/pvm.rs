@@ -1,0 +1,83 @@
+//! The guest profile for nested `kvm_pvm` hosts (applied by the VMM only when the backend
+//! reports `emulated_guests`; never on hosts with VMX/SVM).
+//!
+//! Owns the kernel command-line additions. Under PVM the guest runs largely through KVM's
+//! instruction emulator, which cannot emulate some instructions (`../shared/reference/
+//! guest-notes.md`), and masking CPUID in KVM's table does not reach the guest for most of leaf
+//! 0x1 ECX and leaf 0x7 (XSAVE, POPCNT, SMAP, ... come back; only CX16 is hidden through the
+//! CPUID table, see [`crate::cpuid::CpuidConfig::hide_cx16`]). Linux's own switches turn the
+//! remaining features off instead:
+//!
+//! - `noxsave`: Linux would use `xsaves`/`xrstors` (compacted format, supervisor states), which
+//!   neither KVM-under-PVM nor the VMM's emulator (`squib-x86emu`: standard format only) handles;
+//! - `nofsgsbase`, `clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid`: instructions the
+//!   emulator batches fail on (the VMM emulates `popcnt`/`clac`/`stac` as a safety net, but each
+//!   costs an exit and several ioctls, so the kernel is told not to use them);
+//! - `percpu_alloc=page`: avoids the embedded per-CPU first chunk's large-page mappings.
+//!
+//! A token is added only when the user's command line has no token with the same key (the part
+//! before `=`), so the user's own `clearcpuid=...` wins. Pure functions; no threads.
+
+/// Tokens appended on kvm_pvm hosts.
+pub const PVM_CMDLINE_ADDITIONS: &[&str] = &[
+    "noxsave",
+    "nofsgsbase",
+    "clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid",
+    "percpu_alloc=page",
+];
+
+fn key(token: &str) -> &str {
+    token.split_once('=').map_or(token, |(k, _)| k)
+}
+
+/// `cmdline` with each of `additions` appended unless a token with the same key is present.
+/// Only the part before a ` -- ` separator (kernel parameters, not init's) is searched and
+/// extended.
+pub fn append_absent(cmdline: &str, additions: &[&str]) -> String {
+    let (kernel, init) = match cmdline.find(" -- ") {
+        Some(i) => (&cmdline[..i], Some(&cmdline[i..])),
+        None => (cmdline, None),
+    };
+    let mut out = kernel.trim_end().to_owned();
+    for add in additions {
+        if !kernel.split_whitespace().any(|t| key(t) == key(add)) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(add);
+        }
+    }
+    if let Some(init) = init {
+        out.push_str(init);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_missing_tokens_only() {
+        let c = append_absent("console=ttyS0 noxsave", PVM_CMDLINE_ADDITIONS);
+        assert_eq!(
+            c,
+            "console=ttyS0 noxsave nofsgsbase clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid percpu_alloc=page"
+        );
+        // Idempotent.
+        assert_eq!(append_absent(&c, PVM_CMDLINE_ADDITIONS), c);
+    }
+
+    #[test]
+    fn the_users_value_wins() {
+        let c = append_absent("clearcpuid=smap percpu_alloc=embed", PVM_CMDLINE_ADDITIONS);
+        assert_eq!(c, "clearcpuid=smap percpu_alloc=embed noxsave nofsgsbase");
+    }
+
+    #[test]
+    fn init_arguments_stay_last_and_are_not_searched() {
+        let c = append_absent("console=ttyS0 -- noxsave", &["noxsave"]);
+        assert_eq!(c, "console=ttyS0 noxsave -- noxsave");
+        assert_eq!(append_absent("", &["a", "b=1"]), "a b=1");
+    }
+}
