@@ -198,6 +198,7 @@ fn mxcsr(
         return Ok(Some(Exception::gp0()));
     }
     area[24..28].copy_from_slice(&buf);
+    mark_sse_in_use(&mut area);
     m.set_xsave_area(&area)?;
     Ok(None)
 }
@@ -220,4 +221,13 @@ pub(crate) fn fpu_area(m: &mut dyn Machine) -> Result<Vec<u8>, EmuError> {
         )));
     }
     Ok(area)
+}
+
+/// Sets XSTATE_BV[1] (SSE) in the header of an XSAVE-format state whose MXCSR was written.
+/// Hypervisors load MXCSR from such a buffer only when x87/SSE/AVX state is marked in use
+/// (Linux's `copy_uabi_to_xstate`); with the bit clear the new MXCSR would be dropped. Marking
+/// SSE in use with the XMM registers as they are (zeros when they were in their init state) is
+/// architecturally the same state.
+pub(crate) fn mark_sse_in_use(area: &mut [u8]) {
+    area[xsave::HEADER] |= 0b10;
 }

@@ -210,6 +210,11 @@ fn ldmxcsr_rip_relative_and_reserved_bits() {
     );
     assert_eq!(&f.fpu[24..28], &0x9fc0u32.to_le_bytes());
     assert_eq!(c.rip, 0x10_0007);
+    assert_eq!(
+        f.get_fpu_bv(),
+        0b10,
+        "SSE marked in use so the new MXCSR is loaded"
+    );
     // A reserved bit (above MXCSR_MASK) → #GP(0), state unchanged.
     c.rip = 0x10_0000;
     f.ram[0x10_0107..0x10_010b].copy_from_slice(&0x1_0000u32.to_le_bytes());

@@ -7,13 +7,13 @@
 //! FPU CS/DS: the non-REX.W forms store FCS/FDS as 0, as CPUs that deprecate them do
 //! (CPUID.7.0:EBX[13]); the vCPU state does not carry them.
 
-use crate::exec::{fpu_area, mxcsr_mask, read_linear};
+use crate::exec::{fpu_area, mark_sse_in_use, mxcsr_mask, read_linear};
 use crate::mmu::translate_range;
 use crate::{CpuState, EmuError, Exception, Machine};
 
 /// Legacy region (512) + header (64).
 pub(crate) const LEGACY_AND_HEADER: usize = 576;
-const HEADER: usize = 512;
+pub(crate) const HEADER: usize = 512;
 const CR0_TS: u64 = 1 << 3;
 const CR4_OSXSAVE: u64 = 1 << 18;
 /// x87 bytes of the legacy region: FCW..FDP (0..24) and ST0..ST7 (32..160).
@@ -197,6 +197,9 @@ pub(crate) fn xrstor(
     let old = u64::from_le_bytes(state[HEADER..HEADER + 8].try_into().unwrap_or([0; 8]));
     let new_bv = (old & !rfbm) | (xstate_bv & rfbm);
     state[HEADER..HEADER + 8].copy_from_slice(&new_bv.to_le_bytes());
+    if rfbm & 0b110 != 0 {
+        mark_sse_in_use(&mut state);
+    }
     m.set_xsave_area(&state)?;
     Ok(None)
 }
