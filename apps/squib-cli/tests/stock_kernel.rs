@@ -79,7 +79,7 @@ fn test_debian_cloud_kernel_reaches_user_space() {
         "boot-source": {
             "kernel_image_path": dir.join("vmlinux"),
             "initrd_path": dir.join("initramfs.cpio"),
-            "boot_args": "console=ttyS0 reboot=k panic=1"
+            "boot_args": "console=ttyS0 reboot=k panic=1 nowatchdog"
         },
         "drives": [{"drive_id": "data", "path_on_host": disk, "is_root_device": false,
                     "is_read_only": false}],
