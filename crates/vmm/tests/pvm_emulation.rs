@@ -41,7 +41,7 @@ impl VcpuIo for Io {
 
 /// Runs `code` at 1 MiB in long mode (CR4 |= `cr4_extra`) until it resets; every emulation
 /// failure goes through `squib_vmm::emulation::complete`. Returns the 32-bit port writes.
-fn run_guest(hv: &KvmHypervisor, code: &[u8], cr4_extra: u64) -> Vec<u32> {
+fn run_guest(hv: &KvmHypervisor, code: &[u8], cr4_extra: u64, hide_cx16: bool) -> Vec<u32> {
     let entry = 0x10_0000u64;
     let vm = hv.create_kvm_vm(&VmConfig::new(1)).unwrap();
     vm.setup_platform().unwrap();
@@ -58,7 +58,7 @@ fn run_guest(hv: &KvmHypervisor, code: &[u8], cr4_extra: u64) -> Vec<u32> {
             vcpu_index: 0,
             vcpu_count: 1,
             smt: false,
-            hide_cx16: false,
+            hide_cx16,
         },
         supported_cpuid: &supported,
         template_msrs: &[],
@@ -129,7 +129,7 @@ fn test_emulated_instructions_compute_what_a_cpu_computes() {
         return;
     }
     let hv = KvmHypervisor::new().expect("open /dev/kvm");
-    let outs = run_guest(&hv, BASIC, 0);
+    let outs = run_guest(&hv, BASIC, 0, false);
     assert_eq!(
         outs,
         vec![8, 0x9fc0, 1, 0],
@@ -199,7 +199,7 @@ fn test_emulated_xsave_xrstor_round_trip() {
     }
     let hv = KvmHypervisor::new().expect("open /dev/kvm");
     // CR4.OSXSAVE.
-    let outs = run_guest(&hv, XSAVE, 1 << 18);
+    let outs = run_guest(&hv, XSAVE, 1 << 18, false);
     assert_eq!(outs, vec![0x1f80, 0x9fc0, 0x1234_5678, 2]);
     let m = &METRICS.pvm_emulation;
     println!(
@@ -209,4 +209,60 @@ fn test_emulated_xsave_xrstor_round_trip() {
         hv.is_pvm()
     );
     assert_eq!(m.refused.count(), 0);
+}
+
+/// CPUID leaf 0x1 ECX and leaf 0x7.0 EBX, read twice (the second time right after port I/O).
+#[rustfmt::skip]
+const CPUID_PROBE: &[u8] = &[
+    0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xc9,       // mov eax, 1; xor ecx, ecx
+    0x0f, 0xa2, 0x89, 0xc8,                         // cpuid; mov eax, ecx
+    0x66, 0xba, 0xf8, 0x03, 0xef,                   // mov dx, 0x3f8; out dx, eax
+    0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9,       // mov eax, 7; xor ecx, ecx
+    0x0f, 0xa2, 0x89, 0xd8,                         // cpuid; mov eax, ebx
+    0x66, 0xba, 0xf8, 0x03, 0xef,                   // out
+    0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xc9,       // leaf 1 again, after I/O
+    0x0f, 0xa2, 0x89, 0xc8,
+    0x66, 0xba, 0xf8, 0x03, 0xef,
+    0xb8, 0x07, 0x00, 0x00, 0x00, 0x31, 0xc9,       // leaf 7 again
+    0x0f, 0xa2, 0x89, 0xd8,
+    0x66, 0xba, 0xf8, 0x03, 0xef,
+    0x66, 0xba, 0x64, 0x00, 0xb0, 0xfe, 0xee,       // reset
+    0xf4, 0xeb, 0xfd,
+];
+
+/// Why some CPUID masks "do not take" on kvm_pvm (measured, printed): the guest sees bits that
+/// `KVM_GET_SUPPORTED_CPUID` does not even report (XSAVE, POPCNT, SMAP, ... come from the host
+/// CPU), while bits in KVM's table follow `KVM_SET_CPUID2` (CX16 cleared by the profile is
+/// cleared in the guest). Asserted: CX16 follows the table, on every host.
+#[test]
+fn test_guest_cpuid_cx16_follows_the_table() {
+    if !Path::new("/dev/kvm").exists() {
+        println!("SKIPPED: no /dev/kvm");
+        return;
+    }
+    let hv = KvmHypervisor::new().expect("open /dev/kvm");
+    let sup = hv.supported_cpuid().unwrap();
+    let l1 = sup.iter().find(|e| e.function == 1).unwrap();
+    let l7 = sup
+        .iter()
+        .find(|e| e.function == 7 && e.index == 0)
+        .unwrap();
+    let plain = run_guest(&hv, CPUID_PROBE, 0, false);
+    let hidden = run_guest(&hv, CPUID_PROBE, 0, true);
+    println!(
+        "KVM_GET_SUPPORTED_CPUID: leaf1 ECX {:#010x} leaf7 EBX {:#010x}; guest sees {plain:#010x?}; \
+         with CX16 hidden {hidden:#010x?}; guest bits absent from the table: leaf1 ECX {:#010x} \
+         leaf7 EBX {:#010x} (pvm host: {})",
+        l1.ecx,
+        l7.ebx,
+        plain[0] & !l1.ecx,
+        plain[1] & !l7.ebx,
+        hv.is_pvm()
+    );
+    assert_eq!(plain[0] & (1 << 13), l1.ecx & (1 << 13));
+    assert_eq!(hidden[0] & (1 << 13), 0, "CX16 hidden");
+    assert_eq!(
+        plain[0], plain[2],
+        "same answer inside and outside an emulation batch"
+    );
 }
