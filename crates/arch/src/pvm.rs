@@ -3,10 +3,15 @@
 //!
 //! Owns the kernel command-line additions. Under PVM the guest runs largely through KVM's
 //! instruction emulator, which cannot emulate some instructions (`../shared/reference/
-//! guest-notes.md`), and masking CPUID in KVM's table does not reach the guest for most of leaf
-//! 0x1 ECX and leaf 0x7 (XSAVE, POPCNT, SMAP, ... come back; only CX16 is hidden through the
-//! CPUID table, see [`crate::cpuid::CpuidConfig::hide_cx16`]). Linux's own switches turn the
-//! remaining features off instead:
+//! guest-notes.md`), and masking CPUID in KVM's table cannot hide most of the features involved.
+//! Measured (`crates/vmm/tests/pvm_emulation.rs`): under kvm_pvm `KVM_GET_SUPPORTED_CPUID`
+//! reports only a few leaf 0x1 ECX bits (CX16, x2APIC, hypervisor: 0x81202000) and leaf 0x7 EBX
+//! 0x01802852, yet the guest sees the host CPU's XSAVE, POPCNT, SSE4.x, ... (leaf 0x1 ECX bits
+//! 0x76d81203 absent from the table) and FSGSBASE, SMAP, RDSEED, INVPCID, ... (leaf 0x7 EBX bits
+//! 0xf03f03a9): those bits are the host's whatever `KVM_SET_CPUID2` says (they are already clear
+//! in the table we set), while bits KVM manages follow the table (CX16 hidden through
+//! [`crate::cpuid::CpuidConfig::hide_cx16`] is hidden in the guest). Linux's own switches turn
+//! the passed-through features off instead:
 //!
 //! - `noxsave`: Linux would use `xsaves`/`xrstors` (compacted format, supervisor states), which
 //!   neither KVM-under-PVM nor the VMM's emulator (`squib-x86emu`: standard format only) handles;
