@@ -28,7 +28,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(45 * 60);
 const PVM_TOKENS: &[&str] = &[
     "noxsave",
     "nofsgsbase",
-    "clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid",
+    "clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid,pni,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni",
     "percpu_alloc=page",
 ];
 
