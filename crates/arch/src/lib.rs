@@ -34,6 +34,7 @@ pub mod layout;
 pub mod loader;
 pub mod memory;
 pub mod mptable;
+pub mod pvm;
 pub mod regs;
 pub mod template;
 

@@ -455,6 +455,55 @@ metric_group! {
     }
 }
 
+metric_group! {
+    /// `pvm_emulation` (squib only): instructions the VMM emulated after the nested `kvm_pvm`
+    /// host's KVM refused them (`KVM_EXIT_INTERNAL_ERROR`, emulation failure). Serialized only
+    /// once anything was counted ([`PvmEmulationMetrics::any`]), so a microVM that never needs
+    /// it keeps Firecracker's exact key set.
+    PvmEmulationMetrics {
+        /// `fwait` retired.
+        fwait: Counter,
+        /// `clac` retired.
+        clac: Counter,
+        /// `stac` retired.
+        stac: Counter,
+        /// `popcnt` retired.
+        popcnt: Counter,
+        /// `ldmxcsr` retired.
+        ldmxcsr: Counter,
+        /// `stmxcsr` retired.
+        stmxcsr: Counter,
+        /// `xsave` retired.
+        xsave: Counter,
+        /// `xrstor` retired.
+        xrstor: Counter,
+        /// Emulated instructions that raised an architectural exception instead (injected).
+        exceptions: Counter,
+        /// Emulation failures the VMM could not emulate either (the microVM stops).
+        refused: Counter,
+    }
+}
+
+impl PvmEmulationMetrics {
+    /// `true` once any counter of the group moved.
+    pub fn any(&self) -> bool {
+        [
+            &self.fwait,
+            &self.clac,
+            &self.stac,
+            &self.popcnt,
+            &self.ldmxcsr,
+            &self.stmxcsr,
+            &self.xsave,
+            &self.xrstor,
+            &self.exceptions,
+            &self.refused,
+        ]
+        .iter()
+        .any(|c| c.count() > 0)
+    }
+}
+
 /// The metric groups that belong to the process, not to one device (Firecracker's `METRICS`
 /// minus its device groups). Serialized by the VMM's metrics writer in Firecracker's order.
 #[derive(Debug, Default)]
@@ -483,6 +532,8 @@ pub struct ProcessMetrics {
     pub signals: SignalMetrics,
     /// `interrupts`.
     pub interrupts: InterruptMetrics,
+    /// `pvm_emulation` (squib only, see [`PvmEmulationMetrics`]).
+    pub pvm_emulation: PvmEmulationMetrics,
 }
 
 impl ProcessMetrics {
@@ -501,6 +552,7 @@ impl ProcessMetrics {
             vmm: VmmMetrics::new(),
             signals: SignalMetrics::new(),
             interrupts: InterruptMetrics::new(),
+            pvm_emulation: PvmEmulationMetrics::new(),
         }
     }
 }

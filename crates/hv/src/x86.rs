@@ -219,4 +219,33 @@ pub trait VcpuX86 {
     fn sregs(&self) -> Result<X86SpecialRegs, HvError>;
     /// Writes the segment and control registers (the backend keeps its APIC base).
     fn set_sregs(&mut self, sregs: &X86SpecialRegs) -> Result<(), HvError>;
+
+    /// The FPU/SSE/AVX state in the XSAVE standard (non-compacted) format: 512-byte legacy
+    /// region, 64-byte header (XSTATE_BV), components at their CPUID 0xD offsets.
+    fn xsave_area(&self) -> Result<Vec<u8>, HvError> {
+        Err(HvError::Unsupported("XSAVE state access"))
+    }
+
+    /// Replaces the FPU/SSE/AVX state with `area` ([`VcpuX86::xsave_area`]'s format and size).
+    fn set_xsave_area(&mut self, area: &[u8]) -> Result<(), HvError> {
+        let _ = area;
+        Err(HvError::Unsupported("XSAVE state access"))
+    }
+
+    /// The guest's XCR0.
+    fn xcr0(&self) -> Result<u64, HvError> {
+        Err(HvError::Unsupported("XCR0 access"))
+    }
+
+    /// The CPUID table this vCPU was given.
+    fn cpuid_table(&self) -> Result<Vec<CpuidEntry>, HvError> {
+        Err(HvError::Unsupported("CPUID table read-back"))
+    }
+
+    /// Queues exception `vector` (with `error_code` for the vectors that push one) for delivery
+    /// on the next entry, as if the instruction at RIP had raised it.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) -> Result<(), HvError> {
+        let _ = (vector, error_code);
+        Err(HvError::Unsupported("exception injection"))
+    }
 }

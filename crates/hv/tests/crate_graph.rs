@@ -12,7 +12,7 @@ fn manifest(krate: &str) -> String {
 
 #[test]
 fn test_neutral_crates_do_not_name_kvm_crates() {
-    for krate in ["hv", "arch"] {
+    for krate in ["hv", "arch", "x86emu"] {
         let text = manifest(krate);
         for banned in ["kvm-ioctls", "kvm-bindings", "squib-kvm"] {
             assert!(

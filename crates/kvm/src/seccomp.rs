@@ -30,6 +30,7 @@ ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
 ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
 ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
 ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_cpuid2);
@@ -38,6 +39,7 @@ ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
 ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
 ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_debugregs);
 ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
+ioctl_iow_nr!(KVM_SET_XSAVE, KVMIO, 0xa5, kvm_xsave);
 ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
 
 /// The VMM thread after the build: `PUT /snapshot/create` (dirty log, irqchip, PIT, clock),
@@ -57,7 +59,9 @@ pub fn vmm_ioctls() -> Vec<u64> {
 
 /// A vCPU thread after its setup: `KVM_RUN`; the vCPU's half of `PUT /snapshot/create` (every
 /// `KVM_GET_*` of `state::save`); the PVM `int3` workaround and the internal-error report
-/// (`KVM_GET/SET_REGS`, `KVM_GET/SET_VCPU_EVENTS`); legacy interrupts raised by devices on the
+/// (`KVM_GET/SET_REGS`, `KVM_GET/SET_VCPU_EVENTS`); the VMM-side emulation of instructions
+/// PVM refuses (`KVM_GET_CPUID2`, `KVM_GET_XCRS`, `KVM_GET/SET_XSAVE`, `KVM_SET_SREGS` for CR2
+/// before a `#PF`); legacy interrupts raised by devices on the
 /// vCPU's bus when irqfd is unavailable (`KVM_IRQ_LINE`).
 pub fn vcpu_ioctls() -> Vec<u64> {
     [
@@ -65,6 +69,7 @@ pub fn vcpu_ioctls() -> Vec<u64> {
         KVM_GET_REGS(),
         KVM_SET_REGS(),
         KVM_GET_SREGS(),
+        KVM_SET_SREGS(),
         KVM_GET_MSRS(),
         KVM_GET_LAPIC(),
         KVM_GET_CPUID2(),
@@ -73,6 +78,7 @@ pub fn vcpu_ioctls() -> Vec<u64> {
         KVM_SET_VCPU_EVENTS(),
         KVM_GET_DEBUGREGS(),
         KVM_GET_XSAVE(),
+        KVM_SET_XSAVE(),
         KVM_GET_XCRS(),
         KVM_IRQ_LINE(),
     ]
@@ -94,6 +100,8 @@ mod tests {
         assert_eq!(KVM_RUN(), 0xae80);
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
         assert_eq!(KVM_GET_DIRTY_LOG(), 0x4010_ae42);
-        assert_eq!(vcpu_ioctls().len(), 14);
+        assert_eq!(KVM_SET_SREGS(), 0x4138_ae84);
+        assert_eq!(KVM_SET_XSAVE(), 0x5000_aea5);
+        assert_eq!(vcpu_ioctls().len(), 16);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kvm_bindings::{
     CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
-    KVM_SYSTEM_EVENT_WAKEUP, Msrs, kvm_fpu, kvm_msr_entry, kvm_run,
+    KVM_SYSTEM_EVENT_WAKEUP, Msrs, kvm_fpu, kvm_msr_entry, kvm_run, kvm_xsave,
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 use squib_hv::{
@@ -16,7 +16,8 @@ use squib_hv::{
 };
 
 use crate::convert::{
-    cpuid_to_kvm, lints, regs_from_kvm, regs_to_kvm, set_lints, sregs_from_kvm, sregs_onto_kvm,
+    cpuid_from_kvm, cpuid_to_kvm, lints, regs_from_kvm, regs_to_kvm, set_lints, sregs_from_kvm,
+    sregs_onto_kvm,
 };
 use crate::hypervisor::KvmOptions;
 use crate::kick::{KickState, KvmKicker, RunGuard};
@@ -375,5 +376,60 @@ impl VcpuX86 for KvmVcpu {
         let mut base = self.fd.get_sregs().map_err(os("KVM_GET_SREGS"))?;
         sregs_onto_kvm(sregs, &mut base);
         self.fd.set_sregs(&base).map_err(os("KVM_SET_SREGS"))
+    }
+
+    fn xsave_area(&self) -> Result<Vec<u8>, HvError> {
+        let xsave = self.fd.get_xsave().map_err(os("KVM_GET_XSAVE"))?;
+        Ok(xsave.region.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+
+    fn set_xsave_area(&mut self, area: &[u8]) -> Result<(), HvError> {
+        let mut xsave = kvm_xsave::default();
+        if area.len() != xsave.region.len() * 4 {
+            return Err(HvError::InvalidArgument(format!(
+                "XSAVE area of {} bytes (KVM's is {})",
+                area.len(),
+                xsave.region.len() * 4
+            )));
+        }
+        for (w, b) in xsave.region.iter_mut().zip(area.chunks_exact(4)) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        // SAFETY: `xsave` is a complete 4 KiB `kvm_xsave`. This process never requests
+        // dynamically enabled XSAVE features (AMX), so KVM's guest XSAVE state fits in 4 KiB.
+        unsafe { self.fd.set_xsave(&xsave) }.map_err(os("KVM_SET_XSAVE"))
+    }
+
+    fn xcr0(&self) -> Result<u64, HvError> {
+        let xcrs = self.fd.get_xcrs().map_err(os("KVM_GET_XCRS"))?;
+        let n = usize::try_from(xcrs.nr_xcrs)
+            .unwrap_or(0)
+            .min(xcrs.xcrs.len());
+        Ok(xcrs.xcrs[..n]
+            .iter()
+            .find(|x| x.xcr == 0)
+            .map_or(1, |x| x.value))
+    }
+
+    fn cpuid_table(&self) -> Result<Vec<CpuidEntry>, HvError> {
+        let cpuid = self
+            .fd
+            .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(os("KVM_GET_CPUID2"))?;
+        Ok(cpuid.as_slice().iter().map(cpuid_from_kvm).collect())
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) -> Result<(), HvError> {
+        let mut events = self
+            .fd
+            .get_vcpu_events()
+            .map_err(os("KVM_GET_VCPU_EVENTS"))?;
+        events.exception.injected = 1;
+        events.exception.nr = vector;
+        events.exception.has_error_code = u8::from(error_code.is_some());
+        events.exception.error_code = error_code.unwrap_or(0);
+        self.fd
+            .set_vcpu_events(&events)
+            .map_err(os("KVM_SET_VCPU_EVENTS"))
     }
 }

@@ -248,6 +248,16 @@ pub fn spawn_vcpus(
     Ok(vcpus)
 }
 
+/// The vCPU threads' I/O context: the device buses, plus the guest RAM for VMM-side instruction
+/// emulation when the backend emulates guests (nested `kvm_pvm`; see [`crate::emulation`]).
+fn vcpu_io(hv: &Arc<dyn Hypervisor>, devices: &DeviceManager, ram: &GuestMemoryMmap) -> BusIo {
+    let mut io = devices.bus_io();
+    if hv.capabilities().emulated_guests {
+        io.emulation_memory = Some(ram.clone());
+    }
+    io
+}
+
 /// Build and start a microVM. `start` is the boot-timer origin (taken when the VMM began
 /// handling `InstanceStart`); `prepared` are the block devices opened at `PUT /drives`.
 pub fn build_microvm(
@@ -324,6 +334,10 @@ pub fn build_microvm(
         None => None,
     };
     let mut cmdline = kernel_cmdline(config);
+    if hv.capabilities().emulated_guests {
+        // The nested-PVM guest profile (squib_arch::pvm): only on kvm_pvm hosts.
+        cmdline = squib_arch::pvm::append_absent(&cmdline, squib_arch::pvm::PVM_CMDLINE_ADDITIONS);
+    }
     for token in devices.cmdline() {
         cmdline.push(' ');
         cmdline.push_str(token);
@@ -365,7 +379,7 @@ pub fn build_microvm(
         .map_err(StartMicrovmError::Configure)?;
         starts.push(VcpuStart::Boot(Box::new(boot_state)));
     }
-    let vcpus = spawn_vcpus(&vm, &devices.bus_io(), &exit, starts)?;
+    let vcpus = spawn_vcpus(&vm, &vcpu_io(hv, &devices, &full), &exit, starts)?;
     let mut microvm = Microvm {
         vm,
         memory: full,
@@ -447,7 +461,7 @@ pub fn restore_microvm(
         .iter()
         .map(|b| VcpuStart::Restore(Box::new(b.clone())))
         .collect();
-    let vcpus = spawn_vcpus(&vm, &devices.bus_io(), &exit, starts)?;
+    let vcpus = spawn_vcpus(&vm, &vcpu_io(hv, &devices, &memory), &exit, starts)?;
     Ok(Microvm {
         vm,
         memory,

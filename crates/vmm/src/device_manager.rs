@@ -389,6 +389,7 @@ impl DeviceManager {
         BusIo {
             pio: Arc::clone(&self.pio),
             mmio: Arc::clone(&self.mmio),
+            emulation_memory: None,
         }
     }
 

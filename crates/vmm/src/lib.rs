@@ -33,6 +33,7 @@ pub mod balloon;
 pub mod builder;
 pub mod cpu_template;
 pub mod device_manager;
+pub mod emulation;
 pub mod error;
 pub mod exit_code;
 pub mod high_mmio;

@@ -384,6 +384,9 @@ impl Serialize for Line<'_> {
             "memory_hotplug",
             &GroupOrZero(w.devices.memory_hotplug.as_ref()),
         )?;
+        if m.pvm_emulation.any() {
+            map.serialize_entry("pvm_emulation", &m.pvm_emulation)?;
+        }
         map.end()
     }
 }

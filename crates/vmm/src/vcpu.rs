@@ -118,6 +118,9 @@ pub struct BusIo {
     pub pio: Arc<Bus>,
     /// MMIO bus.
     pub mmio: Arc<Bus>,
+    /// Guest RAM for VMM-side instruction emulation ([`crate::emulation`]); set only when the
+    /// backend reports `emulated_guests` (nested `kvm_pvm`).
+    pub emulation_memory: Option<squib_core::GuestMemoryMmap>,
 }
 
 impl VcpuIo for BusIo {
@@ -414,6 +417,11 @@ fn run_until_event(index: u32, vcpu: &mut dyn Vcpu, io: &mut BusIo, exit: &ExitS
                 return Next::Stop;
             }
             Ok(VcpuExit::InternalError(e)) => {
+                if let Some(memory) = io.emulation_memory.as_ref()
+                    && crate::emulation::complete(index, vcpu, memory, &e).is_ok()
+                {
+                    continue;
+                }
                 METRICS.vcpu.failures.inc();
                 tracing::error!(
                     "Received KVM_EXIT_INTERNAL_ERROR signal on vCPU {index}: {:?} suberror {} rip {:x?} insn {:02x?}",

@@ -1,0 +1,95 @@
+//! The guest profile for nested `kvm_pvm` hosts (applied by the VMM only when the backend
+//! reports `emulated_guests`; never on hosts with VMX/SVM).
+//!
+//! Owns the kernel command-line additions. Under PVM the guest runs largely through KVM's
+//! instruction emulator, which cannot emulate some instructions (`../shared/reference/
+//! guest-notes.md`), and masking CPUID in KVM's table cannot hide most of the features involved.
+//! Measured (`crates/vmm/tests/pvm_emulation.rs`): under kvm_pvm `KVM_GET_SUPPORTED_CPUID`
+//! reports only a few leaf 0x1 ECX bits (CX16, x2APIC, hypervisor: 0x81202000) and leaf 0x7 EBX
+//! 0x01802852, yet the guest sees the host CPU's XSAVE, POPCNT, SSE4.x, ... (leaf 0x1 ECX bits
+//! 0x76d81203 absent from the table) and FSGSBASE, SMAP, RDSEED, INVPCID, ... (leaf 0x7 EBX bits
+//! 0xf03f03a9): those bits are the host's whatever `KVM_SET_CPUID2` says (they are already clear
+//! in the table we set), while bits KVM manages follow the table (CX16 hidden through
+//! [`crate::cpuid::CpuidConfig::hide_cx16`] is hidden in the guest). Linux's own switches turn
+//! the passed-through features off instead:
+//!
+//! - `noxsave`: Linux would use `xsaves`/`xrstors` (compacted format, supervisor states), which
+//!   neither KVM-under-PVM nor the VMM's emulator (`squib-x86emu`: standard format only) handles;
+//! - `nofsgsbase`, `clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid`: instructions the
+//!   emulator batches fail on (the VMM emulates `popcnt`/`clac`/`stac` as a safety net, but each
+//!   costs an exit and several ioctls, so the kernel is told not to use them);
+//! - `clearcpuid=pni,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni`: the kernel's SIMD code
+//!   (ChaCha/BLAKE2s for the RNG, CRC, crypto; AVX is already off with `noxsave`) runs SSE
+//!   instructions right after `kernel_fpu_begin`'s emulated `ldmxcsr`, inside PVM's emulation
+//!   batch: measured with Debian's 6.1 cloud kernel, `movd xmm15, ecx` at "Trying to unpack
+//!   rootfs image as initramfs". The VMM cannot emulate the SSE instruction set correctly, so
+//!   the kernel is told to use its generic C code (user space still runs natively and sees the
+//!   host CPU's CPUID);
+//! - `percpu_alloc=page`: avoids the embedded per-CPU first chunk's large-page mappings.
+//!
+//! A token is added only when the user's command line has no token with the same key (the part
+//! before `=`), so the user's own `clearcpuid=...` wins. Pure functions; no threads.
+
+/// Tokens appended on kvm_pvm hosts.
+pub const PVM_CMDLINE_ADDITIONS: &[&str] = &[
+    "noxsave",
+    "nofsgsbase",
+    "clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid,pni,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni",
+    "percpu_alloc=page",
+];
+
+fn key(token: &str) -> &str {
+    token.split_once('=').map_or(token, |(k, _)| k)
+}
+
+/// `cmdline` with each of `additions` appended unless a token with the same key is present.
+/// Only the part before a ` -- ` separator (kernel parameters, not init's) is searched and
+/// extended.
+pub fn append_absent(cmdline: &str, additions: &[&str]) -> String {
+    let (kernel, init) = match cmdline.find(" -- ") {
+        Some(i) => (&cmdline[..i], Some(&cmdline[i..])),
+        None => (cmdline, None),
+    };
+    let mut out = kernel.trim_end().to_owned();
+    for add in additions {
+        if !kernel.split_whitespace().any(|t| key(t) == key(add)) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(add);
+        }
+    }
+    if let Some(init) = init {
+        out.push_str(init);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_missing_tokens_only() {
+        let c = append_absent("console=ttyS0 noxsave", PVM_CMDLINE_ADDITIONS);
+        assert_eq!(
+            c,
+            "console=ttyS0 noxsave nofsgsbase clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid,pni,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni percpu_alloc=page"
+        );
+        // Idempotent.
+        assert_eq!(append_absent(&c, PVM_CMDLINE_ADDITIONS), c);
+    }
+
+    #[test]
+    fn the_users_value_wins() {
+        let c = append_absent("clearcpuid=smap percpu_alloc=embed", PVM_CMDLINE_ADDITIONS);
+        assert_eq!(c, "clearcpuid=smap percpu_alloc=embed noxsave nofsgsbase");
+    }
+
+    #[test]
+    fn init_arguments_stay_last_and_are_not_searched() {
+        let c = append_absent("console=ttyS0 -- noxsave", &["noxsave"]);
+        assert_eq!(c, "console=ttyS0 noxsave -- noxsave");
+        assert_eq!(append_absent("", &["a", "b=1"]), "a b=1");
+    }
+}
