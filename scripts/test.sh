@@ -4,7 +4,7 @@
 #
 #   scripts/test.sh            # everything
 #   SQUIB_SKIP_SEEDS=1 ...     # skip ../shared/seeds/check-seed-tests.sh (when ../shared is absent)
-#   SQUIB_FUZZ_SECONDS=N ...   # fuzz each target N seconds (default 15; 14 targets)
+#   SQUIB_FUZZ_SECONDS=N ...   # fuzz each target N seconds (default 10; 14 targets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,8 +44,8 @@ cargo test --workspace 2>&1 | tee target/test-output.txt || status=$?
 
 # Coverage-guided fuzzing, a short budget per target (scripts/fuzz.sh; prints one SKIPPED line
 # and passes when the fuzz toolchain cannot be set up). A crash fails the run.
-echo "== fuzz (${SQUIB_FUZZ_SECONDS:-15} s per target)"
-scripts/fuzz.sh "${SQUIB_FUZZ_SECONDS:-15}"
+echo "== fuzz (${SQUIB_FUZZ_SECONDS:-10} s per target)"
+scripts/fuzz.sh "${SQUIB_FUZZ_SECONDS:-10}"
 
 seeds="../shared/seeds/check-seed-tests.sh"
 if [ "${SQUIB_SKIP_SEEDS:-0}" = 1 ]; then
