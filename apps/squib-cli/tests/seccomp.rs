@@ -21,7 +21,7 @@ fn config_file(scenario: &str) -> PathBuf {
     let doc = serde_json::json!({
         "boot-source": {
             "kernel_image_path": test_guest(),
-            "boot_args": format!("console=ttyS0 reboot=k panic=1 squibtest={scenario}"),
+            "boot_args": format!("console=ttyS0 reboot=k panic=1 squibtest={scenario} squibtest.tick_shift=14"),
         },
         "drives": [],
         "machine-config": {"vcpu_count": 2, "mem_size_mib": 128},
