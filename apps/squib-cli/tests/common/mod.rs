@@ -205,14 +205,51 @@ pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<&str>) 
         None => format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     };
     s.write_all(req.as_bytes()).expect("write");
+    read_response(&mut s)
+}
+
+/// One HTTP response from `s`: the status and the body, framed by `Content-Length` (Firecracker
+/// keeps the connection open after answering, whatever `Connection: close` asks, so reading to
+/// EOF would wait for the read timeout). Without a length, reads to EOF.
+fn read_response(s: &mut UnixStream) -> (u16, String) {
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break Some(i + 4);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end.unwrap_or(buf.len())]).into_owned();
+    let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let Some(head_end) = head_end else {
+        return (status, String::new());
+    };
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    match (no_body, length) {
+        (true, _) => {}
+        (false, Some(len)) => {
+            while buf.len() < head_end + len {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        (false, None) => {
+            let _ = s.read_to_end(&mut buf);
+        }
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
     (status, body)
 }
 
