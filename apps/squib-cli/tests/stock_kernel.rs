@@ -30,6 +30,7 @@ const PVM_TOKENS: &[&str] = &[
     "nofsgsbase",
     "clearcpuid=popcnt,smap,rdrand,rdseed,invpcid,pcid,rdpid,pni,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,gfni",
     "percpu_alloc=page",
+    "cryptomgr.notests",
 ];
 
 fn is_pvm() -> bool {
