@@ -1,7 +1,10 @@
 //! Shared helpers for squib's end-to-end tests: the KVM gate, the test guest build, Linux guest
-//! assets, a spawned `squib` process and a blocking raw-HTTP client over its API socket.
+//! assets, a spawned `squib` process and a blocking raw-HTTP client over its API socket;
+//! [`linux`]: the Linux guest's command line and shell console.
 
 #![allow(dead_code)]
+
+pub mod linux;
 
 use std::{
     io::{Read, Write},
