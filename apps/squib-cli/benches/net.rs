@@ -23,17 +23,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 #[path = "../tests/common/net.rs"]
 mod net;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use harness::{Res, api, median};
 use net::{GUEST_MAC, HOST_MAC, mac_str, test_frame};
 use serde_json::json;
 
@@ -43,54 +43,6 @@ const MMDS_REPS: u64 = 50;
 const RUNS: usize = 3;
 const SIZES: [usize; 2] = [1514, 64];
 const LIMIT: Duration = Duration::from_secs(300);
-
-type Res<T> = Result<T, String>;
-
-/// One API request, read by its `Content-Length` (Firecracker keeps the connection open
-/// whatever `Connection: close` says).
-fn api(sock: &Path, method: &str, path: &str, body: &str) -> Res<()> {
-    let mut s = UnixStream::connect(sock).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        if n == 0 {
-            break out.len();
-        }
-        out.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while out.len() < head_end + len {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&out);
-    if text.get(9..12) == Some("204") {
-        Ok(())
-    } else {
-        Err(format!("{method} {path}: {text}"))
-    }
-}
 
 /// A configured (not yet started) VM with one interface on its own tap; killed on drop.
 struct Vm {
@@ -106,25 +58,13 @@ impl Vm {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let api_sock = common::tmp_path("netbench.sock");
         let serial = common::tmp_path("netbench.serial");
-        let child = Command::new(vmm)
-            .args(["--api-sock", &api_sock.to_string_lossy(), "--no-seccomp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", vmm.display()))?;
+        let child = harness::spawn_vmm(vmm, &api_sock)?;
         let vm = Self {
             child,
             api: api_sock,
             serial,
             tap: format!("sqb{n}"),
         };
-        let start = Instant::now();
-        while UnixStream::connect(&vm.api).is_err() {
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err("API socket never came up".into());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
         let put =
             |path: &str, body: serde_json::Value| api(&vm.api, "PUT", path, &body.to_string());
         put("/serial", json!({"serial_out_path": vm.serial}))?;
@@ -160,19 +100,9 @@ impl Vm {
         std::fs::read_to_string(&self.serial).unwrap_or_default()
     }
 
-    /// Polls the console every millisecond until `needle` appears.
+    /// Polls the console every millisecond until `needle` appears; returns the console.
     fn wait_line(&self, needle: &str) -> Res<String> {
-        let start = Instant::now();
-        loop {
-            let text = self.console();
-            if text.contains(needle) {
-                return Ok(text);
-            }
-            if text.contains("TEST fail") || start.elapsed() > LIMIT {
-                return Err(format!("no `{needle}`:\n{text}"));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        harness::wait_console(&self.serial, needle, LIMIT).map(|(text, _)| text)
     }
 
     /// CPU seconds of the VMM's non-vCPU threads (`utime + stime` from `/proc`).
@@ -370,20 +300,7 @@ fn wait_complete(vm: &Vm, dir: &str, size: usize) -> Res<String> {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn reference_firecracker() -> Option<PathBuf> {
-    std::env::var_os("SQUIB_REFERENCE_FIRECRACKER")
-        .map(PathBuf::from)
-        .or_else(|| Some(common::repo_root().join("../shared/peers/firecracker")))
-        .filter(|p| p.exists())
-}
-
-fn rows(s: &Samples) -> Vec<f64> {
+fn rows(s: &Samples) -> Vec<harness::Cell> {
     let mut r = Vec::new();
     for p in &s.phases {
         r.push(median(&p.mib_s));
@@ -395,39 +312,24 @@ fn rows(s: &Samples) -> Vec<f64> {
     r.push(median(&s.mmds_get_ms));
     r.push(median(&s.mmds_put_ms));
     r.push(median(&s.arp_len));
-    r
+    r.into_iter().map(|v| (v, String::new())).collect()
 }
 
 fn bench() {
     let guest = common::test_guest();
-    let squib = PathBuf::from(env!("CARGO_BIN_EXE_squib"));
-    let fc = reference_firecracker();
-    if fc.is_none() {
-        println!("SKIPPED: no reference firecracker (the firecracker column)");
-    }
     let khz = net::host_tsc_khz();
-    let mut vmms = vec![("squib", squib, Samples::default())];
-    if let Some(fc) = fc {
-        vmms.push(("firecracker", fc, Samples::default()));
-    }
-    let runs = std::env::var("SQUIB_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RUNS);
-    // Rounds alternate between the VMMs, so load from other work hits both alike.
-    for _ in 0..runs {
-        for (name, bin, samples) in &mut vmms {
-            samples.throughput_round(bin, &guest, khz);
-            assert!(
-                *name != "squib" || samples.failures.is_empty(),
-                "squib throughput: {:?}",
-                samples.failures
-            );
-            samples
-                .mmds_round(bin, &guest, khz)
-                .unwrap_or_else(|e| panic!("{name} mmds: {e}"));
-        }
-    }
+    let mut vmms = harness::vmms::<Samples>(common::reference_firecracker_path());
+    let runs = harness::alternate(&mut vmms, RUNS, |name, bin, samples| {
+        samples.throughput_round(bin, &guest, khz);
+        assert!(
+            name != "squib" || samples.failures.is_empty(),
+            "squib throughput: {:?}",
+            samples.failures
+        );
+        samples
+            .mmds_round(bin, &guest, khz)
+            .unwrap_or_else(|e| panic!("{name} mmds: {e}"));
+    });
     for (name, _, samples) in &vmms {
         for f in &samples.failures {
             println!("FAILED ({name}): {f}");
@@ -435,16 +337,11 @@ fn bench() {
     }
     let squib_row = rows(&vmms[0].2);
     let fc_row = vmms.get(1).map(|v| rows(&v.2));
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "virtio-net + MMDS, test guest (1 vCPU, 128 MiB), tap in a private netns: g->h {TX_FRAMES} \
          frames, h->g {RX_FRAMES} frames per size; MMDS {MMDS_REPS} GETs per boot; medians of \
          {runs} alternating rounds (CPU: sum over rounds); loadavg {}",
-        load.trim()
-    );
-    println!(
-        "{:<46} {:>11} {:>11} {:>9}",
-        "metric", "squib", "firecracker", "squib/fc"
+        harness::loadavg()
     );
     let mut names = Vec::new();
     for (dir, size) in [("g->h", 1514), ("g->h", 64), ("h->g", 1514), ("h->g", 64)] {
@@ -457,13 +354,7 @@ fn bench() {
     names.push("MMDS V2 GET from the guest, ms".into());
     names.push("MMDS V2 token PUT from the guest, ms".into());
     names.push("MMDS ARP reply as received, bytes".into());
-    for (i, name) in names.iter().enumerate() {
-        let s = squib_row[i];
-        match &fc_row {
-            Some(f) => println!("{name:<46} {s:>11.2} {:>11.2} {:>9.2}", f[i], s / f[i]),
-            None => println!("{name:<46} {s:>11.2} {:>11} {:>9}", "-", "-"),
-        }
-    }
+    harness::print_table(46, "metric", &names, &squib_row, fc_row.as_deref(), false);
 }
 
 fn main() {

@@ -16,17 +16,24 @@
 //! `$SQUIB_REFERENCE_FIRECRACKER`, else `../shared/peers/firecracker`, else skipped loudly;
 //! `SQUIB_BENCH_RUNS=<n>` rounds per VMM, default 5).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod harness;
+
 use std::{
     io::{Read, Write},
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use common::tmp_path as tmp;
+use harness::{Res, api, median, percentile, range};
 
 const MIB: u64 = 32;
 /// Rounds per VMM; `SQUIB_BENCH_RUNS` overrides.
@@ -36,58 +43,6 @@ const WARMUP: usize = 10;
 const GUEST_PORT: u32 = 52;
 const HOST_PORT: u32 = 60;
 const LIMIT: Duration = Duration::from_secs(300);
-
-type Res<T> = Result<T, String>;
-
-/// One API request. The response is read by its `Content-Length` (Firecracker keeps the
-/// connection open whatever `Connection: close` says).
-fn api(sock: &Path, method: &str, path: &str, body: &str) -> Res<()> {
-    let mut s = UnixStream::connect(sock).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        if n == 0 {
-            break out.len();
-        }
-        out.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while out.len() < head_end + len {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&out);
-    if text.get(9..12) == Some("204") {
-        Ok(())
-    } else {
-        Err(format!("{method} {path}: {text}"))
-    }
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("squib-vsbench-{}-{tag}", std::process::id()))
-}
 
 /// A booted VM; killed and cleaned up on drop.
 struct Vm {
@@ -102,25 +57,13 @@ impl Vm {
         let api_sock = tmp("api.sock");
         let serial = tmp("serial.log");
         let _ = std::fs::remove_file(&serial);
-        let child = Command::new(vmm)
-            .args(["--api-sock", &api_sock.to_string_lossy(), "--no-seccomp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", vmm.display()))?;
+        let child = harness::spawn_vmm(vmm, &api_sock)?;
         let vm = Self {
             child,
             api: api_sock,
             serial,
             uds: uds.to_path_buf(),
         };
-        let start = Instant::now();
-        while UnixStream::connect(&vm.api).is_err() {
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err("API socket never came up".into());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
         let serial_body = format!(r#"{{"serial_out_path":"{}"}}"#, vm.serial.display());
         api(&vm.api, "PUT", "/serial", &serial_body)?;
         let mc = r#"{"vcpu_count":1,"mem_size_mib":64}"#;
@@ -147,17 +90,7 @@ impl Vm {
 
     /// Polls the console every millisecond; the moment `needle` appeared.
     fn wait_line(&self, needle: &str) -> Res<Instant> {
-        let start = Instant::now();
-        loop {
-            let text = self.console();
-            if text.contains(needle) {
-                return Ok(Instant::now());
-            }
-            if text.contains("TEST fail") || start.elapsed() > LIMIT {
-                return Err(format!("no `{needle}`:\n{text}"));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        harness::wait_console(&self.serial, needle, LIMIT).map(|(_, at)| at)
     }
 }
 
@@ -338,17 +271,6 @@ fn g2h_connect(vmm: &Path, guest: &Path) -> Res<(f64, f64)> {
     result
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn percentile(v: &mut [f64], p: usize) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let i = (v.len() * p / 100).min(v.len().saturating_sub(1));
-    v.get(i).copied().unwrap_or(f64::NAN)
-}
-
 /// Every sample of one VMM.
 #[derive(Default)]
 struct Samples {
@@ -372,80 +294,36 @@ impl Samples {
         Ok(())
     }
 
-    /// The table's figures, in its order.
     /// The table's figures, in its order: (median, spread) where the spread is the
     /// per-round range (empty for the pooled connect samples).
-    fn row(&mut self) -> Vec<(f64, String)> {
-        let range = |v: &[f64]| {
-            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!("{lo:.0}-{hi:.0}")
-        };
+    fn row(&self) -> Vec<harness::Cell> {
         vec![
-            (median(&mut self.g2h), range(&self.g2h)),
-            (median(&mut self.h2g), range(&self.h2g)),
-            (median(&mut self.h2g_connect), String::new()),
-            (percentile(&mut self.h2g_connect, 90), String::new()),
-            (median(&mut self.g2h_connect), range(&self.g2h_connect)),
-            (median(&mut self.g2h_cycle), range(&self.g2h_cycle)),
+            (median(&self.g2h), range(&self.g2h)),
+            (median(&self.h2g), range(&self.h2g)),
+            (median(&self.h2g_connect), String::new()),
+            (percentile(&self.h2g_connect, 90), String::new()),
+            (median(&self.g2h_connect), range(&self.g2h_connect)),
+            (median(&self.g2h_cycle), range(&self.g2h_cycle)),
         ]
     }
 }
 
-fn reference_firecracker(repo: &Path) -> Option<PathBuf> {
-    std::env::var_os("SQUIB_REFERENCE_FIRECRACKER")
-        .map(PathBuf::from)
-        .or_else(|| Some(repo.join("../shared/peers/firecracker")))
-        .filter(|p| p.exists())
-}
-
 fn main() {
-    if !Path::new("/dev/kvm").exists() {
-        println!("SKIPPED: no /dev/kvm");
+    if !common::kvm_or_skip() {
         return;
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = repo.join("target/guest");
-    let built = Command::new("sh")
-        .arg(repo.join("guest/build.sh"))
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status();
-    assert!(built.is_ok_and(|s| s.success()), "guest build failed");
-    let guest = out.join("squib-test-guest.elf");
-    let squib = PathBuf::from(env!("CARGO_BIN_EXE_squib"));
-    let fc = reference_firecracker(&repo);
-    if fc.is_none() {
-        println!("SKIPPED: no reference firecracker (squib figures only)");
-    }
-
-    // Rounds alternate between the VMMs, so load from other work on the host hits both alike.
-    let mut vmms = vec![("squib", squib, Samples::default())];
-    if let Some(fc) = fc {
-        vmms.push(("firecracker", fc, Samples::default()));
-    }
-    let runs = std::env::var("SQUIB_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RUNS);
-    for _ in 0..runs {
-        for (name, bin, samples) in &mut vmms {
-            samples
-                .round(bin, &guest)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-    }
+    let guest = common::test_guest();
+    let mut vmms = harness::vmms::<Samples>(common::reference_firecracker_path());
+    let runs = harness::alternate(&mut vmms, RUNS, |name, bin, samples| {
+        samples
+            .round(bin, &guest)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    });
     let squib_row = vmms[0].2.row();
-    let fc_row = vmms.get_mut(1).map(|v| v.2.row());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-
+    let fc_row = vmms.get(1).map(|v| v.2.row());
     println!(
         "virtio-vsock, test guest (1 vCPU, 64 MiB): {MIB} MiB per direction, {CONNS} sequential connections per direction; medians of {runs} alternating rounds (connect: of all samples / of per-round means); loadavg {}",
-        load.trim()
-    );
-    println!(
-        "{:<44} {:>8} {:>11} {:>11} {:>11} {:>8}",
-        "metric (median, per-round range)", "squib", "", "firecracker", "", "squib/fc"
+        harness::loadavg()
     );
     let names = [
         "guest->host throughput, MiB/s",
@@ -454,21 +332,14 @@ fn main() {
         "host->guest connect (CONNECT..OK), p90 us",
         "guest->host connect (REQUEST..RESPONSE), us",
         "guest->host connect+close cycle, us",
-    ];
-    for (i, name) in names.iter().enumerate() {
-        let (s, s_range) = &squib_row[i];
-        match &fc_row {
-            Some(f) => {
-                let (f, f_range) = &f[i];
-                println!(
-                    "{name:<44} {s:>8.1} {s_range:>11} {f:>11.1} {f_range:>11} {:>8.2}",
-                    s / f
-                );
-            }
-            None => println!(
-                "{name:<44} {s:>8.1} {s_range:>11} {:>11} {:>11} {:>8}",
-                "-", "", "-"
-            ),
-        }
-    }
+    ]
+    .map(String::from);
+    harness::print_table(
+        44,
+        "metric (median, per-round range)",
+        &names,
+        &squib_row,
+        fc_row.as_deref(),
+        true,
+    );
 }

@@ -9,9 +9,10 @@
 
 mod common;
 
-use std::{io::Write, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use common::{Squib, kvm_or_skip, pvm_args, tmp_path, wait_for};
+use common::linux::{Guest, cmdline};
+use common::{kvm_or_skip, tmp_path};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(420);
 
@@ -46,11 +47,7 @@ fn test_linux_finds_cpus_and_virtio_devices_through_acpi() {
     let data = tmp_path("acpi-data.ext4");
     std::fs::copy(dir.join("rootfs.ext4"), &data).expect("copy rootfs");
     let vsock = tmp_path("acpi-vsock");
-    let cfg = tmp_path("acpi.json");
-    let boot_args = format!(
-        "console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd squib.mode=shell{}",
-        pvm_args()
-    );
+    let boot_args = cmdline(" squib.mode=shell");
     let doc = serde_json::json!({
         "boot-source": {
             "kernel_image_path": dir.join("vmlinux"),
@@ -65,37 +62,18 @@ fn test_linux_finds_cpus_and_virtio_devices_through_acpi() {
         "balloon": {"amount_mib": 0, "deflate_on_oom": false},
         "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
     });
-    std::fs::write(&cfg, doc.to_string()).expect("config");
-    let (mut vm, mut stdin) =
-        Squib::spawn_with_stdin(&["--no-api", "--config-file", cfg.to_str().expect("utf8")]);
-    let shell = wait_for(BOOT_LIMIT, || {
-        let out = vm.output();
-        if out.contains("SQUIB-SHELL") {
-            Some(true)
-        } else if out.contains("exiting") {
-            Some(false)
-        } else {
-            None
-        }
-    });
-    assert_eq!(shell, Some(true), "no shell:\n{}", vm.output());
+    let mut g = Guest::spawn_config(&doc);
+    g.wait_shell_marker(BOOT_LIMIT);
     // The four devices as the ACPI bus enumerated them, and the platform devices bound to
     // virtio_mmio (named after their ACPI node, `LNRO0005:NN`).
-    stdin
-        .write_all(
-            b"echo ACPI-NODES=$(ls /sys/bus/acpi/devices | grep -c '^LNRO0005:') \
-              BOUND=$(ls /sys/bus/platform/drivers/virtio-mmio | grep -c '^LNRO0005:') \
-              MADT=$(ls /sys/firmware/acpi/tables | grep -c '^APIC$')\n",
-        )
-        .expect("stdin");
-    let answered = wait_for(Duration::from_secs(120), || {
-        vm.output().contains("ACPI-NODES=").then_some(())
-    });
-    assert!(answered.is_some(), "no answer:\n{}", vm.output());
-    stdin.write_all(b"reboot -f\n").expect("stdin");
-    let code = vm.wait(Duration::from_secs(120));
-    let out = vm.output();
-    assert_eq!(code, Some(0), "{out}");
+    g.run(
+        "echo ACPI-NODES=$(ls /sys/bus/acpi/devices | grep -c '^LNRO0005:') \
+         BOUND=$(ls /sys/bus/platform/drivers/virtio-mmio | grep -c '^LNRO0005:') \
+         MADT=$(ls /sys/firmware/acpi/tables | grep -c '^APIC$')",
+        "ACPI-NODES=",
+        Duration::from_secs(120),
+    );
+    let out = g.reboot(Duration::from_secs(120));
     assert!(
         out.contains("ACPI-NODES=4 BOUND=4 MADT=1"),
         "the guest did not find the 4 virtio-mmio devices through ACPI:\n{out}"
@@ -120,8 +98,4 @@ fn test_linux_finds_cpus_and_virtio_devices_through_acpi() {
             "{driver} not bound:\n{out}"
         );
     }
-    assert!(
-        out.contains("Firecracker exiting successfully. exit_code=0"),
-        "{out}"
-    );
 }

@@ -14,7 +14,9 @@ mod net;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Squib, api_request, kvm_or_skip, test_guest, tmp_path, wait_for};
+use common::{
+    Squib, api_request, kvm_or_skip, reference_firecracker_path, test_guest, tmp_path, wait_for,
+};
 use net::{
     GUEST_MAC, HOST_MAC, TAP, api_ok, configure_guest, host_socket, iface, in_netns, mac_str,
     net_tx_size, recv_frame, start, test_frame, tun_or_skip,
@@ -307,22 +309,9 @@ fn test_patch_network_interface_rate_limiters_after_boot_throttle_traffic() {
     });
 }
 
-/// The reference Firecracker, if present (`SQUIB_REFERENCE_FIRECRACKER` or
-/// `../shared/peers/firecracker`).
-fn reference_firecracker() -> Option<PathBuf> {
-    let p = std::env::var_os("SQUIB_REFERENCE_FIRECRACKER").map_or_else(
-        || common::repo_root().join("../shared/peers/firecracker"),
-        PathBuf::from,
-    );
-    p.exists().then_some(p)
-}
-
 /// Spawns `program` (squib or Firecracker, optionally under `setpriv` without `CAP_NET_ADMIN`)
 /// with an API socket.
 fn spawn_vmm(program: &Path, no_net_admin: bool) -> Squib {
-    let socket = tmp_path("neterr.sock");
-    let stdout_path = tmp_path("neterr.out");
-    let out = std::fs::File::create(&stdout_path).expect("out");
     let mut cmd = if no_net_admin {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--inh-caps=-net_admin", "--bounding-set=-net_admin"])
@@ -334,27 +323,8 @@ fn spawn_vmm(program: &Path, no_net_admin: bool) -> Squib {
     if program.ends_with("firecracker") {
         cmd.arg("--no-seccomp");
     }
-    let child = cmd
-        .arg("--api-sock")
-        .arg(&socket)
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn VMM");
-    let vm = Squib {
-        child,
-        socket: Some(socket.clone()),
-        stdout_path,
-    };
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&socket).ok()
-        })
-        .is_some(),
-        "no API socket: {}",
-        vm.output()
-    );
-    vm
+    let socket = tmp_path("neterr.sock");
+    Squib::spawn_command(cmd, Some(&socket), std::process::Stdio::null())
 }
 
 /// The answers to the tap/MAC error cases, as (status, body) per request.
@@ -480,7 +450,7 @@ fn test_put_network_interface_errors_are_firecrackers() {
             );
         }
         // The same requests against the reference Firecracker give the same answers.
-        match reference_firecracker() {
+        match reference_firecracker_path() {
             Some(fc) => {
                 let normalize = |v: &[(u16, String)]| {
                     v.iter()

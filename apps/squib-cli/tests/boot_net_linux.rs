@@ -18,11 +18,10 @@ mod common;
 #[path = "common/net.rs"]
 mod net;
 
-use std::io::Write;
-use std::process::ChildStdin;
 use std::time::Duration;
 
-use common::{Squib, kvm_or_skip, linux_guest_dir, pvm_args, tmp_path, wait_for};
+use common::linux::{Guest, cmdline};
+use common::{kvm_or_skip, linux_guest_dir, tmp_path};
 use net::{GUEST_MAC, TAP, api_ok, iface, in_netns, ip, tun_or_skip};
 use serde_json::json;
 
@@ -32,14 +31,11 @@ const HOST_IP: &str = "172.16.0.1";
 const GUEST_IP: &str = "172.16.0.2";
 const MMDS_IP: &str = "169.254.169.254";
 
-/// Types `command` on the console and waits for `want` in the output; returns the output.
-fn run(vm: &Squib, stdin: &mut ChildStdin, command: &str, want: &str) -> String {
-    writeln!(stdin, "{command}").expect("console stdin");
-    let seen = wait_for(COMMAND_LIMIT, || {
-        let out = vm.output();
-        out.contains(want).then_some(out)
-    });
-    seen.unwrap_or_else(|| panic!("no `{want}` after `{command}`:\n{}", vm.output()))
+/// Types `command` on the console and waits for a line holding `want` after it; returns the
+/// whole output.
+fn run(g: &mut Guest, command: &str, want: &str) -> String {
+    g.run(command, want, COMMAND_LIMIT);
+    g.vm.output()
 }
 
 /// A shell pipeline sending the HTTP request `head` (CRLFs as `\r\n` escapes for `printf`) to
@@ -56,18 +52,16 @@ fn test_linux_guest_pings_the_host_and_reads_mmds_v2_over_virtio_net() {
     let Some(dir) = linux_guest_dir() else { return };
     in_netns("boot_net_linux", move || {
         let socket = tmp_path("net-linux.sock");
-        let (mut vm, mut stdin) = Squib::spawn_api_with_stdin(&[], &socket);
+        let mut g = Guest::spawn_api(&socket);
         api_ok(
             &socket,
             "PUT",
             "/machine-config",
             &json!({"vcpu_count": 1, "mem_size_mib": 256}),
         );
-        let boot_args = format!(
-            "console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd \
-             squib.mode=shell ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off{}",
-            pvm_args()
-        );
+        let boot_args = cmdline(&format!(
+            " squib.mode=shell ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off"
+        ));
         api_ok(
             &socket,
             "PUT",
@@ -105,32 +99,20 @@ fn test_linux_guest_pings_the_host_and_reads_mmds_v2_over_virtio_net() {
             "/actions",
             &json!({"action_type": "InstanceStart"}),
         );
-        let shell = wait_for(BOOT_LIMIT, || {
-            let out = vm.output();
-            if out.contains("SQUIB-SHELL") {
-                Some(true)
-            } else if out.contains("exiting") {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        assert_eq!(shell, Some(true), "no shell:\n{}", vm.output());
-        let out = vm.output();
+        g.wait_shell_marker(BOOT_LIMIT);
+        let out = g.vm.output();
         assert!(
             out.contains(&format!("SQUIB-NET eth0 mac={}", net::mac_str(&GUEST_MAC))),
             "{out}"
         );
         // Markers are computed by the shell so that the echoed command line never matches.
         run(
-            &vm,
-            &mut stdin,
+            &mut g,
             &format!("ping -c 3 -W 5 {HOST_IP} >/dev/null && echo PING-OK-$((40+2))"),
             "PING-OK-42",
         );
         run(
-            &vm,
-            &mut stdin,
+            &mut g,
             &format!("ip route add {MMDS_IP} dev eth0 && echo ROUTE-OK-$((40+3))"),
             "ROUTE-OK-43",
         );
@@ -138,8 +120,7 @@ fn test_linux_guest_pings_the_host_and_reads_mmds_v2_over_virtio_net() {
             "PUT /latest/api/token HTTP/1.1\\r\\nX-metadata-token-ttl-seconds: 60\\r\\n\\r\\n",
         );
         run(
-            &vm,
-            &mut stdin,
+            &mut g,
             &format!("T=$({put} | tail -n 1); echo TOKEN-LEN-$((0+1))=${{#T}}."),
             "TOKEN-LEN-1=",
         );
@@ -147,8 +128,7 @@ fn test_linux_guest_pings_the_host_and_reads_mmds_v2_over_virtio_net() {
             mmds_nc("GET /latest/meta-data/ami-id HTTP/1.1\\r\\nX-metadata-token: %s\\r\\n\\r\\n")
                 .replacen("' |", "' \"$T\" |", 1);
         let out = run(
-            &vm,
-            &mut stdin,
+            &mut g,
             &format!("echo MMDS-BODY=$({get} | tail -n 1)"),
             "MMDS-BODY=ami-",
         );
@@ -156,19 +136,11 @@ fn test_linux_guest_pings_the_host_and_reads_mmds_v2_over_virtio_net() {
         assert!(out.contains("MMDS-BODY=ami-12345678"), "{out}");
         let no_token = mmds_nc("GET /latest/meta-data/ami-id HTTP/1.1\\r\\n\\r\\n");
         let out = run(
-            &vm,
-            &mut stdin,
+            &mut g,
             &format!("echo NO-TOKEN-STATUS=$({no_token} | head -n 1 | cut -d' ' -f2)"),
             "NO-TOKEN-STATUS=4",
         );
         assert!(out.contains("NO-TOKEN-STATUS=401"), "{out}");
-        stdin.write_all(b"reboot -f\n").expect("console stdin");
-        let code = vm.wait(Duration::from_secs(120));
-        let out = vm.output();
-        assert_eq!(code, Some(0), "{out}");
-        assert!(
-            out.contains("Firecracker exiting successfully. exit_code=0"),
-            "{out}"
-        );
+        g.reboot(Duration::from_secs(120));
     });
 }

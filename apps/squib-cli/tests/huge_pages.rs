@@ -14,11 +14,13 @@ mod common;
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use common::{Squib, api_request, kvm_or_skip, test_guest, tmp_path, wait_for};
+use common::{
+    Squib, api_request, kvm_or_skip, reference_firecracker, spawn_vmm, test_guest, tmp_path,
+    wait_for,
+};
 use serde_json::json;
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
@@ -187,51 +189,6 @@ fn start_with(
         Some(r#"{"action_type":"InstanceStart"}"#),
     );
     (vm, s, b)
-}
-
-/// `program` (squib or Firecracker) with an API socket, output to a file; killed on drop.
-fn spawn_vmm(program: &Path, extra: &[&str]) -> Squib {
-    let socket = tmp_path("huge.sock");
-    let stdout_path = tmp_path("huge.out");
-    let out = std::fs::File::create(&stdout_path).expect("stdout file");
-    let child = Command::new(program)
-        .args(extra)
-        .arg("--api-sock")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn the VMM");
-    let vm = Squib {
-        child,
-        socket: Some(socket.clone()),
-        stdout_path,
-    };
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            std::os::unix::net::UnixStream::connect(&socket).ok()
-        })
-        .is_some(),
-        "no API socket: {}",
-        vm.output()
-    );
-    vm
-}
-
-/// The reference Firecracker (`$SQUIB_REFERENCE_FIRECRACKER` or `../shared/peers/firecracker`);
-/// `None` after one `SKIPPED:` line.
-fn reference_firecracker() -> Option<PathBuf> {
-    let p = std::env::var_os("SQUIB_REFERENCE_FIRECRACKER").map_or_else(
-        || common::repo_root().join("../shared/peers/firecracker"),
-        PathBuf::from,
-    );
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("SKIPPED: no reference firecracker at {}", p.display());
-        None
-    }
 }
 
 /// Pauses `vm` and writes a Full snapshot; returns (state, memory file, last tick).

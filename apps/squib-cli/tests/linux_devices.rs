@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Squib, kvm_or_skip, linux_guest_dir, pvm_args, repo_root, tmp_path, wait_for};
-use guest::{Guest, mib_s, status_bytes};
+use common::linux::{Guest, cmdline};
+use common::{Squib, kvm_or_skip, linux_guest_dir, repo_root, tmp_path, wait_for};
+use guest::{mib_s, status_bytes};
 use serde_json::{Value, json};
 
 const BOOT_LIMIT: Duration = Duration::from_secs(900);
@@ -100,49 +101,37 @@ fn test_linux_guest_drives_vsock_pmem_balloon_and_virtio_mem() {
     let uds = tmp_path("ld-vsock.sock");
     let pmem = common::random_file("ld-pmem.img", PMEM_BYTES, 0x5eed);
     let socket = tmp_path("ld-api.sock");
-    let (vm, stdin) = Squib::spawn_api_with_stdin(&[], &socket);
+    let mut g = Guest::spawn_api(&socket);
     put(
-        &vm,
+        &g.vm,
         "/machine-config",
         &json!({"vcpu_count": 1, "mem_size_mib": 256}),
     );
-    let args = format!(
-        "console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd squib.mode=shell memhp_default_state=online{}",
-        pvm_args()
-    );
+    let args = cmdline(" squib.mode=shell memhp_default_state=online");
     put(
-        &vm,
+        &g.vm,
         "/boot-source",
         &json!({"kernel_image_path": dir.join("vmlinux"), "initrd_path": initrd, "boot_args": args}),
     );
     put(
-        &vm,
+        &g.vm,
         "/vsock",
         &json!({"guest_cid": GUEST_CID, "uds_path": uds}),
     );
     put(
-        &vm,
+        &g.vm,
         "/balloon",
         &json!({"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1}),
     );
     put(
-        &vm,
+        &g.vm,
         "/pmem/pmem0",
         &json!({"id": "pmem0", "path_on_host": pmem, "root_device": false, "read_only": false}),
     );
-    put(&vm, "/hotplug/memory", &json!({"total_size_mib": 1024}));
+    put(&g.vm, "/hotplug/memory", &json!({"total_size_mib": 1024}));
     let t_boot = Instant::now();
-    put(&vm, "/actions", &json!({"action_type": "InstanceStart"}));
-    let mut g = Guest::new(vm, stdin);
-    let shell = wait_for(BOOT_LIMIT, || {
-        let out = g.vm.output();
-        (out.contains("SQUIB-SHELL") || out.contains("exiting")).then_some(())
-    });
-    assert!(
-        shell.is_some() && g.vm.output().contains("SQUIB-SHELL"),
-        "no shell:\n{}",
-        g.vm.output()
-    );
+    put(&g.vm, "/actions", &json!({"action_type": "InstanceStart"}));
+    g.wait_shell_marker(BOOT_LIMIT);
     g.wait_shell();
     figure(&format!(
         "boot to shell: {:.1} s",
@@ -167,9 +156,7 @@ fn test_linux_guest_drives_vsock_pmem_balloon_and_virtio_mem() {
     vsock_guest_to_host(&mut g, &uds);
     pmem_checks(&mut g, &pmem);
 
-    g.type_line("reboot -f");
-    let code = g.vm.wait(Duration::from_secs(180));
-    assert_eq!(code, Some(0), "{}", g.vm.output());
+    g.reboot(Duration::from_secs(180));
     let _ = std::fs::remove_file(&pmem);
 }
 

@@ -13,11 +13,14 @@ mod common;
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{Squib, kvm_or_skip, random_file, repo_root, test_guest, tmp_path, wait_for};
+use common::{
+    Squib, api_request, kvm_or_skip, random_file, reference_firecracker, repo_root, spawn_vmm,
+    test_guest, tmp_path, wait_for,
+};
 use serde_json::{Value, json};
 
 const SECTORS: usize = 64;
@@ -70,52 +73,11 @@ fn checked_in_keys() -> Vec<String> {
         .collect()
 }
 
-/// The reference Firecracker binary, or the loud SKIPPED line.
-fn reference_firecracker() -> Option<PathBuf> {
-    let path = std::env::var_os("SQUIB_REFERENCE_FIRECRACKER").map_or_else(
-        || repo_root().join("../shared/peers/firecracker"),
-        PathBuf::from,
-    );
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("SKIPPED: no reference firecracker at {}", path.display());
-        None
-    }
-}
-
-/// One PUT on a fresh connection, reading the response by its framing (Firecracker ignores
-/// `Connection: close`, so reading to EOF would hang).
+/// One PUT on a fresh connection ([`api_request`] frames the answer by its `Content-Length`:
+/// Firecracker ignores `Connection: close`).
 fn put(socket: &Path, path: &str, body: &Value) {
-    use std::io::{Read, Write};
-    let body = body.to_string();
-    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).expect("read"), 1, "connection closed");
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .map_or(0, |n| n.trim().parse::<usize>().expect("length"));
-    let mut resp = vec![0u8; len];
-    s.read_exact(&mut resp).expect("body");
-    assert!(
-        head.starts_with("HTTP/1.1 204"),
-        "PUT {path}: {head}{}",
-        String::from_utf8_lossy(&resp)
-    );
+    let (status, answer) = api_request(socket, "PUT", path, Some(&body.to_string()));
+    assert_eq!(status, 204, "PUT {path}: {answer}");
 }
 
 /// The key-set configuration (the script's): drive `rootfs`, entropy, `counter`, booted, then
@@ -209,36 +171,13 @@ fn test_metrics_line_has_exactly_firecrackers_checked_in_keys() {
     );
 }
 
-/// A running reference Firecracker; killed on drop.
-struct Firecracker(Child, PathBuf);
-
-impl Drop for Firecracker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_file(&self.1);
-    }
-}
-
 /// The reference Firecracker's last line for the key-set flow.
 fn firecracker_keyset_line(fc: &Path, tap: Option<&str>) -> Value {
-    let socket = tmp_path("fc.sock");
     let metrics = tmp_path("fc.ndjson");
     let serial = tmp_path("fc.serial");
-    let child = Command::new(fc)
-        .args(["--no-seccomp", "--api-sock"])
-        .arg(&socket)
-        .arg("--metrics-path")
-        .arg(&metrics)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn firecracker");
-    let _fc = Firecracker(child, socket.clone());
-    assert!(
-        wait_for(Duration::from_secs(10), || socket.exists().then_some(())).is_some(),
-        "Firecracker's API socket never came up"
-    );
+    let metrics_arg = metrics.to_str().expect("utf8");
+    let vm = spawn_vmm(fc, &["--no-seccomp", "--metrics-path", metrics_arg]);
+    let socket = vm.socket.clone().expect("API socket");
     put(&socket, "/serial", &json!({"serial_out_path": serial}));
     keyset_flow(&socket, &metrics, tap)
 }

@@ -39,6 +39,15 @@ impl VcpuIo for Io {
     fn mmio_write(&mut self, _addr: u64, _data: &[u8]) {}
 }
 
+/// Opens KVM, or prints the skip line and returns `None` when the host has no `/dev/kvm`.
+fn hypervisor_or_skip() -> Option<KvmHypervisor> {
+    if !Path::new("/dev/kvm").exists() {
+        println!("SKIPPED: no /dev/kvm");
+        return None;
+    }
+    Some(KvmHypervisor::new().expect("open /dev/kvm"))
+}
+
 /// Runs `code` at 1 MiB in long mode (CR4 |= `cr4_extra`) until it resets; every emulation
 /// failure goes through `squib_vmm::emulation::complete`. Returns the 32-bit port writes.
 fn run_guest(hv: &KvmHypervisor, code: &[u8], cr4_extra: u64, hide_cx16: bool) -> Vec<u32> {
@@ -124,11 +133,9 @@ const BASIC: &[u8] = &[
 
 #[test]
 fn test_emulated_instructions_compute_what_a_cpu_computes() {
-    if !Path::new("/dev/kvm").exists() {
-        println!("SKIPPED: no /dev/kvm");
+    let Some(hv) = hypervisor_or_skip() else {
         return;
-    }
-    let hv = KvmHypervisor::new().expect("open /dev/kvm");
+    };
     let outs = run_guest(&hv, BASIC, 0, false);
     assert_eq!(
         outs,
@@ -193,11 +200,9 @@ const XSAVE: &[u8] = &[
 
 #[test]
 fn test_emulated_xsave_xrstor_round_trip() {
-    if !Path::new("/dev/kvm").exists() {
-        println!("SKIPPED: no /dev/kvm");
+    let Some(hv) = hypervisor_or_skip() else {
         return;
-    }
-    let hv = KvmHypervisor::new().expect("open /dev/kvm");
+    };
     // CR4.OSXSAVE.
     let outs = run_guest(&hv, XSAVE, 1 << 18, false);
     assert_eq!(outs, vec![0x1f80, 0x9fc0, 0x1234_5678, 2]);
@@ -236,11 +241,9 @@ const CPUID_PROBE: &[u8] = &[
 /// cleared in the guest). Asserted: CX16 follows the table, on every host.
 #[test]
 fn test_guest_cpuid_cx16_follows_the_table() {
-    if !Path::new("/dev/kvm").exists() {
-        println!("SKIPPED: no /dev/kvm");
+    let Some(hv) = hypervisor_or_skip() else {
         return;
-    }
-    let hv = KvmHypervisor::new().expect("open /dev/kvm");
+    };
     let sup = hv.supported_cpuid().unwrap();
     let l1 = sup.iter().find(|e| e.function == 1).unwrap();
     let l7 = sup

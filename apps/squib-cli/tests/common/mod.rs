@@ -1,7 +1,10 @@
 //! Shared helpers for squib's end-to-end tests: the KVM gate, the test guest build, Linux guest
-//! assets, a spawned `squib` process and a blocking raw-HTTP client over its API socket.
+//! assets, a spawned `squib` process and a blocking raw-HTTP client over its API socket;
+//! [`linux`]: the Linux guest's command line and shell console.
 
 #![allow(dead_code)]
+
+pub mod linux;
 
 use std::{
     io::{Read, Write},
@@ -88,6 +91,41 @@ pub fn tmp_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("squib-e2e-{}-{tag}-{n}", std::process::id()))
 }
 
+/// Where the reference Firecracker is looked for: `$SQUIB_REFERENCE_FIRECRACKER`, else
+/// `../shared/peers/firecracker`.
+fn reference_firecracker_candidate() -> PathBuf {
+    std::env::var_os("SQUIB_REFERENCE_FIRECRACKER").map_or_else(
+        || repo_root().join("../shared/peers/firecracker"),
+        PathBuf::from,
+    )
+}
+
+/// The reference Firecracker, if present; silent (see [`reference_firecracker`]).
+pub fn reference_firecracker_path() -> Option<PathBuf> {
+    let p = reference_firecracker_candidate();
+    p.exists().then_some(p)
+}
+
+/// [`reference_firecracker_path`], or the loud SKIPPED line.
+pub fn reference_firecracker() -> Option<PathBuf> {
+    let p = reference_firecracker_path();
+    if p.is_none() {
+        println!(
+            "SKIPPED: no reference firecracker at {}",
+            reference_firecracker_candidate().display()
+        );
+    }
+    p
+}
+
+/// `program` (squib or Firecracker) with `extra` arguments and an API socket on a fresh path,
+/// output to a file; killed on drop.
+pub fn spawn_vmm(program: &Path, extra: &[&str]) -> Squib {
+    let mut cmd = Command::new(program);
+    cmd.args(extra);
+    Squib::spawn_command(cmd, Some(&tmp_path("vmm.sock")), Stdio::null())
+}
+
 /// A running `squib` process; killed on drop.
 pub struct Squib {
     pub child: Child,
@@ -126,19 +164,23 @@ impl Squib {
         env: &[(&str, &str)],
         stdin: Stdio,
     ) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_squib"));
+        cmd.args(args).envs(env.iter().copied());
+        Self::spawn_command(cmd, socket, stdin)
+    }
+
+    /// Spawn `cmd` (squib, the reference Firecracker, or either under a wrapper such as
+    /// `setpriv`) with `--api-sock socket` when given, stdout+stderr to a file; waits for the
+    /// socket to accept connections.
+    pub fn spawn_command(mut cmd: Command, socket: Option<&Path>, stdin: Stdio) -> Self {
         let stdout_path = tmp_path("stdout");
         let out = std::fs::File::create(&stdout_path).expect("stdout file");
         let err = out.try_clone().expect("clone");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_squib"));
-        cmd.args(args)
-            .stdout(out)
-            .stderr(err)
-            .stdin(stdin)
-            .envs(env.iter().copied());
+        cmd.stdout(out).stderr(err).stdin(stdin);
         if let Some(s) = socket {
             cmd.arg("--api-sock").arg(s);
         }
-        let child = cmd.spawn().expect("spawn squib");
+        let child = cmd.spawn().expect("spawn the VMM");
         let me = Self {
             child,
             socket: socket.map(Path::to_path_buf),

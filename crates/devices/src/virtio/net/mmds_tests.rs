@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use event_manager::{EventManager, SubscriberOps};
+use event_manager::EventManager;
 use squib_mmds::wire::{
     ACK, ETH_HDR_LEN, ETHERTYPE_IPV4, IPV4_HDR_LEN, PROTOCOL_TCP, PSH, SYN, TcpOut, parse_eth,
     parse_ipv4, parse_tcp, write_eth_header, write_ipv4_header, write_tcp,
@@ -15,11 +15,10 @@ use squib_mmds::wire::{
 use squib_mmds::{DEFAULT_IPV4_ADDR, DEFAULT_MAC_ADDR, Mmds, MmdsNetworkStack, MmdsVersion};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::tests::{FakeBackend, MAC, config};
+use super::tests::{FakeBackend, MAC, activate_in_event_manager, config};
 use super::*;
 use crate::rate_limiter::RateLimiter;
-use crate::virtio::features::{VERSION_1, bit};
-use crate::virtio::test_utils::{RecordingInterrupt, TestQueue, guest_memory, rd, wr};
+use crate::virtio::test_utils::{TestQueue, guest_memory, rd, wr};
 use crate::virtio::{VirtioDevice, VirtioSubscriber};
 
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
@@ -125,16 +124,7 @@ fn test_mmds_retransmits_a_dropped_response_segment_on_its_timer() {
     for i in 0..8 {
         rxq.add_chain(&[wr(RX_BUF + i * 0x1000, 2048)]);
     }
-    dev.ack_features(bit(VERSION_1) | bit(features::MRG_RXBUF));
-    dev.activate(
-        mem.clone(),
-        RecordingInterrupt::new(),
-        vec![rxq.create_queue(), txq.create_queue()],
-    )
-    .unwrap();
-    let dev = Arc::new(Mutex::new(dev));
-    let mut em = EventManager::<VirtioSubscriber<Net>>::new().unwrap();
-    em.add_subscriber(VirtioSubscriber::new(dev.clone()));
+    let (dev, mut em) = activate_in_event_manager(dev, &mem, &rxq, &txq);
     let mut tx_at = TX_BUF;
     let mut send = |txq: &mut TestQueue, seg: Vec<u8>| {
         mem.write_slice(&seg, GuestAddress(tx_at)).unwrap();

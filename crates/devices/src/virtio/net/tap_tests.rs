@@ -4,18 +4,17 @@
 //! the privileges for a namespace the test prints `SKIPPED: ...` and passes.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
-use event_manager::{EventManager, SubscriberOps};
+use event_manager::EventManager;
 use squib_sys::netns::{self, PacketSocket};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::tests::frame;
+use super::tests::{activate_in_event_manager, frame};
 use super::*;
 use crate::persist::Persist;
 use crate::rate_limiter::RateLimiter;
 use crate::virtio::features::{VERSION_1, bit};
-use crate::virtio::test_utils::{RecordingInterrupt, TestQueue, guest_memory, rd, wr};
+use crate::virtio::test_utils::{TestQueue, guest_memory, rd, wr};
 use crate::virtio::{VirtioDevice, VirtioSubscriber};
 
 const TAP: &str = "sqnet0";
@@ -46,7 +45,7 @@ fn run_until(em: &mut EventManager<VirtioSubscriber<Net>>, mut done: impl FnMut(
 #[test]
 fn test_real_tap_both_directions_backpressure_and_deletion() {
     netns::in_new_netns("virtio-net on a tap", || {
-        let mut dev = Net::new(cfg(TAP)).unwrap();
+        let dev = Net::new(cfg(TAP)).unwrap();
         assert_eq!(dev.host_dev_name(), TAP);
         let busy = Net::new(cfg(TAP)).unwrap_err();
         assert_eq!(
@@ -61,17 +60,8 @@ fn test_real_tap_both_directions_backpressure_and_deletion() {
         let mem = guest_memory(0x10_0000);
         let mut rxq = TestQueue::new(&mem, 0, 16);
         let mut txq = TestQueue::new(&mem, 0x1000, 16);
-        dev.ack_features(bit(VERSION_1) | bit(features::MRG_RXBUF));
-        dev.activate(
-            mem.clone(),
-            RecordingInterrupt::new(),
-            vec![rxq.create_queue(), txq.create_queue()],
-        )
-        .unwrap();
-        let metrics = dev.metrics().clone();
-        let dev = Arc::new(Mutex::new(dev));
-        let mut em = EventManager::<VirtioSubscriber<Net>>::new().unwrap();
-        em.add_subscriber(VirtioSubscriber::new(dev.clone()));
+        let (dev, mut em) = activate_in_event_manager(dev, &mem, &rxq, &txq);
+        let metrics = dev.lock().unwrap().metrics().clone();
 
         // Guest → host, byte for byte.
         let out = frame(300, 4);

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use event_manager::EventSet;
+use event_manager::{EventManager, EventSet, SubscriberOps};
 use squib_core::GuestMemoryMmap;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
@@ -17,7 +17,7 @@ use crate::persist::Persist;
 use crate::rate_limiter::{FakeClock, RateLimiter, TokenBucket};
 use crate::virtio::features::{VERSION_1, bit};
 use crate::virtio::test_utils::{RecordingInterrupt, TestQueue, guest_memory, rd, wr};
-use crate::virtio::{EventSourceChange, InterruptKind, VirtioDevice};
+use crate::virtio::{EventSourceChange, InterruptKind, VirtioDevice, VirtioSubscriber};
 
 /// What the fake tap saw and will give.
 #[derive(Debug, Default)]
@@ -205,6 +205,27 @@ impl H {
     fn put(&self, addr: u64, data: &[u8]) {
         self.mem.write_slice(data, GuestAddress(addr)).unwrap();
     }
+}
+
+/// The device as the VMM's event loop runs it: `dev` with VERSION_1 | MRG_RXBUF acked,
+/// activated on `rxq`/`txq`, behind its mutex and subscribed to a fresh event manager.
+pub(super) fn activate_in_event_manager(
+    mut dev: Net,
+    mem: &GuestMemoryMmap,
+    rxq: &TestQueue,
+    txq: &TestQueue,
+) -> (Arc<Mutex<Net>>, EventManager<VirtioSubscriber<Net>>) {
+    dev.ack_features(bit(VERSION_1) | bit(features::MRG_RXBUF));
+    dev.activate(
+        mem.clone(),
+        RecordingInterrupt::new(),
+        vec![rxq.create_queue(), txq.create_queue()],
+    )
+    .unwrap();
+    let dev = Arc::new(Mutex::new(dev));
+    let mut em = EventManager::<VirtioSubscriber<Net>>::new().unwrap();
+    em.add_subscriber(VirtioSubscriber::new(dev.clone()));
+    (dev, em)
 }
 
 fn mrg() -> u64 {
