@@ -40,7 +40,10 @@
 //! SYSCALL's register effects but no switch to CPL 0, so the guest takes a user-mode page fault
 //! at `entry_SYSCALL_64` and a stock kernel kills init (`init[1]: segfault at ffffffff81c00080
 //! ip ffffffff81c00080 ... error 15`). The shared Linux guest carries a kernel patch for it; the
-//! VMM sees no exit for that fault.
+//! VMM sees no exit for that fault. Tried: a `KVM_SET_GUEST_DEBUG` hardware breakpoint on
+//! `IA32_LSTAR`. It stops instructions KVM emulates (a real-mode probe exits every time), but it
+//! never fired during a Linux boot, where that fetch runs natively and the fault goes straight
+//! to the guest.
 //!
 //! A token is added only when the user's command line has no token with the same key (the part
 //! before `=`), so the user's own `clearcpuid=...` wins. Pure functions; no threads.
@@ -99,7 +102,10 @@ mod tests {
     #[test]
     fn the_users_value_wins() {
         let c = append_absent("clearcpuid=smap percpu_alloc=embed", PVM_CMDLINE_ADDITIONS);
-        assert_eq!(c, "clearcpuid=smap percpu_alloc=embed noxsave nofsgsbase cryptomgr.notests");
+        assert_eq!(
+            c,
+            "clearcpuid=smap percpu_alloc=embed noxsave nofsgsbase cryptomgr.notests"
+        );
     }
 
     #[test]
