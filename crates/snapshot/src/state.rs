@@ -45,8 +45,12 @@ pub const STATE_SIZE_LIMIT: usize = 10_000_000;
 pub const SQUIB_TAG: &str = "squib";
 
 /// Version of squib's envelope contents. Bump when the caller's state type changes
-/// incompatibly; files with a larger number are refused.
-pub const SQUIB_FORMAT_VERSION: u32 = 1;
+/// incompatibly; files with any other number are refused with a clear error instead of a
+/// payload that fails to decode (or, worse, decodes into the wrong fields).
+///
+/// - 1: the first snapshot format;
+/// - 2: `MachineState::huge_pages` and the vsock device's reset/unacked fields.
+pub const SQUIB_FORMAT_VERSION: u32 = 2;
 
 /// Length of the CRC64 trailer.
 const CRC_LEN: usize = 8;
@@ -84,9 +88,9 @@ pub enum SnapshotError {
     /// A valid snapshot container whose data is not squib's envelope.
     #[error("the snapshot state file was not made by squib (a Firecracker snapshot?)")]
     NotSquib,
-    /// squib's envelope from a newer squib.
+    /// squib's envelope from an older or newer squib.
     #[error(
-        "the snapshot state file has squib format version {found}; this squib reads up to {supported}"
+        "the snapshot state file has squib format version {found}; this squib reads version {supported} only"
     )]
     UnsupportedSquibFormat {
         /// The file's envelope version.
@@ -177,7 +181,7 @@ pub fn decode_state<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SnapshotErro
             if env.tag != SQUIB_TAG {
                 return Err(SnapshotError::NotSquib);
             }
-            if env.format_version > SQUIB_FORMAT_VERSION {
+            if env.format_version != SQUIB_FORMAT_VERSION {
                 return Err(SnapshotError::UnsupportedSquibFormat {
                     found: env.format_version,
                     supported: SQUIB_FORMAT_VERSION,

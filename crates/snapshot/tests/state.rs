@@ -182,7 +182,7 @@ fn test_should_refuse_short_truncated_garbage_and_crc_damage() {
 fn test_should_check_magic_and_version_like_firecracker() {
     let env = |payload: Vec<u8>| Env {
         tag: "squib".into(),
-        format_version: 1,
+        format_version: SQUIB_FORMAT_VERSION,
         payload,
     };
     let payload = bitcode::serialize(&sample_state()).unwrap();
@@ -228,7 +228,7 @@ fn test_should_check_squib_envelope() {
         "11.0.0",
         Env {
             tag: "other".into(),
-            format_version: 1,
+            format_version: SQUIB_FORMAT_VERSION,
             payload: payload.clone(),
         },
     );
@@ -236,26 +236,35 @@ fn test_should_check_squib_envelope() {
         decode_state::<TestState>(&other_tag),
         Err(SnapshotError::NotSquib)
     ));
-    let newer = forged(
-        SNAPSHOT_MAGIC,
-        "11.0.0",
-        Env {
-            tag: "squib".into(),
-            format_version: 2,
-            payload: payload.clone(),
-        },
-    );
-    let e = decode_state::<TestState>(&newer).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "the snapshot state file has squib format version 2; this squib reads up to 1"
-    );
+    for version in [
+        SQUIB_FORMAT_VERSION + 1,
+        SQUIB_FORMAT_VERSION - 1,
+        0,
+        u32::MAX,
+    ] {
+        let other_version = forged(
+            SNAPSHOT_MAGIC,
+            "11.0.0",
+            Env {
+                tag: "squib".into(),
+                format_version: version,
+                payload: payload.clone(),
+            },
+        );
+        let e = decode_state::<TestState>(&other_version).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the snapshot state file has squib format version {version}; this squib reads version {SQUIB_FORMAT_VERSION} only"
+            )
+        );
+    }
     let wrong_type = forged(
         SNAPSHOT_MAGIC,
         "11.0.0",
         Env {
             tag: "squib".into(),
-            format_version: 1,
+            format_version: SQUIB_FORMAT_VERSION,
             payload: vec![1, 2, 3],
         },
     );
