@@ -8,7 +8,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,49 +15,13 @@ use std::time::{Duration, Instant};
 
 pub type Res<T> = Result<T, String>;
 
-/// One API request; `Ok` on 204. The response is read by its `Content-Length` (Firecracker keeps
-/// the connection open whatever `Connection: close` says).
+/// One API request through the tests' client (`common::try_api_request`, which frames the answer
+/// by `Content-Length`: Firecracker keeps the connection open); `Ok` on 204.
 pub fn api(sock: &Path, method: &str, path: &str, body: &str) -> Res<()> {
-    let mut s = UnixStream::connect(sock).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        if n == 0 {
-            break out.len();
-        }
-        out.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while out.len() < head_end + len {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&out);
-    if text.get(9..12) == Some("204") {
-        Ok(())
-    } else {
-        Err(format!("{method} {path}: {text}"))
+    match crate::common::try_api_request(sock, method, path, Some(body)) {
+        Ok((204, _)) => Ok(()),
+        Ok((status, text)) => Err(format!("{method} {path}: {status} {text}")),
+        Err(e) => Err(format!("{method} {path}: {e}")),
     }
 }
 

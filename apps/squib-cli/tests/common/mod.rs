@@ -236,9 +236,19 @@ impl Drop for Squib {
 }
 
 pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+    try_api_request(socket, method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", socket.display()))
+}
+
+/// [`api_request`] that reports a failed connect or write instead of panicking (benches).
+pub fn try_api_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let req = match body {
         Some(b) => format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
@@ -246,8 +256,8 @@ pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<&str>) 
         ),
         None => format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     };
-    s.write_all(req.as_bytes()).expect("write");
-    read_response(&mut s)
+    s.write_all(req.as_bytes())?;
+    Ok(read_response(&mut s))
 }
 
 /// One HTTP response from `s`: the status and the body, framed by `Content-Length` (Firecracker
